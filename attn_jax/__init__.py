@@ -1,0 +1,28 @@
+"""attn_jax: the attention mechanisms of "Attention? Attention!" in JAX.
+
+Pure functions at this level (no parameters held); Flax NNX modules live in
+``attn_jax.nn``; fused Pallas kernels in ``attn_jax.kernels``.
+"""
+
+from attn_jax import masks, scores
+from attn_jax.additive import additive_attention
+from attn_jax.attention import dot_product_attention
+from attn_jax.chunked import ChunkSizes
+from attn_jax.errors import UnsupportedError
+from attn_jax.local import local_attention_weights, predictive_center
+from attn_jax.masks import MaskSpec, dense_mask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChunkSizes",
+    "MaskSpec",
+    "UnsupportedError",
+    "additive_attention",
+    "dense_mask",
+    "dot_product_attention",
+    "local_attention_weights",
+    "masks",
+    "predictive_center",
+    "scores",
+]

@@ -1,0 +1,257 @@
+"""Checks and normalises the arguments of ``dot_product_attention``.
+
+Every check runs on shapes and dtypes only, before any computation, and the
+message names the argument and what it got. The result is a :class:`Problem`:
+one flattened batch axis ``B``, 4-D bias/mask, a :class:`~attn_jax.masks.MaskSpec`
+and resolved scalars, which every implementation consumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_jax.masks import MaskSpec, normalize_window
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Normalised attention arguments (batch flattened to one axis ``B``).
+
+    query ``[B, T, N, H]``, key ``[B, S, K, H]``, value ``[B, S, K, Hv]``;
+    bias ``[Bb, Nb, Tb, Sb]`` and mask (bool) likewise, each axis 1 or full.
+    """
+
+    query: Array
+    key: Array
+    value: Array
+    bias: Array | None
+    mask: Array | None
+    spec: MaskSpec
+    scale: float
+    logits_soft_cap: float | None
+    batch_shape: tuple[int, ...]
+
+    @property
+    def dims(self) -> tuple[int, int, int, int, int, int, int]:
+        """``(B, T, S, N, K, H, Hv)``."""
+        b, t, n, h = self.query.shape
+        _, s, k, hv = self.value.shape
+        return b, t, s, n, k, h, hv
+
+    @property
+    def dense_logits_bytes(self) -> int:
+        """Bytes of one float32 ``[B, N, T, S]`` logits array (dense path's size)."""
+        b, t, s, n, *_ = self.dims
+        return 4 * b * n * t * s
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def _dtype(x: Any) -> np.dtype:
+    return np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
+
+
+def _concrete(x) -> np.ndarray | None:
+    """The value of ``x`` as numpy, or None when it is traced."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _is_float(dt: np.dtype) -> bool:
+    return jnp.issubdtype(dt, jnp.floating)
+
+
+def _is_int(dt: np.dtype) -> bool:
+    return jnp.issubdtype(dt, jnp.integer)
+
+
+def check_qkv(query, key, value) -> tuple[tuple[int, ...], int, int, int, int, int, int]:
+    """Validate query/key/value; returns ``(batch_shape, T, S, N, K, H, Hv)``."""
+    qs, ks, vs = _shape(query), _shape(key), _shape(value)
+    if len(qs) < 3:
+        raise ValueError(f"query must be [*B, T, N, H] (rank >= 3), got shape {qs}")
+    if len(ks) != len(qs) or len(vs) != len(qs):
+        raise ValueError(
+            f"query, key and value must have the same rank, got query {qs}, key {ks}, value {vs}"
+        )
+    batch = qs[:-3]
+    if ks[:-3] != batch or vs[:-3] != batch:
+        raise ValueError(
+            f"query, key and value must share batch dims, got query {qs}, key {ks}, value {vs}"
+        )
+    t, n, h = qs[-3:]
+    s, k, hk = ks[-3:]
+    sv, kv, hv = vs[-3:]
+    if hk != h:
+        raise ValueError(f"query and key head_dim differ: query {qs} has H={h}, key {ks} has H={hk}")
+    if sv != s:
+        raise ValueError(f"key and value lengths differ: key {ks} has S={s}, value {vs} has S={sv}")
+    if kv != k:
+        raise ValueError(f"key and value head counts differ: key {ks} has K={k}, value {vs} has K={kv}")
+    if k == 0 or n % k != 0:
+        raise ValueError(
+            f"query heads must be a multiple of key/value heads: query {qs} has N={n}, "
+            f"key {ks} has K={k}"
+        )
+    dts = {name: _dtype(x) for name, x in (("query", query), ("key", key), ("value", value))}
+    for name, dt in dts.items():
+        if not _is_float(dt):
+            raise TypeError(f"{name} must be a floating dtype, got {dt}")
+    if len(set(dts.values())) != 1:
+        raise TypeError(
+            "query, key and value must have the same dtype, got "
+            + ", ".join(f"{n}={d}" for n, d in dts.items())
+        )
+    return batch, t, s, n, k, h, hv
+
+
+def flatten_batch(x: Array, batch_ndim: int) -> Array:
+    """``[*B, ...]`` -> ``[prod(B) or 1, ...]``."""
+    x = jnp.asarray(x)
+    return x.reshape((math.prod(x.shape[:batch_ndim]),) + x.shape[batch_ndim:])
+
+
+def _broadcast_4d(x, name: str, full: tuple[int, ...], batch_ndim: int) -> Array:
+    """Check ``x`` broadcasts to ``full = (*B, N, T, S)``; return ``[Bb, Nb, Tb, Sb]``."""
+    xs = _shape(x)
+    try:
+        ok = len(xs) <= len(full) and np.broadcast_shapes(xs, full) == full
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {xs} is not broadcastable to [*B, N, T, S] = {full}")
+    x = jnp.asarray(x)
+    x = x.reshape((1,) * (len(full) - x.ndim) + x.shape)
+    bshape = x.shape[:batch_ndim]
+    if all(d == 1 for d in bshape):
+        return x.reshape((1,) + x.shape[batch_ndim:])
+    x = jnp.broadcast_to(x, full[:batch_ndim] + x.shape[batch_ndim:])
+    return flatten_batch(x, batch_ndim)
+
+
+def check_lengths(x, name: str, batch: tuple[int, ...], limit: int) -> Array | None:
+    """Validate ``[*B]`` integer lengths; returns ``[prod(B)]`` int32 or None."""
+    if x is None:
+        return None
+    xs, dt = _shape(x), _dtype(x)
+    if not _is_int(dt):
+        raise TypeError(f"{name} must be an integer array, got dtype {dt}")
+    allowed = {batch} | ({(), (1,)} if batch == () else set())
+    if xs not in allowed:
+        raise ValueError(f"{name} must have shape [*B] = {batch}, got {xs}")
+    arr = _concrete(x)
+    if arr is not None and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be non-negative, got {arr}")
+    return jnp.asarray(x, jnp.int32).reshape(-1)
+
+
+def check_segment_ids(q_ids, kv_ids, batch: tuple[int, ...], t: int, s: int):
+    """Validate ``[*B, T]`` / ``[*B, S]`` segment ids; both or neither."""
+    if q_ids is None and kv_ids is None:
+        return None, None
+    if q_ids is None or kv_ids is None:
+        raise ValueError(
+            "q_segment_ids and kv_segment_ids must be given together, got "
+            f"q_segment_ids={_shape(q_ids) if q_ids is not None else None}, "
+            f"kv_segment_ids={_shape(kv_ids) if kv_ids is not None else None}"
+        )
+    for name, x, length in (("q_segment_ids", q_ids, t), ("kv_segment_ids", kv_ids, s)):
+        if not _is_int(_dtype(x)):
+            raise TypeError(f"{name} must be an integer array, got dtype {_dtype(x)}")
+        if _shape(x) != batch + (length,):
+            raise ValueError(f"{name} must have shape [*B, {length}] = {batch + (length,)}, got {_shape(x)}")
+    n = len(batch)
+    return (
+        flatten_batch(jnp.asarray(q_ids, jnp.int32), n),
+        flatten_batch(jnp.asarray(kv_ids, jnp.int32), n),
+    )
+
+
+def normalize(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    *,
+    scale=None,
+    is_causal=False,
+    query_seq_lengths=None,
+    key_value_seq_lengths=None,
+    local_window_size=None,
+    q_segment_ids=None,
+    kv_segment_ids=None,
+    logits_soft_cap=None,
+) -> Problem:
+    """Validate every argument and build the :class:`Problem`."""
+    batch, t, s, n, _, h, _ = check_qkv(query, key, value)
+    nb = len(batch)
+    full = batch + (n, t, s)
+    if bias is not None:
+        if not _is_float(_dtype(bias)):
+            raise TypeError(f"bias must be a floating dtype, got {_dtype(bias)}")
+        bias = _broadcast_4d(bias, "bias", full, nb)
+    if mask is not None:
+        if _dtype(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be boolean (True = attend), got dtype {_dtype(mask)}")
+        mask = _broadcast_4d(mask, "mask", full, nb)
+    window = normalize_window(local_window_size)
+    q_len = check_lengths(query_seq_lengths, "query_seq_lengths", batch, t)
+    kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, s)
+    q_seg, kv_seg = check_segment_ids(q_segment_ids, kv_segment_ids, batch, t, s)
+    if scale is None:
+        scale = 1.0 / math.sqrt(h)
+    elif not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
+    if logits_soft_cap is not None:
+        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)):
+            raise TypeError(f"logits_soft_cap must be a Python float, got {logits_soft_cap!r}")
+        if logits_soft_cap <= 0:
+            raise ValueError(f"logits_soft_cap must be positive, got {logits_soft_cap}")
+        logits_soft_cap = float(logits_soft_cap)
+    spec = MaskSpec(
+        is_causal=bool(is_causal),
+        window=window,
+        q_lengths=q_len,
+        kv_lengths=kv_len,
+        q_segment_ids=q_seg,
+        kv_segment_ids=kv_seg,
+    )
+    return Problem(
+        query=flatten_batch(query, nb),
+        key=flatten_batch(key, nb),
+        value=flatten_batch(value, nb),
+        bias=bias,
+        mask=mask,
+        spec=spec,
+        scale=float(scale),
+        logits_soft_cap=logits_soft_cap,
+        batch_shape=batch,
+    )
+
+
+def group_heads(x: Array | None, k: int) -> Array | None:
+    """``[Bb, Nb, Tb, Sb]`` -> ``[Bb, Kb, Gb, Tb, Sb]`` for GQA (Nb is 1 or N = K*G)."""
+    if x is None:
+        return None
+    b, n, t, s = x.shape
+    if n == 1:
+        return x[:, :, None]
+    return x.reshape(b, k, n // k, t, s)
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """Softmax statistics dtype: float32, or float64 for float64 inputs."""
+    return np.dtype(jnp.promote_types(dtype, jnp.float32))

@@ -1,0 +1,311 @@
+"""Additive (Bahdanau / concat) attention: ``e_ts = vᵀ tanh(W_q q_t + W_k k_s)``.
+
+Two implementations behind ``implementation=``:
+
+* ``"xla"``: dense; holds the ``[B, T, S, A]`` tanh features. Readable and the
+  test oracle.
+* ``"chunked"``: streams key chunks with an online softmax and a hand-written
+  backward (``jax.custom_vjp``) that recomputes each chunk's features, so it
+  never holds more than ``[B, T, chunk, A]``. A pointer network's loss
+  ``-(e_target - logsumexp)`` can then be trained on long inputs.
+
+The projections ``q W_q`` and ``k W_k`` are computed once outside the core
+(``[B, T, A]`` and ``[B, S, A]``), so their gradients come from autodiff.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_jax._inputs import _dtype, _is_float, _shape, check_lengths, compute_dtype, flatten_batch
+from attn_jax.errors import UnsupportedError
+from attn_jax.masks import MASK_VALUE, MaskSpec
+from attn_jax.xla import softmax_stats
+
+Array = jax.Array
+
+# implementation=None uses "xla" while B·T·S·A float32 features fit in this many bytes.
+DENSE_FEATURES_LIMIT_BYTES = 256 * 2**20
+DEFAULT_KEY_CHUNK = 256
+_NAMES = ("xla", "chunked", "pallas")
+_ALIASES = {"xla_chunked": "chunked"}
+
+
+class _Static(NamedTuple):
+    chunk: int
+    kv_len: int  # real S before padding
+
+
+def _keep(spec: MaskSpec, mask, k0, t: int, ck: int, kv_len: int, padded: bool):
+    """Visibility ``[B|1, T, ck]`` of key chunk ``k0`` (or None)."""
+    keep = spec.block(0, t, k0, ck, k_bound=kv_len if padded else None)
+    if mask is not None:
+        blk = mask if mask.shape[2] == 1 else jax.lax.dynamic_slice_in_dim(mask, k0, ck, axis=2)
+        keep = blk if keep is None else keep & blk
+    return keep
+
+
+def _chunk_scores(qp, kpc, w):
+    """``qp [B,T,A]``, ``kpc [B,ck,A]``, ``w [A]`` -> (tanh ``[B,T,ck,A]``, scores ``[B,T,ck]``)."""
+    feats = jnp.tanh(qp[:, :, None, :] + kpc[:, None, :, :])
+    return feats, feats @ w
+
+
+def _forward(qp, kp, value, w, mask, spec, st: _Static):
+    b, t, _ = qp.shape
+    sp, dv = value.shape[1], value.shape[2]
+    ck, nk = st.chunk, value.shape[1] // st.chunk
+    acc = compute_dtype(qp.dtype)
+    padded = sp > st.kv_len
+
+    def body(j, carry):
+        o, m, l = carry
+        k0 = jnp.asarray(j * ck, jnp.int32)
+        kpc = jax.lax.dynamic_slice_in_dim(kp, k0, ck, axis=1)
+        vc = jax.lax.dynamic_slice_in_dim(value, k0, ck, axis=1).astype(acc)
+        _, e = _chunk_scores(qp, kpc, w)
+        keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
+        if keep is not None:
+            e = jnp.where(keep, e, MASK_VALUE)
+        m_new = jnp.maximum(m, jnp.max(e, axis=-1))
+        alpha = jnp.exp(m - m_new)
+        p = jnp.exp(e - m_new[..., None])
+        if keep is not None:
+            p = jnp.where(keep, p, 0.0)
+        l = alpha * l + jnp.sum(p, axis=-1)
+        o = alpha[..., None] * o + jnp.einsum("BTS,BSD->BTD", p, vc)
+        return o, m_new, l
+
+    init = (jnp.zeros((b, t, dv), acc), jnp.full((b, t), MASK_VALUE, acc), jnp.zeros((b, t), acc))
+    hi = jnp.int32(nk)
+    if spec.kv_lengths is not None:
+        hi = jnp.minimum(hi, (jnp.max(spec.kv_lengths) + ck - 1) // ck).astype(jnp.int32)
+    o, m, l = jax.lax.fori_loop(jnp.int32(0), hi, body, init)
+    empty = l == 0
+    l_safe = jnp.where(empty, 1.0, l)
+    lse = jnp.where(empty, -jnp.inf, m + jnp.log(l_safe))
+    return o / l_safe[..., None], lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _chunked_core(qp, kp, value, w, mask, spec, st):
+    return _forward(qp, kp, value, w, mask, spec, st)
+
+
+def _core_fwd(qp, kp, value, w, mask, spec, st):
+    out, lse = _forward(qp, kp, value, w, mask, spec, st)
+    return (out, lse), (qp, kp, value, w, mask, spec, out, lse)
+
+
+def _core_bwd(st, res, cot):
+    qp, kp, value, w, mask, spec, out, lse = res
+    dout, dlse = cot
+    b, t, a = qp.shape
+    sp = value.shape[1]
+    ck, nk = st.chunk, sp // st.chunk
+    acc = compute_dtype(qp.dtype)
+    padded = sp > st.kv_len
+    dout = dout.astype(acc)
+    delta = jnp.sum(dout * out, axis=-1) - dlse.astype(acc)
+    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
+
+    def body(j, carry):
+        dqp, dkp, dval, dw = carry
+        k0 = jnp.asarray(j * ck, jnp.int32)
+        kpc = jax.lax.dynamic_slice_in_dim(kp, k0, ck, axis=1)
+        vc = jax.lax.dynamic_slice_in_dim(value, k0, ck, axis=1).astype(acc)
+        feats, e = _chunk_scores(qp, kpc, w)
+        p = jnp.exp(e - lse_safe[..., None])
+        keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
+        if keep is not None:
+            p = jnp.where(keep, p, 0.0)
+        dval = jax.lax.dynamic_update_slice_in_dim(dval, jnp.einsum("BTS,BTD->BSD", p, dout), k0, axis=1)
+        ds = p * (jnp.einsum("BTD,BSD->BTS", dout, vc) - delta[..., None])
+        dw = dw + jnp.einsum("BTSA,BTS->A", feats, ds)
+        dfeat = ds[..., None] * w * (1.0 - jnp.square(feats))
+        dqp = dqp + jnp.sum(dfeat, axis=2)
+        dkp = jax.lax.dynamic_update_slice_in_dim(dkp, jnp.sum(dfeat, axis=1), k0, axis=1)
+        return dqp, dkp, dval, dw
+
+    init = (
+        jnp.zeros(qp.shape, acc),
+        jnp.zeros(kp.shape, acc),
+        jnp.zeros(value.shape, acc),
+        jnp.zeros(w.shape, acc),
+    )
+    dqp, dkp, dval, dw = jax.lax.fori_loop(jnp.int32(0), jnp.int32(nk), body, init)
+    return (
+        dqp.astype(qp.dtype),
+        dkp.astype(kp.dtype),
+        dval.astype(value.dtype),
+        dw.astype(w.dtype),
+        None,
+        None,
+    )
+
+
+_chunked_core.defvjp(_core_fwd, _core_bwd)
+
+
+def _chunked_weights(qp, kp, w, mask, spec, lse, st: _Static):
+    """Attention weights ``[B, T, Sp]`` from the logsumexp, one key chunk at a time."""
+    t, ck = qp.shape[1], st.chunk
+    padded = kp.shape[1] > st.kv_len
+
+    def one(j):
+        k0 = jnp.asarray(j * ck, jnp.int32)
+        _, e = _chunk_scores(qp, jax.lax.dynamic_slice_in_dim(kp, k0, ck, axis=1), w)
+        p = jnp.exp(e - jnp.where(jnp.isfinite(lse), lse, 0.0)[..., None])
+        keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
+        return p if keep is None else jnp.where(keep, p, 0.0)
+
+    ws = jax.lax.map(one, jnp.arange(kp.shape[1] // ck, dtype=jnp.int32))  # [nk, B, T, ck]
+    return jnp.moveaxis(ws, 0, 2).reshape(qp.shape[0], t, -1)
+
+
+def _dense(qp, kp, value, w, keep):
+    acc = compute_dtype(qp.dtype)
+    e = jnp.tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ w
+    if keep is not None:
+        e = jnp.where(keep, e, MASK_VALUE)
+    p, l_safe, lse = softmax_stats(e, keep)
+    weights = p / l_safe[..., None]
+    return jnp.einsum("BTS,BSD->BTD", weights, value.astype(acc)), lse, weights
+
+
+def _check(query, key, value, w_q, w_k, v, mask):
+    qs, ks, vs = _shape(query), _shape(key), _shape(value)
+    if len(qs) < 2 or len(ks) != len(qs) or len(vs) != len(qs):
+        raise ValueError(
+            f"query [*B, T, Dq], key [*B, S, Dk] and value [*B, S, Dv] must share a rank >= 2, "
+            f"got query {qs}, key {ks}, value {vs}"
+        )
+    batch = qs[:-2]
+    if ks[:-2] != batch or vs[:-2] != batch:
+        raise ValueError(f"batch dims differ: query {qs}, key {ks}, value {vs}")
+    if ks[-2] != vs[-2]:
+        raise ValueError(f"key and value lengths differ: key {ks}, value {vs}")
+    a = _shape(v)
+    if len(a) != 1:
+        raise ValueError(f"v must be [A], got shape {a}")
+    if _shape(w_q) != (qs[-1], a[0]):
+        raise ValueError(f"w_q must be [Dq, A] = {(qs[-1], a[0])}, got {_shape(w_q)}")
+    if _shape(w_k) != (ks[-1], a[0]):
+        raise ValueError(f"w_k must be [Dk, A] = {(ks[-1], a[0])}, got {_shape(w_k)}")
+    for name, x in (("query", query), ("key", key), ("value", value), ("w_q", w_q), ("w_k", w_k), ("v", v)):
+        if not _is_float(_dtype(x)):
+            raise TypeError(f"{name} must be a floating dtype, got {_dtype(x)}")
+    if len({_dtype(query), _dtype(key), _dtype(value)}) != 1:
+        raise TypeError(
+            f"query, key and value must share a dtype, got {_dtype(query)}, {_dtype(key)}, {_dtype(value)}"
+        )
+    full = batch + (qs[-2], ks[-2])
+    if mask is not None:
+        if _dtype(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be boolean (True = attend), got dtype {_dtype(mask)}")
+        try:
+            ok = len(_shape(mask)) <= len(full) and np.broadcast_shapes(_shape(mask), full) == full
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"mask of shape {_shape(mask)} is not broadcastable to [*B, T, S] = {full}")
+    return batch
+
+
+def additive_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    w_q: Array,
+    w_k: Array,
+    v: Array,
+    *,
+    mask: Array | None = None,
+    key_value_seq_lengths: Array | None = None,
+    is_causal: bool = False,
+    return_residual: bool = False,
+    return_weights: bool = False,
+    implementation: str | None = None,
+    chunk_size: int = DEFAULT_KEY_CHUNK,
+):
+    """Bahdanau attention: ``context_t = Σ_s softmax_s(vᵀ tanh(W_q q_t + W_k k_s)) value_s``.
+
+    Args:
+      query: ``[*B, T, Dq]`` (decoder states).
+      key: ``[*B, S, Dk]`` (encoder annotations).
+      value: ``[*B, S, Dv]``.
+      w_q: ``[Dq, A]``; w_k: ``[Dk, A]``; v: ``[A]``.
+      mask: boolean, True = attend; broadcastable to ``[*B, T, S]``.
+      key_value_seq_lengths: ``[*B]`` int; keys ``s >= length`` invisible.
+      is_causal: key ``s`` visible from query ``t`` iff ``s <= t``.
+      return_residual: also return the logsumexp of the scores ``[*B, T]``.
+      return_weights: also return the attention weights ``[*B, T, S]``.
+      implementation: "xla", "chunked", "pallas" (not yet available: raises
+        ``UnsupportedError``) or None (xla while the dense features fit in
+        :data:`DENSE_FEATURES_LIMIT_BYTES`, else chunked).
+      chunk_size: key chunk length of the chunked path.
+
+    Returns:
+      ``context [*B, T, Dv]`` (query dtype), then the residual and the weights
+      when asked, in that order. Rows with nothing to attend to give zeros,
+      residual ``-inf`` and zero gradients.
+    """
+    batch = _check(query, key, value, w_q, w_k, v, mask)
+    kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, _shape(key)[-2])
+    if isinstance(implementation, str):
+        implementation = _ALIASES.get(implementation, implementation)
+    if implementation not in (None, *_NAMES):
+        raise ValueError(f"unknown implementation {implementation!r} for additive_attention; known: {_NAMES}")
+    if implementation == "pallas":
+        raise UnsupportedError("additive_attention: the Pallas kernel is not implemented yet")
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    nb = len(batch)
+    q, k, val = (flatten_batch(x, nb) for x in (query, key, value))
+    b, t, s, a = q.shape[0], q.shape[1], k.shape[1], _shape(v)[0]
+    if implementation is None:
+        implementation = "xla" if 4 * b * t * s * a <= DENSE_FEATURES_LIMIT_BYTES else "chunked"
+    acc = compute_dtype(q.dtype)
+    qp = jnp.einsum("BTD,DA->BTA", q, w_q, preferred_element_type=acc).astype(acc)
+    kp = jnp.einsum("BSD,DA->BSA", k, w_k, preferred_element_type=acc).astype(acc)
+    w = jnp.asarray(v).astype(acc)
+    mask3 = None
+    if mask is not None:
+        m = jnp.asarray(mask)
+        m = m.reshape((1,) * (nb + 2 - m.ndim) + m.shape)
+        if all(d == 1 for d in m.shape[:nb]):
+            mask3 = m.reshape((1,) + m.shape[nb:])
+        else:
+            mask3 = flatten_batch(jnp.broadcast_to(m, batch + m.shape[nb:]), nb)
+    spec = MaskSpec(is_causal=bool(is_causal), kv_lengths=kv_len)
+
+    weights = None
+    if implementation == "xla":
+        keep = spec.block(0, t, 0, s)
+        if mask3 is not None:
+            keep = mask3 if keep is None else keep & mask3
+        out, lse, weights = _dense(qp, kp, val, w, keep)
+    else:
+        ck = min(chunk_size, s)
+        sp = math.ceil(s / ck) * ck
+        pad = ((0, 0), (0, sp - s), (0, 0))
+        kp_p, val_p = jnp.pad(kp, pad), jnp.pad(val, pad)
+        if mask3 is not None and mask3.shape[2] != 1:
+            mask3 = jnp.pad(mask3, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
+        st = _Static(ck, s)
+        out, lse = _chunked_core(qp, kp_p, val_p, w, mask3, spec, st)
+        if return_weights:
+            weights = _chunked_weights(qp, kp_p, w, mask3, spec, lse, st)[:, :, :s]
+
+    results = [out.astype(q.dtype).reshape(batch + (t, val.shape[-1]))]
+    if return_residual:
+        results.append(lse.astype(q.dtype).reshape(batch + (t,)))
+    if return_weights:
+        results.append(weights.astype(q.dtype).reshape(batch + (t, s)))
+    return results[0] if len(results) == 1 else tuple(results)

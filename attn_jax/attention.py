@@ -1,0 +1,265 @@
+"""``dot_product_attention``: one function, several implementations.
+
+Dispatch is one explicit chain on the ``implementation`` argument:
+
+* a name or a sequence of names: the first implementation that supports the
+  arguments on this backend is used; if none does, ``UnsupportedError`` says
+  why each one declined. Unknown names raise ``ValueError``.
+* ``None``: ``pallas`` where it supports the arguments, else ``xla``, or
+  ``chunked`` when the dense float32 logits would exceed
+  :data:`DENSE_LOGITS_LIMIT_BYTES`. Never ``cudnn``. Each fallback's reason
+  is logged at DEBUG level on the ``attn_jax`` logger.
+
+Names: ``xla`` (dense reference), ``chunked`` (memory-efficient, Rabe & Staats),
+``pallas`` / ``pallas_triton`` / ``pallas_mosaic_gpu`` / ``pallas_mosaic_tpu``
+(fused kernels, ``attn_jax.kernels``), ``cudnn`` (``jax.nn``'s cuDNN path).
+tokamax's names are aliases: ``xla_chunked`` -> chunked, ``triton`` ->
+pallas_triton, ``mosaic`` -> pallas_mosaic_tpu on TPU, else pallas_mosaic_gpu.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax import chunked as _chunked
+from attn_jax import xla as _xla
+from attn_jax._inputs import Problem, normalize
+from attn_jax.errors import UnsupportedError
+
+Array = jax.Array
+log = logging.getLogger("attn_jax")
+
+# implementation=None switches from "xla" to "chunked" above this many bytes of
+# float32 logits (B·N·T·S·4): 256 MiB, e.g. B=1, N=16, T=S=2048.
+DENSE_LOGITS_LIMIT_BYTES = 256 * 2**20
+
+NAMES = (
+    "xla",
+    "chunked",
+    "pallas",
+    "pallas_triton",
+    "pallas_mosaic_gpu",
+    "pallas_mosaic_tpu",
+    "cudnn",
+)
+ALIASES = {"xla_chunked": "chunked", "triton": "pallas_triton"}
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"implementation must be a string or a sequence of strings, got {name!r}")
+    if name == "mosaic":
+        return "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_mosaic_gpu"
+    name = ALIASES.get(name, name)
+    if name not in NAMES:
+        raise ValueError(
+            f"unknown implementation {name!r}; known: {', '.join(NAMES)} "
+            f"(aliases: {', '.join([*ALIASES, 'mosaic'])})"
+        )
+    return name
+
+
+# --- implementations: each has supports(problem, flags) -> reason or None, and run --------
+
+
+def _pallas_reason(name: str, p: Problem) -> str | None:
+    """Ask the kernels package (imported lazily) whether it serves ``p``."""
+    from attn_jax import kernels
+
+    return kernels.unsupported_reason(name, p)
+
+
+def _run_pallas(name: str, p: Problem) -> tuple[Array, Array]:
+    from attn_jax import kernels
+
+    return kernels.attention(name, p)
+
+
+def _cudnn_reason(p: Problem, return_residual: bool) -> str | None:
+    if jax.default_backend() != "gpu":
+        return f"cudnn needs a GPU backend, this is {jax.default_backend()!r}"
+    b, t, s, n, k, h, hv = p.dims
+    if hv != h:
+        return f"cudnn needs the value head_dim to equal the query's, got H={h}, Hv={hv}"
+    if p.query.dtype not in (jnp.bfloat16, jnp.float16):
+        return f"cudnn needs bfloat16 or float16 inputs, got {p.query.dtype}"
+    if p.spec.q_segment_ids is not None:
+        return "cudnn (through jax.nn) has no segment ids"
+    if p.logits_soft_cap is not None:
+        return "cudnn (through jax.nn) has no logits_soft_cap"
+    window = p.spec.window
+    if window is not None and window[1] != 0 and not p.spec.is_causal:
+        return f"cudnn supports only left windows unless causal, got {window}"
+    if h > 256 or h % 8:
+        return f"cudnn needs head_dim <= 256 and a multiple of 8, got {h}"
+    return None
+
+
+def _run_cudnn(p: Problem, return_residual: bool) -> tuple[Array, Array | None]:
+    """jax.nn's cuDNN path, as it is.
+
+    Known deviations from the attn_jax contract, which it cannot detect before
+    running: rows with nothing to attend to are not guaranteed zero output /
+    ``-inf`` residual, and the residual's gradient is whatever jax.nn gives.
+    """
+    res = jax.nn.dot_product_attention(
+        p.query,
+        p.key,
+        p.value,
+        p.bias,
+        p.mask,
+        scale=p.scale,
+        is_causal=p.spec.is_causal,
+        query_seq_lengths=p.spec.q_lengths,
+        key_value_seq_lengths=p.spec.kv_lengths,
+        local_window_size=p.spec.window,
+        implementation="cudnn",
+        return_residual=return_residual,
+    )
+    if return_residual:
+        return res
+    return res, None
+
+
+def _reason(name: str, p: Problem, return_residual: bool) -> str | None:
+    if name in ("xla", "chunked"):
+        return None
+    if name == "cudnn":
+        return _cudnn_reason(p, return_residual)
+    return _pallas_reason(name, p)
+
+
+def _run(name: str, p: Problem, return_residual: bool):
+    if name == "xla":
+        return _xla.attention(p)
+    if name == "chunked":
+        return _chunked.attention(p)
+    if name == "cudnn":
+        return _run_cudnn(p, return_residual)
+    return _run_pallas(name, p)
+
+
+def _choose(implementation, p: Problem, return_residual: bool) -> str:
+    if implementation is None:
+        reason = _reason("pallas", p, return_residual)
+        if reason is None:
+            return "pallas"
+        log.debug("implementation=None: not pallas (%s)", reason)
+        if p.dense_logits_bytes > DENSE_LOGITS_LIMIT_BYTES:
+            log.debug(
+                "implementation=None: chunked, dense logits would take %d bytes > %d",
+                p.dense_logits_bytes,
+                DENSE_LOGITS_LIMIT_BYTES,
+            )
+            return "chunked"
+        return "xla"
+    names = [implementation] if isinstance(implementation, str) else list(implementation)
+    if not names:
+        raise ValueError("implementation must not be an empty sequence")
+    names = [_canonical(n) for n in names]
+    reasons = []
+    for name in names:
+        reason = _reason(name, p, return_residual)
+        if reason is None:
+            return name
+        log.debug("implementation %r declined: %s", name, reason)
+        reasons.append(f"{name}: {reason}")
+    raise UnsupportedError("no requested implementation supports these arguments: " + "; ".join(reasons))
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    bias: Array | None = None,
+    mask: Array | None = None,
+    *,
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: Array | None = None,
+    key_value_seq_lengths: Array | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
+    logits_soft_cap: float | None = None,
+    implementation: str | Sequence[str] | None = None,
+    return_residual: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Scaled dot-product attention, a drop-in for ``jax.nn.dot_product_attention``.
+
+    ``softmax(scale · q kᵀ + bias, masked) v`` per head, with optional soft-cap
+    ``c · tanh(logits / c)`` applied after scale and bias.
+
+    Args:
+      query: ``[*B, T, N, H]``; ``*B`` is zero or more batch dims.
+      key: ``[*B, S, K, H]``; ``N`` must be a multiple of ``K`` (GQA/MQA; K/V
+        are never repeated in memory).
+      value: ``[*B, S, K, Hv]``; ``Hv`` may differ from ``H``.
+      bias: added to the logits; broadcastable to ``[*B, N, T, S]``.
+      mask: boolean, True = attend; broadcastable to ``[*B, N, T, S]``.
+      scale: logit scale, default ``1 / sqrt(H)``.
+      is_causal: key ``j`` visible from query ``i`` iff ``j <= i`` (top-left
+        alignment when ``T != S``, as jax.nn).
+      query_seq_lengths: ``[*B]`` int; rows ``i >= length`` attend to nothing.
+      key_value_seq_lengths: ``[*B]`` int; keys ``j >= length`` are invisible.
+      local_window_size: ``w`` or ``(left, right)``: visible iff
+        ``i - left <= j <= i + right``.
+      q_segment_ids: ``[*B, T]`` int, with kv_segment_ids ``[*B, S]``: attend
+        only where ids are equal (packed sequences).
+      logits_soft_cap: ``c > 0``: logits become ``c · tanh(logits / c)``.
+      implementation: None, a name, or a sequence of names (module docstring).
+      return_residual: also return the logsumexp of the logits.
+
+    Returns:
+      ``[*B, T, N, Hv]`` in the query dtype; with ``return_residual`` also the
+      logsumexp ``[*B, T, N]`` (query dtype, differentiable). A row with nothing
+      to attend to gives zeros, residual ``-inf`` and zero gradients.
+
+    Raises:
+      ValueError / TypeError: malformed arguments (before any computation).
+      UnsupportedError: a requested implementation cannot serve the arguments.
+
+    >>> import jax.numpy as jnp
+    >>> q = jnp.ones((2, 5, 4, 8)); kv = jnp.ones((2, 7, 2, 8))
+    >>> dot_product_attention(q, kv, kv, is_causal=True).shape
+    (2, 5, 4, 8)
+    """
+    if implementation is not None and not isinstance(implementation, str):
+        implementation = tuple(implementation)
+    p = normalize(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        q_segment_ids=q_segment_ids,
+        kv_segment_ids=kv_segment_ids,
+        logits_soft_cap=logits_soft_cap,
+    )
+    name = _choose(implementation, p, return_residual)
+    out, lse = _run(name, p, return_residual)
+    batch = p.batch_shape
+    t, n, hv = out.shape[1:]
+    out = out.reshape(batch + (t, n, hv))
+    if not return_residual:
+        return out
+    return out, lse.reshape(batch + (t, n)).astype(p.query.dtype)
+
+
+def implementation_for(implementation: Any, *args, return_residual: bool = False, **kwargs) -> str:
+    """The implementation name ``dot_product_attention`` would use (for logs/benchmarks)."""
+    p = normalize(*args, **kwargs)
+    if implementation is not None and not isinstance(implementation, str):
+        implementation = tuple(implementation)
+    return _choose(implementation, p, return_residual)
+

@@ -1,0 +1,305 @@
+"""Memory-efficient ("chunked") attention, after Rabe & Staats (2021).
+
+Queries are processed in chunks of ``query`` rows (a sequential ``lax.map``),
+and for each chunk the keys/values are streamed in chunks of ``key`` columns
+with an online softmax, so the forward never holds more than one
+``[B, N, query, key]`` block of logits. The backward pass is written by hand
+(``jax.custom_vjp``, FlashAttention-2's recurrences in plain jnp): it recomputes
+each block of probabilities from the saved logsumexp instead of storing them,
+so it too runs in ``O(T·chunk)`` extra memory. Key chunks that the causal or
+local-window structure excludes are skipped, not computed and masked.
+
+Any ``T`` and ``S`` work: the sequences are padded to a multiple of the chunk
+and the padding is masked (``q_bound``/``k_bound`` of :meth:`MaskSpec.block`).
+The residual (logsumexp) has a true gradient: its cotangent enters the backward
+as ``dS = P ∘ (dP - (D - dlse))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax._inputs import Problem, compute_dtype, group_heads
+from attn_jax.masks import MASK_VALUE, MaskSpec
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkSizes:
+    """Query and key chunk lengths (clipped to T and S).
+
+    Rabe & Staats use (1024, 4096) on TPU; smaller chunks use less memory and
+    suit CPU caches. Both must be positive.
+    """
+
+    query: int = 512
+    key: int = 1024
+
+    def __post_init__(self):
+        if self.query <= 0 or self.key <= 0:
+            raise ValueError(f"chunk sizes must be positive, got {self}")
+
+    @classmethod
+    def get_default(cls) -> ChunkSizes:
+        return cls()
+
+
+# Internally an empty row's logsumexp is MASK_VALUE; below this it is reported as -inf.
+_EMPTY_BELOW = 0.5 * MASK_VALUE
+
+
+class _Static(NamedTuple):
+    scale: float
+    soft_cap: float | None
+    chunk_q: int
+    chunk_k: int
+    q_len: int  # real T (before padding)
+    kv_len: int  # real S
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def _slice_broadcast(x: Array, start, size: int, axis: int) -> Array:
+    """Slice ``x`` along ``axis`` unless that axis is broadcast (size 1)."""
+    if x.shape[axis] == 1:
+        return x
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=axis)
+
+
+def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padded):
+    """Logits of one block: ``qc [B,cq,K,G,H]``, ``kc [B,ck,K,H]`` -> ``[B,K,G,cq,ck]``.
+
+    Returns ``(s, tanh_or_None, keep_or_None)``; ``s`` is MASK_VALUE where masked.
+    """
+    acc = compute_dtype(qc.dtype)
+    cq, ck = qc.shape[1], kc.shape[1]
+    s = jnp.einsum("BTKGH,BSKH->BKGTS", qc, kc, preferred_element_type=acc).astype(acc)
+    s = s * jnp.asarray(st.scale, acc)
+    if bias is not None:
+        blk = _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
+        s = s + blk.astype(acc)
+    tanh = None
+    if st.soft_cap is not None:
+        c = jnp.asarray(st.soft_cap, acc)
+        tanh = jnp.tanh(s / c)
+        s = c * tanh
+    q_pad, k_pad = padded
+    keep = spec.block(
+        q0, cq, k0, ck,
+        q_bound=st.q_len if q_pad else None,
+        k_bound=st.kv_len if k_pad else None,
+    )
+    if keep is not None:
+        keep = keep[:, None, None]
+    if mask is not None:
+        blk = _slice_broadcast(_slice_broadcast(mask, q0, cq, 3), k0, ck, 4)
+        keep = blk if keep is None else keep & blk
+    if keep is not None:
+        s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
+    return s, tanh, keep
+
+
+def _key_range(spec: MaskSpec, q0, st: _Static, nk: int):
+    lo, hi = spec.key_block_range(q0, jnp.minimum(q0 + st.chunk_q, st.q_len), st.chunk_k, nk)
+    if spec.kv_lengths is not None:
+        hi = jnp.minimum(hi, _cdiv(jnp.max(spec.kv_lengths), st.chunk_k))
+    return lo, hi
+
+
+def _query_range(spec: MaskSpec, k0, st: _Static, nq: int):
+    lo, hi = spec.query_block_range(k0, jnp.minimum(k0 + st.chunk_k, st.kv_len), st.chunk_q, nq)
+    hi = jnp.minimum(hi, _cdiv(st.q_len, st.chunk_q))
+    if spec.q_lengths is not None:
+        hi = jnp.minimum(hi, _cdiv(jnp.max(spec.q_lengths), st.chunk_q))
+    return lo, hi
+
+
+def _forward(q, k, v, bias, mask, spec, st: _Static):
+    """``q [B,Tp,K,G,H]`` etc. -> ``out [B,Tp,K,G,Hv]`` (q dtype), ``lse [B,K,G,Tp]``.
+
+    ``lse`` is MASK_VALUE (finite) for empty rows, padded ones included.
+    """
+    b, tp, nkv, g, _ = q.shape
+    sp, hv = k.shape[1], v.shape[-1]
+    cq, ck = st.chunk_q, st.chunk_k
+    nq, nk = tp // cq, sp // ck
+    acc_t = compute_dtype(q.dtype)
+    padded = (tp > st.q_len, sp > st.kv_len)
+
+    def one_query_chunk(i):
+        q0 = jnp.asarray(i * cq, jnp.int32)
+        qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=1)
+
+        def body(j, carry):
+            o, m, l = carry
+            k0 = jnp.asarray(j * ck, jnp.int32)
+            kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=1)
+            vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
+            s, _, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            alpha = jnp.exp(m - m_new)
+            p = jnp.exp(s - m_new[..., None])
+            if keep is not None:
+                p = jnp.where(keep, p, 0.0)
+            l = alpha * l + jnp.sum(p, axis=-1)
+            o = alpha[..., None] * o + jnp.einsum("BKGTS,BSKH->BKGTH", p, vc.astype(acc_t))
+            return o, m_new, l
+
+        init = (
+            jnp.zeros((b, nkv, g, cq, hv), acc_t),
+            jnp.full((b, nkv, g, cq), MASK_VALUE, acc_t),
+            jnp.zeros((b, nkv, g, cq), acc_t),
+        )
+        lo, hi = _key_range(spec, q0, st, nk)
+        o, m, l = jax.lax.fori_loop(lo, hi, body, init)
+        empty = l == 0
+        l_safe = jnp.where(empty, 1.0, l)
+        # Empty rows keep the finite MASK_VALUE here: padded query rows are empty
+        # too, and -inf may only appear for rows the caller really masked.
+        lse = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
+        return (o / l_safe[..., None]).astype(q.dtype), lse
+
+    o, lse = jax.lax.map(one_query_chunk, jnp.arange(nq, dtype=jnp.int32))
+    # o: [nq, B, K, G, cq, Hv] -> [B, Tp, K, G, Hv]; lse: [nq, B, K, G, cq] -> [B, K, G, Tp]
+    o = jnp.transpose(o, (1, 0, 4, 2, 3, 5)).reshape(b, tp, nkv, g, hv)
+    lse = jnp.transpose(lse, (1, 2, 3, 0, 4)).reshape(b, nkv, g, tp)
+    return o, lse
+
+
+def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
+    b, tp, nkv, g, h = q.shape
+    sp = k.shape[1]
+    cq, ck = st.chunk_q, st.chunk_k
+    nq, nk = tp // cq, sp // ck
+    acc_t = compute_dtype(q.dtype)
+    padded = (tp > st.q_len, sp > st.kv_len)
+    scale = jnp.asarray(st.scale, acc_t)
+
+    # D_i = rowsum(dO ∘ O) minus the residual's cotangent: [B, K, G, Tp].
+    delta = jnp.sum(dout.astype(acc_t) * out.astype(acc_t), axis=-1)
+    delta = jnp.moveaxis(delta, 1, 3) - dlse.astype(acc_t)
+
+    def one_key_chunk(j, carry):
+        dq, dk, dv, dbias = carry
+        k0 = jnp.asarray(j * ck, jnp.int32)
+        kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=1)
+        vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
+
+        def one_query_chunk(i, inner):
+            dk_c, dv_c, dq, dbias = inner
+            q0 = jnp.asarray(i * cq, jnp.int32)
+            qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=1)
+            doc = jax.lax.dynamic_slice_in_dim(dout, q0, cq, axis=1).astype(acc_t)
+            lse_c = jax.lax.dynamic_slice_in_dim(lse, q0, cq, axis=3)
+            delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=3)
+            s, tanh, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
+            p = jnp.exp(s - lse_c[..., None])
+            if keep is not None:
+                p = jnp.where(keep, p, 0.0)
+            dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p, doc)
+            dp = jnp.einsum("BTKGH,BSKH->BKGTS", doc, vc.astype(acc_t))
+            ds = p * (dp - delta_c[..., None])
+            if tanh is not None:
+                ds = ds * (1.0 - jnp.square(tanh))
+            if dbias is not None:
+                red = ds
+                for axis in range(5):
+                    if bias.shape[axis] == 1 and red.shape[axis] != 1:
+                        red = jnp.sum(red, axis=axis, keepdims=True)
+                zero = jnp.int32(0)
+                start = (zero, zero, zero, q0 if bias.shape[3] > 1 else zero, k0 if bias.shape[4] > 1 else zero)
+                cur = jax.lax.dynamic_slice(dbias, start, red.shape)
+                dbias = jax.lax.dynamic_update_slice(dbias, cur + red, start)
+            dq_c = jnp.einsum("BKGTS,BSKH->BTKGH", ds, kc.astype(acc_t)) * scale
+            cur = jax.lax.dynamic_slice_in_dim(dq, q0, cq, axis=1)
+            dq = jax.lax.dynamic_update_slice_in_dim(dq, cur + dq_c, q0, axis=1)
+            dk_c = dk_c + jnp.einsum("BKGTS,BTKGH->BSKH", ds, qc.astype(acc_t)) * scale
+            return dk_c, dv_c, dq, dbias
+
+        inner = (
+            jnp.zeros((b, ck, nkv, h), acc_t),
+            jnp.zeros((b, ck, nkv, v.shape[-1]), acc_t),
+            dq,
+            dbias,
+        )
+        lo, hi = _query_range(spec, k0, st, nq)
+        dk_c, dv_c, dq, dbias = jax.lax.fori_loop(lo, hi, one_query_chunk, inner)
+        dk = jax.lax.dynamic_update_slice_in_dim(dk, dk_c, k0, axis=1)
+        dv = jax.lax.dynamic_update_slice_in_dim(dv, dv_c, k0, axis=1)
+        return dq, dk, dv, dbias
+
+    init = (
+        jnp.zeros(q.shape, acc_t),
+        jnp.zeros(k.shape, acc_t),
+        jnp.zeros(v.shape, acc_t),
+        None if bias is None else jnp.zeros(bias.shape, acc_t),
+    )
+    dq, dk, dv, dbias = jax.lax.fori_loop(jnp.int32(0), jnp.int32(nk), one_key_chunk, init)
+    if dbias is not None:
+        dbias = dbias.astype(bias.dtype)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dbias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _chunked_core(q, k, v, bias, mask, spec, st):
+    return _forward(q, k, v, bias, mask, spec, st)
+
+
+def _core_fwd(q, k, v, bias, mask, spec, st):
+    out, lse = _forward(q, k, v, bias, mask, spec, st)
+    return (out, lse), (q, k, v, bias, mask, spec, out, lse)
+
+
+def _core_bwd(st, res, cotangents):
+    q, k, v, bias, mask, spec, out, lse = res
+    dout, dlse = cotangents
+    dq, dk, dv, dbias = _backward(q, k, v, bias, mask, spec, st, out, lse, dout, dlse)
+    return dq, dk, dv, dbias, None, None
+
+
+_chunked_core.defvjp(_core_fwd, _core_bwd)
+
+
+def _pad_axis(x: Array | None, axis: int, target: int, value=0) -> Array | None:
+    """Pad ``x`` along ``axis`` to ``target`` unless it is absent or broadcast."""
+    if x is None or x.shape[axis] == 1 or x.shape[axis] == target:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, target - x.shape[axis])
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array, Array]:
+    """Chunked attention on a normalised problem: ``out [B,T,N,Hv]``, ``lse [B,T,N]``."""
+    chunk_sizes = chunk_sizes or ChunkSizes.get_default()
+    b, t, s, n, kh, h, hv = p.dims
+    g = n // kh
+    cq, ck = min(chunk_sizes.query, t), min(chunk_sizes.key, s)
+    tp, sp = _cdiv(t, cq) * cq, _cdiv(s, ck) * ck
+    q = _pad_axis(p.query.reshape(b, t, kh, g, h), 1, tp)
+    k = _pad_axis(p.key, 1, sp)
+    v = _pad_axis(p.value, 1, sp)
+    bias = group_heads(p.bias, kh)
+    bias = _pad_axis(_pad_axis(bias, 3, tp), 4, sp)
+    mask = group_heads(p.mask, kh)
+    mask = _pad_axis(_pad_axis(mask, 3, tp, False), 4, sp, False)
+    spec = p.spec
+    if spec.q_segment_ids is not None:
+        spec = dataclasses.replace(
+            spec,
+            q_segment_ids=_pad_axis(spec.q_segment_ids, 1, tp),
+            kv_segment_ids=_pad_axis(spec.kv_segment_ids, 1, sp),
+        )
+    st = _Static(p.scale, p.logits_soft_cap, cq, ck, t, s)
+    out, lse = _chunked_core(q, k, v, bias, mask, spec, st)
+    out = out[:, :t].reshape(b, t, n, hv)
+    lse = jnp.moveaxis(lse[..., :t], 3, 1).reshape(b, t, n)
+    return out, jnp.where(lse <= _EMPTY_BELOW, -jnp.inf, lse)

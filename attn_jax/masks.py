@@ -1,0 +1,187 @@
+"""Compact attention-mask descriptions, shared by every implementation.
+
+A mask is never stored as a ``[T, S]`` array unless a caller asks for one
+(:func:`dense_mask`, used by the dense reference, tests and plots). Instead a
+:class:`MaskSpec` keeps the *structure*: causal alignment and local window as
+static Python values, query/key lengths and segment ids as small arrays. Each
+implementation evaluates the predicate only on the block it is working on
+(:meth:`MaskSpec.block`), and skips blocks the static structure excludes
+(:meth:`MaskSpec.key_block_range`, :meth:`MaskSpec.query_block_range`).
+
+This module imports jax only: the Pallas kernels in ``attn_jax.kernels`` use it
+too, so the mask predicate and block-skipping arithmetic exist exactly once.
+
+Positions are top-left aligned, as ``jax.nn.dot_product_attention``: query ``i``
+and key ``j`` are compared as integers, so ``is_causal`` means ``j <= i`` even
+when ``T != S``, and ``window=(left, right)`` means ``i - left <= j <= i + right``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# A large *finite* negative logit for masked entries (as jax.nn and jax's Pallas
+# ops): exp(MASK_VALUE - m) underflows to 0 without producing inf, so nothing
+# trips jax.debug_infs. Kept within float32 range for every input dtype.
+MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+def normalize_window(window: Any) -> tuple[int, int] | None:
+    """``None``, an int ``w`` (meaning ``(w, w)``) or ``(left, right)`` -> tuple.
+
+    Raises TypeError for non-integers and ValueError for negative sizes.
+    """
+    if window is None:
+        return None
+    if isinstance(window, (int, np.integer)) and not isinstance(window, bool):
+        pair = (int(window), int(window))
+    elif isinstance(window, (tuple, list)) and len(window) == 2 and all(
+        isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in window
+    ):
+        pair = (int(window[0]), int(window[1]))
+    else:
+        raise TypeError(
+            f"local_window_size must be an int or a (left, right) pair of ints, got {window!r}"
+        )
+    if pair[0] < 0 or pair[1] < 0:
+        raise ValueError(f"local_window_size must be non-negative, got {window!r}")
+    return pair
+
+
+def position_predicate(q_pos, k_pos, *, is_causal: bool, window: tuple[int, int] | None):
+    """Elementwise visibility from positions alone (causal, local window).
+
+    ``q_pos`` and ``k_pos`` are integer arrays that broadcast against each other
+    (typically ``[Tq, 1]`` and ``[1, Tk]``). Returns a boolean array, or None when
+    neither constraint is set. Backend-neutral: usable inside Pallas kernels.
+    """
+    keep = None
+    if is_causal:
+        keep = k_pos <= q_pos
+    if window is not None:
+        left, right = window
+        w = (k_pos >= q_pos - left) & (k_pos <= q_pos + right)
+        keep = w if keep is None else keep & w
+    return keep
+
+
+def _and(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """Structure of an attention mask over a flattened batch ``B``.
+
+    Attributes:
+      is_causal: key ``j`` visible from query ``i`` only if ``j <= i`` (static).
+      window: ``(left, right)``: visible iff ``i - left <= j <= i + right`` (static).
+      q_lengths: ``[B]`` int; query rows ``i >= q_lengths[b]`` attend to nothing.
+      kv_lengths: ``[B]`` int; keys ``j >= kv_lengths[b]`` are invisible.
+      q_segment_ids: ``[B, T]`` int; with ``kv_segment_ids`` ``[B, S]``, query and
+        key attend only when their ids are equal (packed sequences).
+    """
+
+    is_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    window: tuple[int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
+    q_lengths: Array | None = None
+    kv_lengths: Array | None = None
+    q_segment_ids: Array | None = None
+    kv_segment_ids: Array | None = None
+
+    @property
+    def has_static_structure(self) -> bool:
+        """True when causal or window constraints allow skipping whole blocks."""
+        return self.is_causal or self.window is not None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the spec masks nothing at all."""
+        return not self.has_static_structure and all(
+            x is None for x in (self.q_lengths, self.kv_lengths, self.q_segment_ids)
+        )
+
+    def block(
+        self,
+        q_start,
+        q_size: int,
+        k_start,
+        k_size: int,
+        *,
+        q_bound: int | None = None,
+        k_bound: int | None = None,
+    ) -> Array | None:
+        """Visibility of a ``[q_size, k_size]`` block at offsets ``(q_start, k_start)``.
+
+        ``q_start``/``k_start`` may be traced integers. ``q_bound``/``k_bound``
+        mark positions at or beyond them invisible (padding added by a chunked
+        or blocked implementation). Segment ids are sliced with
+        ``lax.dynamic_slice``, so the caller must have padded them to cover the
+        block. Returns ``[B or 1, q_size, k_size]`` bool, or None if nothing masks.
+        """
+        q_pos = q_start + jnp.arange(q_size, dtype=jnp.int32)[:, None]
+        k_pos = k_start + jnp.arange(k_size, dtype=jnp.int32)[None, :]
+        keep = position_predicate(q_pos, k_pos, is_causal=self.is_causal, window=self.window)
+        if q_bound is not None:
+            keep = _and(keep, q_pos < q_bound)
+        if k_bound is not None:
+            keep = _and(keep, k_pos < k_bound)
+        if keep is not None:
+            keep = keep[None]
+        if self.q_lengths is not None:
+            keep = _and(keep, q_pos[None] < self.q_lengths[:, None, None])
+        if self.kv_lengths is not None:
+            keep = _and(keep, k_pos[None] < self.kv_lengths[:, None, None])
+        if self.q_segment_ids is not None:
+            qs = jax.lax.dynamic_slice_in_dim(self.q_segment_ids, q_start, q_size, axis=1)
+            ks = jax.lax.dynamic_slice_in_dim(self.kv_segment_ids, k_start, k_size, axis=1)
+            keep = _and(keep, qs[:, :, None] == ks[:, None, :])
+        return keep
+
+    def key_block_range(self, q_start, q_stop, block_k: int, num_k_blocks: int):
+        """Key blocks ``[lo, hi)`` that queries ``[q_start, q_stop)`` may see.
+
+        Uses only the static structure (causal, window); blocks outside the
+        range are fully masked and can be skipped. Works on Python or traced ints.
+        """
+        lo, hi = 0, num_k_blocks
+        last_q = q_stop - 1
+        if self.is_causal:
+            hi = jnp.minimum(hi, last_q // block_k + 1)
+        if self.window is not None:
+            left, right = self.window
+            lo = jnp.maximum(lo, (q_start - left) // block_k)
+            hi = jnp.minimum(hi, (last_q + right) // block_k + 1)
+        return jnp.asarray(lo, jnp.int32), jnp.asarray(jnp.maximum(hi, 0), jnp.int32)
+
+    def query_block_range(self, k_start, k_stop, block_q: int, num_q_blocks: int):
+        """Query blocks ``[lo, hi)`` that may see keys ``[k_start, k_stop)``."""
+        lo, hi = 0, num_q_blocks
+        last_k = k_stop - 1
+        if self.is_causal:
+            lo = jnp.maximum(lo, k_start // block_q)
+        if self.window is not None:
+            left, right = self.window
+            lo = jnp.maximum(lo, (k_start - right) // block_q)
+            hi = jnp.minimum(hi, (last_k + left) // block_q + 1)
+        return jnp.asarray(jnp.maximum(lo, 0), jnp.int32), jnp.asarray(jnp.maximum(hi, 0), jnp.int32)
+
+
+def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:
+    """The full boolean mask ``[B or 1, T, S]`` (True = attend), for references and plots."""
+    keep = spec.block(0, q_len, 0, kv_len)
+    if keep is None:
+        return jnp.ones((1, q_len, kv_len), bool)
+    return keep

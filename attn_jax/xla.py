@@ -1,0 +1,74 @@
+"""Dense ("xla") attention: the readable reference every other path is tested against.
+
+Materialises the ``[B, K, G, T, S]`` logits in float32 (float64 for float64
+inputs). Gradients come from autodiff, including the gradient of the
+logsumexp residual.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax._inputs import Problem, compute_dtype, group_heads
+from attn_jax.masks import MASK_VALUE, dense_mask
+
+Array = jax.Array
+
+
+def _and(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+def softmax_stats(s: Array, keep: Array | None) -> tuple[Array, Array, Array]:
+    """Masked softmax pieces over the last axis.
+
+    ``s``: logits ``[..., S]`` already set to MASK_VALUE where masked; ``keep``
+    broadcastable bool or None. Returns unnormalised ``p`` ``[..., S]``, the
+    safe normaliser ``l`` (1 where a row is empty) and the logsumexp (``-inf``
+    where a row is empty). Empty rows give ``p == 0`` and zero gradients.
+    """
+    m = jax.lax.stop_gradient(jnp.max(s, axis=-1))
+    p = jnp.exp(s - m[..., None])
+    if keep is not None:
+        p = jnp.where(keep, p, 0.0)
+    l = jnp.sum(p, axis=-1)
+    empty = l == 0
+    l_safe = jnp.where(empty, 1.0, l)
+    lse = jnp.where(empty, -jnp.inf, m + jnp.log(l_safe))
+    return p, l_safe, lse
+
+
+def attention(p: Problem) -> tuple[Array, Array]:
+    """Dense attention on a normalised problem.
+
+    Returns ``out [B, T, N, Hv]`` in the query dtype and ``lse [B, T, N]`` in
+    float32 (float64 for float64 inputs).
+    """
+    b, t, s_len, n, k, h, hv = p.dims
+    g = n // k
+    acc = compute_dtype(p.query.dtype)
+    q = p.query.reshape(b, t, k, g, h)
+    s = jnp.einsum("BTKGH,BSKH->BKGTS", q, p.key, preferred_element_type=acc)
+    s = s.astype(acc) * jnp.asarray(p.scale, acc)
+    if p.bias is not None:
+        s = s + group_heads(p.bias, k).astype(acc)
+    if p.logits_soft_cap is not None:
+        c = jnp.asarray(p.logits_soft_cap, acc)
+        s = c * jnp.tanh(s / c)
+    keep = None
+    if not p.spec.is_empty:
+        keep = dense_mask(p.spec, t, s_len)[:, None, None]
+    keep = _and(keep, group_heads(p.mask, k))
+    if keep is not None:
+        s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
+    probs, l_safe, lse = softmax_stats(s, keep)
+    probs = probs / l_safe[..., None]
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, p.value.astype(acc))
+    out = out.reshape(b, t, n, hv).astype(p.query.dtype)
+    lse = jnp.moveaxis(lse, 3, 1).reshape(b, t, n)
+    return out, lse

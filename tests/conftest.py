@@ -1,0 +1,91 @@
+"""Shared test helpers: an independent float64 numpy reference and input factories.
+
+The reference below is written from the definition (softmax over visible keys,
+empty rows -> zeros / -inf) with numpy loops and broadcasting; it shares no code
+with attn_jax, so an error in attn_jax's mask or softmax code cannot hide in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def np_visible(
+    b, t, s, *, is_causal=False, window=None, q_len=None, kv_len=None, q_seg=None, kv_seg=None
+):
+    """Boolean ``[B, T, S]`` visibility from the contract's definitions."""
+    i = np.arange(t)[:, None]
+    j = np.arange(s)[None, :]
+    vis = np.ones((b, t, s), bool)
+    if is_causal:
+        vis &= (j <= i)[None]
+    if window is not None:
+        left, right = (window, window) if isinstance(window, int) else window
+        vis &= ((j >= i - left) & (j <= i + right))[None]
+    if q_len is not None:
+        vis &= np.arange(t)[None, :, None] < np.asarray(q_len).reshape(b, 1, 1)
+    if kv_len is not None:
+        vis &= np.arange(s)[None, None, :] < np.asarray(kv_len).reshape(b, 1, 1)
+    if q_seg is not None:
+        vis &= np.asarray(q_seg)[:, :, None] == np.asarray(kv_seg)[:, None, :]
+    return vis
+
+
+def np_attention(q, k, v, *, bias=None, mask=None, scale=None, softcap=None, **mask_kw):
+    """float64 reference. ``q [B,T,N,H]``, ``k [B,S,K,H]``, ``v [B,S,K,Hv]``.
+
+    Returns ``out [B,T,N,Hv]`` and ``lse [B,T,N]`` (zeros / -inf for empty rows).
+    """
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    b, t, n, h = q.shape
+    s, kh = k.shape[1], k.shape[2]
+    g = n // kh
+    scale = 1.0 / np.sqrt(h) if scale is None else scale
+    k_rep = np.repeat(k, g, axis=2)  # head n uses kv head n // g
+    v_rep = np.repeat(v, g, axis=2)
+    logits = np.einsum("btnh,bsnh->bnts", q, k_rep) * scale
+    if bias is not None:
+        logits = logits + np.broadcast_to(np.asarray(bias, np.float64), logits.shape)
+    if softcap is not None:
+        logits = softcap * np.tanh(logits / softcap)
+    vis = np_visible(b, t, s, **mask_kw)[:, None]
+    if mask is not None:
+        vis = vis & np.broadcast_to(np.asarray(mask), (b, n, t, s))
+    vis = np.broadcast_to(vis, logits.shape)
+    out = np.zeros((b, n, t, v.shape[-1]))
+    lse = np.full((b, n, t), -np.inf)
+    for bi in range(b):
+        for ni in range(n):
+            for ti in range(t):
+                keep = vis[bi, ni, ti]
+                if not keep.any():
+                    continue
+                row = logits[bi, ni, ti][keep]
+                m = row.max()
+                w = np.exp(row - m)
+                lse[bi, ni, ti] = m + np.log(w.sum())
+                out[bi, ni, ti] = (w / w.sum()) @ v_rep[bi, keep, ni]
+    return out.transpose(0, 2, 1, 3), lse.transpose(0, 2, 1)
+
+
+def make_qkv(rng, b, t, s, n, kh, h, hv=None, dtype=np.float32):
+    hv = h if hv is None else hv
+    q = rng.normal(size=(b, t, n, h)).astype(dtype)
+    k = rng.normal(size=(b, s, kh, h)).astype(dtype)
+    v = rng.normal(size=(b, s, kh, hv)).astype(dtype)
+    return q, k, v
+
+
+def assert_close_with_inf(actual, expected, atol, rtol=0.0):
+    """allclose where both may hold -inf at the same places."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+    fin = np.isfinite(expected)
+    np.testing.assert_allclose(actual[fin], expected[fin], atol=atol, rtol=rtol)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
