@@ -151,6 +151,8 @@ def _core_bwd(st, res, cot):
 
 
 _chunked_core.defvjp(_core_fwd, _core_bwd)
+# Jitted so eager callers reuse the compiled loops instead of retracing them each call.
+_chunked_core_jit = jax.jit(_chunked_core, static_argnums=(6,))
 
 
 def _chunked_weights(qp, kp, w, mask, spec, lse, st: _Static):
@@ -299,7 +301,7 @@ def additive_attention(
         if mask3 is not None and mask3.shape[2] != 1:
             mask3 = jnp.pad(mask3, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
         st = _Static(ck, s)
-        out, lse = _chunked_core(qp, kp_p, val_p, w, mask3, spec, st)
+        out, lse = _chunked_core_jit(qp, kp_p, val_p, w, mask3, spec, st)
         if return_weights:
             weights = _chunked_weights(qp, kp_p, w, mask3, spec, lse, st)[:, :, :s]
 

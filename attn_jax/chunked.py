@@ -266,6 +266,8 @@ def _core_bwd(st, res, cotangents):
 
 
 _chunked_core.defvjp(_core_fwd, _core_bwd)
+# Jitted so eager callers reuse the compiled loops instead of retracing them each call.
+_chunked_core_jit = jax.jit(_chunked_core, static_argnums=(6,))
 
 
 def _pad_axis(x: Array | None, axis: int, target: int, value=0) -> Array | None:
@@ -299,7 +301,7 @@ def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array,
             kv_segment_ids=_pad_axis(spec.kv_segment_ids, 1, sp),
         )
     st = _Static(p.scale, p.logits_soft_cap, cq, ck, t, s)
-    out, lse = _chunked_core(q, k, v, bias, mask, spec, st)
+    out, lse = _chunked_core_jit(q, k, v, bias, mask, spec, st)
     out = out[:, :t].reshape(b, t, n, hv)
     lse = jnp.moveaxis(lse[..., :t], 3, 1).reshape(b, t, n)
     return out, jnp.where(lse <= _EMPTY_BELOW, -jnp.inf, lse)

@@ -184,4 +184,4 @@ def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:
     keep = spec.block(0, q_len, 0, kv_len)
     if keep is None:
         return jnp.ones((1, q_len, kv_len), bool)
-    return keep
+    return jnp.broadcast_to(keep, (keep.shape[0], q_len, kv_len))

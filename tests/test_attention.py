@@ -310,3 +310,17 @@ def test_jit_vmap_grad_compose(rng):
     g2 = jax.grad(lambda q_: jnp.sum(attn_jax.dot_product_attention(
         q_, k, v, is_causal=True, implementation="xla") ** 2))(q)
     np.testing.assert_allclose(g1, g2, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", MASK_CASES)
+@pytest.mark.parametrize("shape", [(1, 1000, 1000, 8, 2, 80, 80), (2, 1000, 333, 8, 1, 64, 48)])
+def test_full_product_long_sequences(impl, case, shape, rng):
+    b, t, s, n, kh, h, hv = shape
+    q, k, v = make_qkv(rng, b, t, s, n, kh, h, hv)
+    kw, ref_kw = mask_kwargs(case, b, t, s, rng)
+    out, lse = run(impl, q, k, v, **kw)
+    ref_out, ref_lse = np_attention(q, k, v, **ref_kw)
+    np.testing.assert_allclose(out, ref_out, atol=5e-5, rtol=1e-5)
+    assert_close_with_inf(lse, ref_lse, atol=5e-5, rtol=1e-5)

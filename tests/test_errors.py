@@ -84,7 +84,9 @@ def test_cudnn_on_cpu_raises_unsupported():
         dpa(implementation="cudnn")
 
 
-@pytest.mark.parametrize("name", ["pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu", "triton", "mosaic"])
+@pytest.mark.parametrize(
+    "name", ["pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu", "triton", "mosaic"]
+)
 def test_pallas_names_raise_until_kernels_land(name):
     with pytest.raises(UnsupportedError, match="pallas"):
         dpa(implementation=name)

@@ -1,0 +1,27 @@
+"""benchmarks.attention_memory runs end to end at tiny sizes, and chunked saves memory."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import attention_memory
+
+
+def test_attention_memory_smoke(tmp_path):
+    result = attention_memory.main(["--seq-lens", "256", "1024", "--repeats", "1", "--out-dir", str(tmp_path)])
+    files = {p.name for p in tmp_path.iterdir()}
+    stem = f"attention_memory_{result['device']}"
+    assert {f"{stem}.json", f"{stem}.png"} <= files
+    saved = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert saved["jax_version"] and saved["device"]
+    assert len(saved["rows"]) == 2 * 2 * 2
+    # At T=1024 the default chunks (512, 1024) already split the queries: less memory than dense.
+    assert result["ratios"]["memory_ratio"]["fwd+bwd"][1024] > 1.5
+
+
+def test_readme_block_update(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- attention_memory:begin -->\nold\n<!-- attention_memory:end -->\nrest\n")
+    attention_memory.update_readme("NEW TABLE", readme)
+    text = readme.read_text()
+    assert "NEW TABLE" in text and "old" not in text and text.startswith("intro") and text.endswith("rest\n")

@@ -1,0 +1,46 @@
+"""Packaging: attn_jax.kernels is importable from a built wheel (pip install .), and public names exist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import attn_jax
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_api_names():
+    for name in ("dot_product_attention", "additive_attention", "local_attention_weights", "predictive_center",
+                 "scores", "masks", "UnsupportedError"):
+        assert hasattr(attn_jax, name), name
+    for name in ("dot", "scaled_dot", "general", "additive", "cosine", "location"):
+        assert callable(getattr(attn_jax.scores, name))
+    import attn_jax.kernels as kernels
+
+    assert Path(kernels.__file__).parent.name == "kernels"
+
+
+def test_wheel_maps_kernels_into_attn_jax(tmp_path):
+    """`pip install .` builds a wheel; kernels/ must land inside it as attn_jax/kernels/."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    wheel = next(tmp_path.glob("attn_jax-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "attn_jax/kernels/__init__.py" in names
+    assert "attn_jax/__init__.py" in names
+    assert not any(n.startswith(("tests/", "experiments/", "benchmarks/")) for n in names)
+    # And it imports from the installed location, not the source tree.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    code = "import attn_jax, attn_jax.kernels; print(attn_jax.kernels.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""})
+    assert str(target) in out.stdout
