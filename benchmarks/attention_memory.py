@@ -118,6 +118,14 @@ def markdown(result: dict) -> str:
                 f"{r['memory_ratio'][mode][t]:.1f}x | {x['time_s'] * 1e3:.0f} ms | {c['time_s'] * 1e3:.0f} ms | "
                 f"{r['time_ratio'][mode][t]:.2f} |"
             )
+    tmax = lens[-1]
+    lines += [
+        "",
+        f"At T = {tmax}, chunked forward+backward needs {r['memory_ratio']['fwd+bwd'][tmax]:.0f}x less temporary "
+        f"memory than xla (forward: {r['memory_ratio']['fwd'][tmax]:.0f}x).",
+    ]
+    if 4096 in lens:
+        lines[-1] += f" Forward time at T = 4096: chunked / xla = {r['time_ratio']['fwd'][4096]:.2f}."
     return "\n".join(lines)
 
 
