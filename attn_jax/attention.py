@@ -7,8 +7,10 @@ Dispatch is one explicit chain on the ``implementation`` argument:
   why each one declined. Unknown names raise ``ValueError``.
 * ``None``: ``pallas`` where it supports the arguments, else ``xla``, or
   ``chunked`` when the dense float32 logits would exceed
-  :data:`DENSE_LOGITS_LIMIT_BYTES`. Never ``cudnn``. Each fallback's reason
-  is logged at DEBUG level on the ``attn_jax`` logger.
+  :data:`DENSE_LOGITS_LIMIT_BYTES`. Never ``cudnn``. On a CPU backend the
+  Pallas kernels run only in interpret mode, a test tool far slower than XLA,
+  so ``None`` does not pick them there; ask for them by name. Each fallback's
+  reason is logged at DEBUG level on the ``attn_jax`` logger.
 
 Names: ``xla`` (dense reference), ``chunked`` (memory-efficient, Rabe & Staats),
 ``pallas`` / ``pallas_triton`` / ``pallas_mosaic_gpu`` / ``pallas_mosaic_tpu``
@@ -67,11 +69,11 @@ def _canonical(name: str) -> str:
 # --- implementations: each has supports(problem, flags) -> reason or None, and run --------
 
 
-def _pallas_reason(name: str, p: Problem) -> str | None:
+def _pallas_reason(name: str, p: Problem, automatic: bool) -> str | None:
     """Ask the kernels package (imported lazily) whether it serves ``p``."""
     from attn_jax import kernels
 
-    return kernels.unsupported_reason(name, p)
+    return kernels.unsupported_reason(name, p, automatic=automatic)
 
 
 def _run_pallas(name: str, p: Problem) -> tuple[Array, Array]:
@@ -126,12 +128,12 @@ def _run_cudnn(p: Problem, return_residual: bool) -> tuple[Array, Array | None]:
     return res, None
 
 
-def _reason(name: str, p: Problem, return_residual: bool) -> str | None:
+def _reason(name: str, p: Problem, return_residual: bool, automatic: bool = False) -> str | None:
     if name in ("xla", "chunked"):
         return None
     if name == "cudnn":
         return _cudnn_reason(p, return_residual)
-    return _pallas_reason(name, p)
+    return _pallas_reason(name, p, automatic)
 
 
 def _run(name: str, p: Problem, return_residual: bool):
@@ -146,7 +148,7 @@ def _run(name: str, p: Problem, return_residual: bool):
 
 def _choose(implementation, p: Problem, return_residual: bool) -> str:
     if implementation is None:
-        reason = _reason("pallas", p, return_residual)
+        reason = _reason("pallas", p, return_residual, automatic=True)
         if reason is None:
             return "pallas"
         log.debug("implementation=None: not pallas (%s)", reason)

@@ -1,29 +1,90 @@
 """Fused Pallas attention kernels, importable as ``attn_jax.kernels``.
 
 Kernels import jax and ``attn_jax.masks`` only. ``attn_jax.dot_product_attention``
-asks :func:`unsupported_reason` whether a kernel serves a problem and calls
-:func:`attention` lazily, so importing attn_jax never imports Pallas.
+asks :func:`unsupported_reason` whether a kernel serves a problem and then
+calls :func:`attention`, lazily, so importing attn_jax never imports Pallas.
 
-No kernel has landed yet: the Triton-style GPU kernel (with CPU interpret
-mode), the Mosaic GPU kernel and the Mosaic TPU kernel are tracked as separate
-issues. Until then every pallas name declines with a reason, and asking for one
-explicitly raises ``attn_jax.UnsupportedError``.
+Kernels here:
+
+* ``pallas_triton`` (:mod:`attn_jax.kernels.flash_triton`): Triton-style
+  lowering, compiled on NVIDIA GPUs, run in interpret mode on a CPU backend
+  (that is how the test suite exercises it).
+* ``pallas_mosaic_gpu`` and ``pallas_mosaic_tpu``: not written yet (separate
+  issues); they always decline.
+
+``pallas`` resolves to the best kernel for the backend: Mosaic GPU on sm90+
+once it exists, Triton-style on other GPUs and on sm90+ meanwhile, Triton-style
+in interpret mode on CPU, Mosaic TPU on TPU (declines for now).
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 KERNEL_NAMES = ("pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu")
+MAX_HEAD_DIM = 256
 
 
-def unsupported_reason(name: str, problem) -> str | None:
-    """Why kernel ``name`` cannot serve ``problem`` (an attn_jax Problem), or None."""
+def _resolve(name: str) -> str:
+    if name != "pallas":
+        return name
+    return "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_triton"
+
+
+def _triton_reason(problem, automatic: bool) -> str | None:
+    backend = jax.default_backend()
+    if backend not in ("gpu", "cpu"):
+        return f"pallas_triton runs on GPUs (or interpreted on CPU), not on {backend!r}"
+    if backend == "cpu" and automatic:
+        return "on CPU the Pallas kernels run only in interpret mode (a test tool); ask for them by name"
+    h, hv = problem.query.shape[-1], problem.value.shape[-1]
+    if h > MAX_HEAD_DIM or hv > MAX_HEAD_DIM:
+        return f"pallas_triton supports head dims up to {MAX_HEAD_DIM}, got H={h}, Hv={hv}"
+    allowed = (jnp.float32, jnp.bfloat16, jnp.float16) + ((jnp.float64,) if backend == "cpu" else ())
+    if problem.query.dtype not in allowed:
+        return f"pallas_triton does not support dtype {problem.query.dtype}"
+    return None
+
+
+def unsupported_reason(name: str, problem, *, automatic: bool = False) -> str | None:
+    """Why kernel ``name`` cannot serve ``problem`` (an attn_jax Problem), or None.
+
+    ``automatic`` is True when the dispatcher is choosing on its own
+    (``implementation=None``) rather than honouring a requested name.
+    """
     if name not in KERNEL_NAMES:
         return f"{name!r} is not a Pallas kernel name"
-    return f"{name}: the Pallas attention kernels are not implemented yet"
+    resolved = _resolve(name)
+    if resolved == "pallas_triton":
+        return _triton_reason(problem, automatic)
+    return f"{resolved}: this kernel is not implemented yet"
 
 
 def attention(name: str, problem):
-    """Run kernel ``name`` on a normalised problem: ``(out [B,T,N,Hv], lse [B,T,N])``."""
-    # Unreachable through the dispatcher, which asks unsupported_reason first
-    # and raises attn_jax.UnsupportedError itself.
-    raise NotImplementedError(unsupported_reason(name, problem))
+    """Run kernel ``name`` on a normalised problem: ``(out [B,T,N,Hv], lse [B,T,N] float32)``."""
+    reason = unsupported_reason(name, problem)
+    if reason is not None:  # the dispatcher checks first; this guards direct callers
+        raise NotImplementedError(reason)
+    from attn_jax.kernels import autotune, flash_triton
+
+    spec = problem.spec
+    interpret = jax.default_backend() == "cpu"
+    block_sizes = autotune.cached_block_sizes(problem.query, problem.key, problem.value, spec.is_causal)
+    return flash_triton.flash_attention(
+        problem.query,
+        problem.key,
+        problem.value,
+        problem.bias,
+        problem.mask,
+        q_segment_ids=spec.q_segment_ids,
+        kv_segment_ids=spec.kv_segment_ids,
+        query_seq_lengths=spec.q_lengths,
+        key_value_seq_lengths=spec.kv_lengths,
+        scale=problem.scale,
+        is_causal=spec.is_causal,
+        window=spec.window,
+        logits_soft_cap=problem.logits_soft_cap,
+        block_sizes=block_sizes,
+        interpret=interpret,
+    )

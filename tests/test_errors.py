@@ -84,25 +84,30 @@ def test_cudnn_on_cpu_raises_unsupported():
         dpa(implementation="cudnn")
 
 
-@pytest.mark.parametrize(
-    "name", ["pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu", "triton", "mosaic"]
-)
-def test_pallas_names_raise_until_kernels_land(name):
-    with pytest.raises(UnsupportedError, match="pallas"):
+@pytest.mark.parametrize("name", ["pallas_mosaic_gpu", "pallas_mosaic_tpu"])
+def test_unwritten_kernels_raise_unsupported(name):
+    with pytest.raises(UnsupportedError, match="not implemented yet"):
         dpa(implementation=name)
 
 
+def test_mosaic_alias_resolves_by_backend():
+    expected = "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_mosaic_gpu"
+    with pytest.raises(UnsupportedError, match=expected):
+        dpa(implementation="mosaic")
+
+
 def test_sequence_uses_first_supported_and_aliases():
-    out = dpa(implementation=["pallas_triton", "cudnn", "xla_chunked"])
+    out = dpa(implementation=["pallas_mosaic_tpu", "cudnn", "xla_chunked"])
     np.testing.assert_allclose(out, dpa(implementation="xla"))
-    assert attention_mod.implementation_for(["triton", "xla"], Q, K, V) == "xla"
+    assert attention_mod.implementation_for(["mosaic", "xla"], Q, K, V) == "xla"
+    assert attention_mod.implementation_for(["triton", "xla"], Q, K, V) == "pallas_triton"
     assert attention_mod.implementation_for("xla_chunked", Q, K, V) == "chunked"
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cudnn is available on GPU")
 def test_sequence_none_supported_lists_every_reason():
-    with pytest.raises(UnsupportedError, match=r"pallas_triton: .*; cudnn: cudnn needs a GPU"):
-        dpa(implementation=("pallas_triton", "cudnn"))
+    with pytest.raises(UnsupportedError, match=r"pallas_mosaic_gpu: .*; cudnn: cudnn needs a GPU"):
+        dpa(implementation=("pallas_mosaic_gpu", "cudnn"))
 
 
 def test_default_is_xla_then_chunked_above_threshold(monkeypatch, caplog):

@@ -1,0 +1,558 @@
+"""Flash attention in Pallas, Triton-style lowering (GPU; interpret mode on CPU).
+
+Reading order, after jax's Pallas ops: :class:`BlockSizes`; the kernel bodies
+(``_fwd_kernel``, ``_dkv_kernel``, ``_dq_kernel``) and the block helpers they
+share; the ``pallas_call`` wrappers; :func:`flash_attention` under
+``jax.custom_vjp``; and :func:`flash_attention_reference`, the plain-jnp oracle.
+
+Layout inside the kernels is the public one, ``[B, T, N, H]``; K/V are indexed
+by ``n // G`` in the BlockSpecs, so GQA/MQA never repeat K/V in memory.
+
+What the kernels see of a mask:
+
+* causal and local window: static, evaluated per block with
+  ``attn_jax.masks.position_predicate``; key blocks outside
+  ``MaskSpec.key_block_range`` (and query blocks outside ``query_block_range``
+  in the backward) are skipped, not computed and masked;
+* everything per position (segment ids, query/key lengths, the padding that
+  makes T and S multiples of the blocks) is folded into one pair of int32 id
+  arrays ``q_ids [B, Tp]`` and ``kv_ids [B, Sp]``: a query and key attend only
+  when their ids are equal, and padding/out-of-length positions get ids that
+  match nothing (:data:`Q_PAD_ID`, :data:`KV_PAD_ID`);
+* an additive ``bias`` and a boolean ``mask`` (as int8), each broadcastable to
+  ``[B, N, T, S]`` with size-1 axes kept size 1 in memory.
+
+Forward: online softmax over key blocks; saves the logsumexp (MASK_VALUE for
+rows that see nothing). Backward, FlashAttention-2: ``delta = rowsum(dO∘O) -
+dlse`` in jnp, a dK/dV kernel over key blocks (looping over the G query heads of
+its kv head and over query blocks), a dQ kernel over query blocks, and, only if
+the bias gradient is used, a dS kernel whose output is reduced to the bias'
+shape. Every reduction has a fixed order: the backward is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from attn_jax.masks import MASK_VALUE, MaskSpec, position_predicate
+
+Q_PAD_ID = int(np.iinfo(np.int32).min)  # query rows that attend to nothing
+KV_PAD_ID = Q_PAD_ID + 1  # keys nobody attends to
+MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+    """Tile sizes of the forward and the two backward kernels (powers of two, >= 16)."""
+
+    block_q: int = 64
+    block_k: int = 64
+    block_q_dkv: int = 32
+    block_kv_dkv: int = 64
+    block_q_dq: int = 64
+    block_kv_dq: int = 32
+    num_warps: int | None = None
+    num_stages: int = 2
+
+    def __post_init__(self):
+        for f in ("block_q", "block_k", "block_q_dkv", "block_kv_dkv", "block_q_dq", "block_kv_dq"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or not _is_pow2(v) or v < MIN_BLOCK:
+                raise ValueError(f"BlockSizes.{f}={v!r} must be a power of two >= {MIN_BLOCK}")
+        if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"BlockSizes.num_warps={self.num_warps!r} must be 1, 2, 4, 8 or 16")
+        if self.num_stages < 1:
+            raise ValueError(f"BlockSizes.num_stages={self.num_stages!r} must be >= 1")
+
+    @classmethod
+    def get_default(cls, head_dim: int = 64, dtype: Any = jnp.bfloat16, device_kind: str | None = None):
+        """Defaults per head dim, dtype and GPU generation.
+
+        Larger head dims use smaller key tiles so the ``[block_q, H]`` accumulator
+        and ``[block_k, H]`` K/V tiles fit in shared memory; float32 halves them
+        again. Hopper/Blackwell-class parts (more shared memory) take 128-row
+        query tiles. These are starting points; :mod:`attn_jax.kernels.autotune`
+        measures and caches better ones per device and shape.
+        """
+        kind = (device_kind or "").lower()
+        big_smem = any(x in kind for x in ("h100", "h200", "h800", "gh200", "b200", "gb200"))
+        wide = jnp.dtype(dtype).itemsize >= 4
+        hp = max(MIN_BLOCK, pl.next_power_of_2(head_dim))
+        if hp <= 64:
+            bq, bk = (128, 64) if big_smem else (64, 64)
+        elif hp <= 128:
+            bq, bk = (128, 64) if big_smem else (64, 32)
+        else:
+            bq, bk = (64, 32), 32
+            bq = 64
+        if wide:
+            bq, bk = max(MIN_BLOCK, bq // 2), max(MIN_BLOCK, bk // 2)
+        small = 32 if hp <= 128 and not wide else MIN_BLOCK
+        return cls(
+            block_q=bq,
+            block_k=bk,
+            block_q_dkv=small,
+            block_kv_dkv=bk,
+            block_q_dq=bk,
+            block_kv_dq=small,
+            num_warps=4 if hp <= 64 else 8,
+        )
+
+
+# --- shared block helpers (backend-neutral jnp on loaded tiles) ---------------------------------
+
+
+def _block_logits(q, k, bias, *, scale, soft_cap):
+    """``q [bq, H]``, ``k [bk, H]`` -> f32 logits ``[bq, bk]`` and tanh (for soft-cap grads)."""
+    s = plgpu.dot(q, k, trans_b=True).astype(jnp.float32) * scale
+    if bias is not None:
+        s = s + bias.astype(jnp.float32)
+    tanh = None
+    if soft_cap is not None:
+        tanh = jnp.tanh(s / soft_cap)
+        s = soft_cap * tanh
+    return s, tanh
+
+
+def _block_keep(q0, k0, bq, bk, q_ids, kv_ids, mask, *, causal, window):
+    """Visibility ``[bq, bk]`` of the block at (q0, k0), or None when nothing masks."""
+    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+    k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+    keep = position_predicate(q_pos, k_pos, is_causal=causal, window=window)
+    if q_ids is not None:
+        same = q_ids[:, None] == kv_ids[None, :]
+        keep = same if keep is None else keep & same
+    if mask is not None:
+        m = mask != 0
+        keep = m if keep is None else keep & m
+    return keep
+
+
+def _bias_tile(ref, q_slice, k_slice):
+    """Load a bias/mask tile; axes kept at size 1 (broadcast) are loaded whole."""
+    if ref is None:
+        return None
+    rows = slice(None) if ref.shape[-2] == 1 else q_slice
+    cols = slice(None) if ref.shape[-1] == 1 else k_slice
+    return ref[rows, cols]
+
+
+# --- kernels ---------------------------------------------------------------------------------
+
+
+def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_ref, lse_ref, *,
+                scale, soft_cap, causal, window, block_k, num_k_blocks):
+    bq = q_ref.shape[0]
+    i = pl.program_id(0)
+    q0 = i * bq
+    q = q_ref[...]
+    q_ids = None if qid_ref is None else qid_ref[...]
+    hv = v_ref.shape[-1]
+
+    def body(j, carry):
+        o, m, l = carry
+        k0 = j * block_k
+        ks = pl.ds(k0, block_k)
+        k = k_ref[ks, :]
+        s, _ = _block_logits(q, k, _bias_tile(bias_ref, slice(None), ks), scale=scale, soft_cap=soft_cap)
+        keep = _block_keep(q0, k0, bq, block_k, q_ids, None if kvid_ref is None else kvid_ref[ks],
+                           _bias_tile(mask_ref, slice(None), ks), causal=causal, window=window)
+        if keep is not None:
+            s = jnp.where(keep, s, MASK_VALUE)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        alpha = jnp.exp(m - m_new)
+        p = jnp.exp(s - m_new[:, None])
+        if keep is not None:
+            p = jnp.where(keep, p, 0.0)
+        l = alpha * l + jnp.sum(p, axis=1)
+        v = v_ref[ks, :]
+        o = alpha[:, None] * o + plgpu.dot(p.astype(v.dtype), v).astype(jnp.float32)
+        return o, m_new, l
+
+    lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
+    init = (jnp.zeros((bq, hv), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32),
+            jnp.zeros((bq,), jnp.float32))
+    o, m, l = jax.lax.fori_loop(lo, hi, body, init)
+    empty = l == 0.0
+    l_safe = jnp.where(empty, 1.0, l)
+    o_ref[...] = (o / l_safe[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
+
+
+def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_ref, lse_ref, delta_ref,
+                dk_ref, dv_ref, *, scale, soft_cap, causal, window, block_q, num_q_blocks, groups):
+    bk = k_ref.shape[0]
+    j = pl.program_id(0)
+    k0 = j * bk
+    k = k_ref[...]
+    v = v_ref[...]
+    kv_ids = None if kvid_ref is None else kvid_ref[...]
+    lo, hi = MaskSpec(is_causal=causal, window=window).query_block_range(k0, k0 + bk, block_q, num_q_blocks)
+    dk = jnp.zeros(k.shape, jnp.float32)
+    dv = jnp.zeros(v.shape, jnp.float32)
+    for g in range(groups):  # static: the G query heads that share this kv head
+        bias_g = None if bias_ref is None else bias_ref.at[0 if bias_ref.shape[0] == 1 else g]
+        mask_g = None if mask_ref is None else mask_ref.at[0 if mask_ref.shape[0] == 1 else g]
+
+        def body(i, carry, g=g, bias_g=bias_g, mask_g=mask_g):
+            dk, dv = carry
+            q0 = i * block_q
+            qs = pl.ds(q0, block_q)
+            q = q_ref[qs, g, :]
+            do = do_ref[qs, g, :]
+            s, tanh = _block_logits(q, k, _bias_tile(bias_g, qs, slice(None)), scale=scale, soft_cap=soft_cap)
+            keep = _block_keep(q0, k0, block_q, bk, None if qid_ref is None else qid_ref[qs], kv_ids,
+                               _bias_tile(mask_g, qs, slice(None)), causal=causal, window=window)
+            p = jnp.exp(s - lse_ref[g, qs][:, None])
+            if keep is not None:
+                p = jnp.where(keep, p, 0.0)
+            dv = dv + plgpu.dot(p.astype(do.dtype), do, trans_a=True).astype(jnp.float32)
+            dp = plgpu.dot(do, v, trans_b=True).astype(jnp.float32)
+            ds = p * (dp - delta_ref[g, qs][:, None])
+            if tanh is not None:
+                ds = ds * (1.0 - tanh * tanh)
+            dk = dk + plgpu.dot(ds.astype(q.dtype), q, trans_a=True).astype(jnp.float32)
+            return dk, dv
+
+        dk, dv = jax.lax.fori_loop(lo, hi, body, (dk, dv))
+    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_ref, lse_ref, delta_ref,
+               dq_ref, ds_ref, *, scale, soft_cap, causal, window, block_k, num_k_blocks):
+    """dQ over the key blocks of one query block; with ``ds_ref`` writes dS (for dbias) instead."""
+    bq = q_ref.shape[0]
+    i = pl.program_id(0)
+    q0 = i * bq
+    q = q_ref[...]
+    do = do_ref[...]
+    lse = lse_ref[...]
+    delta = delta_ref[...]
+    q_ids = None if qid_ref is None else qid_ref[...]
+
+    def body(j, dq):
+        k0 = j * block_k
+        ks = pl.ds(k0, block_k)
+        k = k_ref[ks, :]
+        v = v_ref[ks, :]
+        s, tanh = _block_logits(q, k, _bias_tile(bias_ref, slice(None), ks), scale=scale, soft_cap=soft_cap)
+        keep = _block_keep(q0, k0, bq, block_k, q_ids, None if kvid_ref is None else kvid_ref[ks],
+                           _bias_tile(mask_ref, slice(None), ks), causal=causal, window=window)
+        p = jnp.exp(s - lse[:, None])
+        if keep is not None:
+            p = jnp.where(keep, p, 0.0)
+        dp = plgpu.dot(do, v, trans_b=True).astype(jnp.float32)
+        ds = p * (dp - delta[:, None])
+        if tanh is not None:
+            ds = ds * (1.0 - tanh * tanh)
+        if ds_ref is not None:
+            ds_ref[:, ks] = ds
+            return dq
+        return dq + plgpu.dot(ds.astype(k.dtype), k).astype(jnp.float32)
+
+    if ds_ref is None:
+        lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
+    else:  # every dS block is written (zeros where masked), none left uninitialised
+        lo, hi = 0, num_k_blocks
+    dq = jax.lax.fori_loop(lo, hi, body, jnp.zeros(q.shape, jnp.float32))
+    if dq_ref is not None:
+        dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+
+
+# --- pallas_call wrappers ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    scale: float
+    soft_cap: float | None
+    causal: bool
+    window: tuple[int, int] | None
+    block_sizes: BlockSizes
+    interpret: bool
+    debug: bool
+
+
+def _params(st: _Static, head_dim: int):
+    warps = st.block_sizes.num_warps or (4 if head_dim <= 64 else 8)
+    return plgpu.CompilerParams(num_warps=warps, num_stages=st.block_sizes.num_stages)
+
+
+def _bn_spec(x, block_t, block_s, t_index, s_index, head_index):
+    """BlockSpec of a ``[Bb, Nb, Tb, Sb]`` bias/mask for a grid whose batch id is program 1."""
+    if x is None:
+        return None
+    bb, nb, tb, sb = x.shape
+    bt = 1 if tb == 1 else block_t
+    bs = 1 if sb == 1 else block_s
+
+    def index(*ids):
+        return (
+            ids[1] if bb > 1 else 0,
+            head_index(ids) if nb > 1 else 0,
+            t_index(ids) if tb > 1 else 0,
+            s_index(ids) if sb > 1 else 0,
+        )
+
+    return pl.BlockSpec((None, None, bt, bs), index)
+
+
+def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
+    b, tp, n, h = q.shape
+    sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
+    g = n // kh
+    bs = st.block_sizes
+    bq, bk = min(bs.block_q, tp), min(bs.block_k, sp)
+    grid = (tp // bq, b, n)
+    kernel = functools.partial(_fwd_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
+                               window=st.window, block_k=bk, num_k_blocks=sp // bk)
+    in_specs = [
+        pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
+        pl.BlockSpec((None, sp, None, h), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        pl.BlockSpec((None, sp, None, hv), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        _bn_spec(bias, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
+        None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
+    ]
+    out_shape = [jax.ShapeDtypeStruct((b, tp, n, hv), q.dtype), jax.ShapeDtypeStruct((b, n, tp), jnp.float32)]
+    out_specs = [
+        pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
+        pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
+    ]
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug, name="attn_jax_flash_fwd",
+    )(q, k, v, bias, mask, q_ids, kv_ids)
+
+
+def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static):
+    b, tp, n, h = q.shape
+    sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
+    g = n // kh
+    bs = st.block_sizes
+    bq, bk = min(bs.block_q_dkv, tp), min(bs.block_kv_dkv, sp)
+    grid = (sp // bk, b, kh)
+
+    def grouped(x):  # bias/mask [Bb, Nb, Tb, Sb]: a block of G heads (or the single broadcast head)
+        if x is None:
+            return None
+        bb, nb, tb, sb = x.shape
+        return pl.BlockSpec(
+            (None, g if nb > 1 else 1, tb, bk if sb > 1 else 1),
+            lambda j, bi, ki: (bi if bb > 1 else 0, ki if nb > 1 else 0, 0, j if sb > 1 else 0),
+        )
+
+    kernel = functools.partial(_dkv_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
+                               window=st.window, block_q=bq, num_q_blocks=tp // bq, groups=g)
+    in_specs = [
+        pl.BlockSpec((None, tp, g, h), lambda j, bi, ki: (bi, 0, ki, 0)),
+        pl.BlockSpec((None, bk, None, h), lambda j, bi, ki: (bi, j, ki, 0)),
+        pl.BlockSpec((None, bk, None, hv), lambda j, bi, ki: (bi, j, ki, 0)),
+        grouped(bias),
+        grouped(mask),
+        None if q_ids is None else pl.BlockSpec((None, tp), lambda j, bi, ki: (bi, 0)),
+        None if kv_ids is None else pl.BlockSpec((None, bk), lambda j, bi, ki: (bi, j)),
+        pl.BlockSpec((None, tp, g, hv), lambda j, bi, ki: (bi, 0, ki, 0)),
+        pl.BlockSpec((None, g, tp), lambda j, bi, ki: (bi, ki, 0)),
+        pl.BlockSpec((None, g, tp), lambda j, bi, ki: (bi, ki, 0)),
+    ]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    out_specs = [
+        pl.BlockSpec((None, bk, None, h), lambda j, bi, ki: (bi, j, ki, 0)),
+        pl.BlockSpec((None, bk, None, hv), lambda j, bi, ki: (bi, j, ki, 0)),
+    ]
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug, name="attn_jax_flash_dkv",
+    )(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta)
+
+
+def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static, *, want_ds: bool):
+    b, tp, n, h = q.shape
+    sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
+    g = n // kh
+    bs = st.block_sizes
+    bq, bk = min(bs.block_q_dq, tp), min(bs.block_kv_dq, sp)
+    grid = (tp // bq, b, n)
+    body = functools.partial(_dq_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
+                             window=st.window, block_k=bk, num_k_blocks=sp // bk)
+    if want_ds:
+        def kernel(*refs):
+            return body(*refs[:10], None, refs[10])
+
+        out_shape = jax.ShapeDtypeStruct((b, n, tp, sp), jnp.float32)
+        out_specs = pl.BlockSpec((None, None, bq, sp), lambda i, bi, ni: (bi, ni, i, 0))
+    else:
+        def kernel(*refs):
+            return body(*refs[:10], refs[10], None)
+
+        out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
+        out_specs = pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0))
+    in_specs = [
+        pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
+        pl.BlockSpec((None, sp, None, h), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        pl.BlockSpec((None, sp, None, hv), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        _bn_spec(bias, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
+        None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
+        pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
+        pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
+        pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
+    ]
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug,
+        name="attn_jax_flash_ds" if want_ds else "attn_jax_flash_dq",
+    )(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta)
+
+
+# --- differentiable entry point ----------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _flash(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
+    return _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
+
+
+def _flash_fwd(q, k, v, bias, mask, q_ids, kv_ids, st):
+    out, lse = _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
+    return (out, lse), (q, k, v, bias, mask, q_ids, kv_ids, out, lse)
+
+
+def _flash_bwd(st, res, cot):
+    q, k, v, bias, mask, q_ids, kv_ids, out, lse = res
+    dout, dlse = cot
+    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, Tp, N]
+    delta = jnp.swapaxes(delta, 1, 2) - dlse.astype(jnp.float32)  # [B, N, Tp]
+    args = (q, k, v, bias, mask, q_ids, kv_ids, dout.astype(q.dtype), lse, delta)
+    dk, dv = _backward_dkv(*args, st)
+    dq = _backward_dq(*args, st, want_ds=False)
+    dbias = None
+    if bias is not None:
+        ds = _backward_dq(*args, st, want_ds=True)  # [B, N, Tp, Sp]; dropped by jit when unused
+        axes = tuple(a for a in range(4) if bias.shape[a] == 1 and ds.shape[a] != 1)
+        dbias = jnp.sum(ds, axis=axes, keepdims=True).astype(bias.dtype)
+    return dq, dk, dv, dbias, None, None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def _pad(x, axis, target, value=0):
+    if x is None or x.shape[axis] in (1, target):
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, target - x.shape[axis])
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _ids(length, padded, lengths, segment_ids, pad_id, batch):
+    """Per-position ids ``[B, padded]`` folding segment ids, lengths and padding, or None."""
+    if segment_ids is None and lengths is None and padded == length:
+        return None
+    pos = jnp.arange(padded, dtype=jnp.int32)[None, :]
+    ids = jnp.zeros((batch, padded), jnp.int32) if segment_ids is None else _pad(segment_ids, 1, padded)
+    valid = pos < length
+    if lengths is not None:
+        valid = valid & (pos < lengths[:, None])
+    return jnp.where(valid, ids, pad_id)
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logits_soft_cap",
+                                             "block_sizes", "interpret", "debug"))
+def flash_attention(
+    query, key, value, bias=None, mask=None, *,
+    q_segment_ids=None, kv_segment_ids=None, query_seq_lengths=None, key_value_seq_lengths=None,
+    scale: float | None = None, is_causal: bool = False, window: tuple[int, int] | None = None,
+    logits_soft_cap: float | None = None, block_sizes: BlockSizes | None = None,
+    interpret: bool = False, debug: bool = False,
+):
+    """Fused attention. ``query [B, T, N, H]``, ``key [B, S, K, H]``, ``value [B, S, K, Hv]``.
+
+    ``bias``/``mask`` are 4-D ``[Bb, Nb, Tb, Sb]`` with each axis 1 or full;
+    segment ids ``[B, T]``/``[B, S]`` and lengths ``[B]`` are optional. Any T, S
+    (padded to the blocks and masked), head dims padded to a power of two >= 16.
+    Returns ``out [B, T, N, Hv]`` (query dtype) and ``lse [B, T, N]`` float32
+    (``-inf`` for rows that see no key). Differentiable in q, k, v, bias and lse.
+    """
+    b, t, n, h = query.shape
+    s, kh, hv = key.shape[1], key.shape[2], value.shape[-1]
+    if n % kh:
+        raise ValueError(f"query heads {n} must be a multiple of key/value heads {kh}")
+    bs = block_sizes or BlockSizes.get_default(h, query.dtype, _device_kind())
+    scale = 1.0 / math.sqrt(h) if scale is None else scale
+    hp, hvp = (max(MIN_BLOCK, pl.next_power_of_2(d)) for d in (h, hv))
+    tq = max(MIN_BLOCK, min(max(bs.block_q, bs.block_q_dkv, bs.block_q_dq), pl.next_power_of_2(t)))
+    tk = max(MIN_BLOCK, min(max(bs.block_k, bs.block_kv_dkv, bs.block_kv_dq), pl.next_power_of_2(s)))
+    tp, sp = pl.cdiv(t, tq) * tq, pl.cdiv(s, tk) * tk
+    q = _pad(_pad(query, 3, hp), 1, tp)
+    k = _pad(_pad(key, 3, hp), 1, sp)
+    v = _pad(_pad(value, 3, hvp), 1, sp)
+    bias = _pad(_pad(bias, 2, tp), 3, sp)
+    if mask is not None:
+        mask = _pad(_pad(mask.astype(jnp.int8), 2, tp), 3, sp)
+    q_ids = _ids(t, tp, query_seq_lengths, q_segment_ids, Q_PAD_ID, b)
+    kv_ids = _ids(s, sp, key_value_seq_lengths, kv_segment_ids, KV_PAD_ID, b)
+    if q_ids is None and kv_ids is not None:
+        q_ids = jnp.zeros((b, tp), jnp.int32)
+    if kv_ids is None and q_ids is not None:
+        kv_ids = jnp.zeros((b, sp), jnp.int32)
+    st = _Static(float(scale), logits_soft_cap, bool(is_causal), window, bs, interpret, debug)
+    out, lse = _flash(q, k, v, bias, mask, q_ids, kv_ids, st)
+    out = out[:, :t, :, :hv]
+    lse = jnp.swapaxes(lse[:, :, :t], 1, 2)
+    return out, jnp.where(lse <= 0.5 * MASK_VALUE, -jnp.inf, lse)
+
+
+def _device_kind() -> str:
+    return jax.devices()[0].device_kind
+
+
+def flash_attention_reference(
+    query, key, value, bias=None, mask=None, *,
+    q_segment_ids=None, kv_segment_ids=None, query_seq_lengths=None, key_value_seq_lengths=None,
+    scale=None, is_causal=False, window=None, logits_soft_cap=None,
+):
+    """Plain-jnp oracle with the kernel's signature (float32 statistics, dense logits)."""
+    b, t, n, h = query.shape
+    s, kh = key.shape[1], key.shape[2]
+    g = n // kh
+    scale = 1.0 / math.sqrt(h) if scale is None else scale
+    qg = query.reshape(b, t, kh, g, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, key, preferred_element_type=jnp.float32) * scale
+    logits = logits.reshape(b, n, t, s)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if logits_soft_cap is not None:
+        logits = logits_soft_cap * jnp.tanh(logits / logits_soft_cap)
+    spec = MaskSpec(is_causal=is_causal, window=window, q_lengths=query_seq_lengths,
+                    kv_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+    keep = spec.block(0, t, 0, s)
+    keep = jnp.ones((1, t, s), bool) if keep is None else keep
+    keep = keep[:, None]
+    if mask is not None:
+        keep = keep & mask
+    logits = jnp.where(keep, logits, MASK_VALUE)
+    m = jnp.max(logits, axis=-1, keepdims=True)
+    p = jnp.where(keep, jnp.exp(logits - m), 0.0)
+    l = jnp.sum(p, axis=-1)
+    l_safe = jnp.where(l == 0, 1.0, l)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", (p / l_safe[..., None]).reshape(b, kh, g, t, s), value.astype(jnp.float32))
+    lse = jnp.where(l == 0, -jnp.inf, m[..., 0] + jnp.log(l_safe))
+    return out.reshape(b, t, n, -1).astype(query.dtype), jnp.swapaxes(lse, 1, 2)
