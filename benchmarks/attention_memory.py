@@ -21,9 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -32,18 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 import attn_jax
+from benchmarks._common import README, RESULTS, device_name, time_fn, update_readme_block
 
-RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent.parent / "README.md"
 IMPLS = ("xla", "chunked")
 MODES = ("fwd", "fwd+bwd")
-
-
-def device_name() -> str:
-    """A short, file-name-safe device name: "cpu", or the accelerator's kind."""
-    d = jax.devices()[0]
-    kind = d.platform if d.platform == "cpu" else d.device_kind
-    return re.sub(r"[^A-Za-z0-9]+", "-", kind).strip("-").lower()
 
 
 def make_fn(impl: str, mode: str, causal: bool):
@@ -65,12 +54,7 @@ def measure(impl, mode, t, args, repeats) -> dict:
     q, k, v = (jax.random.normal(kk, (b, t, n, h), dtype) for kk in jax.random.split(key, 3))
     compiled = jax.jit(make_fn(impl, mode, causal)).lower(q, k, v).compile()
     mem = compiled.memory_analysis()
-    jax.block_until_ready(compiled(q, k, v))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(q, k, v))
-        times.append(time.perf_counter() - t0)
+    median, times = time_fn(compiled, q, k, v, repeats=repeats)
     return dict(
         impl=impl,
         mode=mode,
@@ -78,7 +62,7 @@ def measure(impl, mode, t, args, repeats) -> dict:
         temp_bytes=int(mem.temp_size_in_bytes),
         argument_bytes=int(mem.argument_size_in_bytes),
         output_bytes=int(mem.output_size_in_bytes),
-        time_s=statistics.median(times),
+        time_s=median,
         times_s=times,
     )
 
@@ -157,13 +141,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def update_readme(text: str, readme: Path = README) -> None:
-    begin, end = "<!-- attention_memory:begin -->", "<!-- attention_memory:end -->"
-    content = readme.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block to update")
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    update_readme_block("attention_memory", text, readme)
 
 
 def main(argv=None) -> dict:

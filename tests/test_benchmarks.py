@@ -25,3 +25,30 @@ def test_readme_block_update(tmp_path):
     attention_memory.update_readme("NEW TABLE", readme)
     text = readme.read_text()
     assert "NEW TABLE" in text and "old" not in text and text.startswith("intro") and text.endswith("rest\n")
+
+
+def test_flash_attention_script_smoke_on_cpu(tmp_path):
+    """The GPU benchmark's code path, run tiny in interpret mode (its numbers mean nothing and say so)."""
+    from benchmarks import flash_attention
+
+    result = flash_attention.main(["--allow-cpu", "--seq-lens", "32", "--head-dims", "16", "--tokens", "64",
+                                   "--hidden", "32", "--repeats", "1", "--matmul-size", "64",
+                                   "--causal", "true", "--out-dir", str(tmp_path)])
+    stem = f"flash_attention_{result['device']}"
+    assert (tmp_path / f"{stem}.json").exists() and (tmp_path / f"{stem}.png").exists()
+    assert result["interpret"] is (result["platform"] == "cpu")
+    ok = [r for r in result["rows"] if "tflops" in r]
+    assert {r["impl"] for r in ok} >= {"pallas_triton", "xla"}
+    assert {r["mode"] for r in ok} == {"fwd", "bwd", "fwd+bwd"}
+    assert "INTERPRET MODE" in flash_attention.markdown(result)
+
+
+def test_flash_attention_refuses_cpu_without_flag():
+    import pytest
+
+    from benchmarks import flash_attention
+
+    if flash_attention.jax.default_backend() == "gpu":
+        pytest.skip("on a GPU the benchmark runs")
+    with pytest.raises(SystemExit, match="needs a GPU"):
+        flash_attention.main(["--seq-lens", "32"])
