@@ -25,7 +25,14 @@ import numpy as np
 
 from attn_jax._inputs import _dtype, _is_float, _shape, check_lengths, compute_dtype, flatten_batch
 from attn_jax.errors import UnsupportedError
-from attn_jax.masks import MASK_VALUE, MaskSpec
+from attn_jax.masks import (
+    MASK_VALUE,
+    MaskSpec,
+    and_masks,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+)
 from attn_jax.xla import softmax_stats
 
 Array = jax.Array
@@ -47,7 +54,7 @@ def _keep(spec: MaskSpec, mask, k0, t: int, ck: int, kv_len: int, padded: bool):
     keep = spec.block(0, t, k0, ck, k_bound=kv_len if padded else None)
     if mask is not None:
         blk = mask if mask.shape[2] == 1 else jax.lax.dynamic_slice_in_dim(mask, k0, ck, axis=2)
-        keep = blk if keep is None else keep & blk
+        keep = and_masks(keep, blk)
     return keep
 
 
@@ -73,12 +80,7 @@ def _forward(qp, kp, value, w, mask, spec, st: _Static):
         keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
         if keep is not None:
             e = jnp.where(keep, e, MASK_VALUE)
-        m_new = jnp.maximum(m, jnp.max(e, axis=-1))
-        alpha = jnp.exp(m - m_new)
-        p = jnp.exp(e - m_new[..., None])
-        if keep is not None:
-            p = jnp.where(keep, p, 0.0)
-        l = alpha * l + jnp.sum(p, axis=-1)
+        m_new, alpha, p, l = online_softmax_step(m, l, e, keep)
         o = alpha[..., None] * o + jnp.einsum("BTS,BSD->BTD", p, vc)
         return o, m_new, l
 
@@ -87,10 +89,8 @@ def _forward(qp, kp, value, w, mask, spec, st: _Static):
     if spec.kv_lengths is not None:
         hi = jnp.minimum(hi, (jnp.max(spec.kv_lengths) + ck - 1) // ck).astype(jnp.int32)
     o, m, l = jax.lax.fori_loop(jnp.int32(0), hi, body, init)
-    empty = l == 0
-    l_safe = jnp.where(empty, 1.0, l)
-    lse = jnp.where(empty, -jnp.inf, m + jnp.log(l_safe))
-    return o / l_safe[..., None], lse
+    o, lse = online_softmax_finish(o, m, l)
+    return o, empty_rows_to_neg_inf(lse)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -290,8 +290,7 @@ def additive_attention(
     weights = None
     if implementation == "xla":
         keep = spec.block(0, t, 0, s)
-        if mask3 is not None:
-            keep = mask3 if keep is None else keep & mask3
+        keep = and_masks(keep, mask3)
         out, lse, weights = _dense(qp, kp, val, w, keep)
     else:
         ck = min(chunk_size, s)

@@ -25,7 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax._inputs import Problem, compute_dtype, group_heads
-from attn_jax.masks import MASK_VALUE, MaskSpec
+from attn_jax.masks import (
+    MASK_VALUE,
+    MaskSpec,
+    and_masks,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+)
 
 Array = jax.Array
 
@@ -48,10 +55,6 @@ class ChunkSizes:
     @classmethod
     def get_default(cls) -> ChunkSizes:
         return cls()
-
-
-# Internally an empty row's logsumexp is MASK_VALUE; below this it is reported as -inf.
-_EMPTY_BELOW = 0.5 * MASK_VALUE
 
 
 class _Static(NamedTuple):
@@ -101,7 +104,7 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
         keep = keep[:, None, None]
     if mask is not None:
         blk = _slice_broadcast(_slice_broadcast(mask, q0, cq, 3), k0, ck, 4)
-        keep = blk if keep is None else keep & blk
+        keep = and_masks(keep, blk)
     if keep is not None:
         s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
     return s, tanh, keep
@@ -144,12 +147,7 @@ def _forward(q, k, v, bias, mask, spec, st: _Static):
             kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=1)
             vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
             s, _, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
-            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-            alpha = jnp.exp(m - m_new)
-            p = jnp.exp(s - m_new[..., None])
-            if keep is not None:
-                p = jnp.where(keep, p, 0.0)
-            l = alpha * l + jnp.sum(p, axis=-1)
+            m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
             o = alpha[..., None] * o + jnp.einsum("BKGTS,BSKH->BKGTH", p, vc.astype(acc_t))
             return o, m_new, l
 
@@ -160,12 +158,10 @@ def _forward(q, k, v, bias, mask, spec, st: _Static):
         )
         lo, hi = _key_range(spec, q0, st, nk)
         o, m, l = jax.lax.fori_loop(lo, hi, body, init)
-        empty = l == 0
-        l_safe = jnp.where(empty, 1.0, l)
         # Empty rows keep the finite MASK_VALUE here: padded query rows are empty
         # too, and -inf may only appear for rows the caller really masked.
-        lse = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
-        return (o / l_safe[..., None]).astype(q.dtype), lse
+        o, lse = online_softmax_finish(o, m, l)
+        return o.astype(q.dtype), lse
 
     o, lse = jax.lax.map(one_query_chunk, jnp.arange(nq, dtype=jnp.int32))
     # o: [nq, B, K, G, cq, Hv] -> [B, Tp, K, G, Hv]; lse: [nq, B, K, G, cq] -> [B, K, G, Tp]
@@ -304,4 +300,4 @@ def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array,
     out, lse = _chunked_core_jit(q, k, v, bias, mask, spec, st)
     out = out[:, :t].reshape(b, t, n, hv)
     lse = jnp.moveaxis(lse[..., :t], 3, 1).reshape(b, t, n)
-    return out, jnp.where(lse <= _EMPTY_BELOW, -jnp.inf, lse)
+    return out, empty_rows_to_neg_inf(lse)

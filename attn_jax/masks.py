@@ -72,7 +72,8 @@ def position_predicate(q_pos, k_pos, *, is_causal: bool, window: tuple[int, int]
     return keep
 
 
-def _and(a, b):
+def and_masks(a, b):
+    """``a & b`` where either may be None (meaning: nothing masked)."""
     if a is None:
         return b
     if b is None:
@@ -135,19 +136,19 @@ class MaskSpec:
         k_pos = k_start + jnp.arange(k_size, dtype=jnp.int32)[None, :]
         keep = position_predicate(q_pos, k_pos, is_causal=self.is_causal, window=self.window)
         if q_bound is not None:
-            keep = _and(keep, q_pos < q_bound)
+            keep = and_masks(keep, q_pos < q_bound)
         if k_bound is not None:
-            keep = _and(keep, k_pos < k_bound)
+            keep = and_masks(keep, k_pos < k_bound)
         if keep is not None:
             keep = keep[None]
         if self.q_lengths is not None:
-            keep = _and(keep, q_pos[None] < self.q_lengths[:, None, None])
+            keep = and_masks(keep, q_pos[None] < self.q_lengths[:, None, None])
         if self.kv_lengths is not None:
-            keep = _and(keep, k_pos[None] < self.kv_lengths[:, None, None])
+            keep = and_masks(keep, k_pos[None] < self.kv_lengths[:, None, None])
         if self.q_segment_ids is not None:
             qs = jax.lax.dynamic_slice_in_dim(self.q_segment_ids, q_start, q_size, axis=1)
             ks = jax.lax.dynamic_slice_in_dim(self.kv_segment_ids, k_start, k_size, axis=1)
-            keep = _and(keep, qs[:, :, None] == ks[:, None, :])
+            keep = and_masks(keep, qs[:, :, None] == ks[:, None, :])
         return keep
 
     def key_block_range(self, q_start, q_stop, block_k: int, num_k_blocks: int):
@@ -177,6 +178,43 @@ class MaskSpec:
             lo = jnp.maximum(lo, (k_start - right) // block_q)
             hi = jnp.minimum(hi, (last_k + left) // block_q + 1)
         return jnp.asarray(jnp.maximum(lo, 0), jnp.int32), jnp.asarray(jnp.maximum(hi, 0), jnp.int32)
+
+
+# --- online softmax bookkeeping (shared by the chunked path and the kernels) ---------------
+
+
+def online_softmax_step(m, l, s, keep):
+    """Fold one block of logits into the running max ``m`` and normaliser ``l``.
+
+    ``s``: ``[..., rows, cols]`` logits, already MASK_VALUE where ``keep`` (bool,
+    broadcastable, or None) is False; ``m``/``l``: ``[..., rows]``, starting at
+    MASK_VALUE and 0. Returns ``(m_new, alpha, p, l_new)``: the caller rescales
+    its accumulator by ``alpha`` and adds ``p @ v``. Masked entries of ``p`` are
+    exactly 0, so a row that has seen nothing keeps ``l == 0``.
+    """
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    alpha = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    if keep is not None:
+        p = jnp.where(keep, p, 0.0)
+    return m_new, alpha, p, alpha * l + jnp.sum(p, axis=-1)
+
+
+def online_softmax_finish(acc, m, l):
+    """Normalise the accumulator ``[..., rows, H]``; returns ``(out, lse)``.
+
+    Rows that saw no key (``l == 0``) give zeros and ``lse = MASK_VALUE`` (finite,
+    so padding rows never create infinities; callers turn it into ``-inf`` for
+    rows the user masked).
+    """
+    empty = l == 0.0
+    l_safe = jnp.where(empty, 1.0, l)
+    return acc / l_safe[..., None], jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
+
+
+def empty_rows_to_neg_inf(lse):
+    """Report rows whose internal logsumexp is MASK_VALUE (saw no key) as ``-inf``."""
+    return jnp.where(lse <= 0.5 * MASK_VALUE, -jnp.inf, lse)
 
 
 def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:

@@ -11,17 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax._inputs import Problem, compute_dtype, group_heads
-from attn_jax.masks import MASK_VALUE, dense_mask
+from attn_jax.masks import MASK_VALUE, and_masks, dense_mask
 
 Array = jax.Array
-
-
-def _and(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a & b
 
 
 def softmax_stats(s: Array, keep: Array | None) -> tuple[Array, Array, Array]:
@@ -63,7 +55,7 @@ def attention(p: Problem) -> tuple[Array, Array]:
     keep = None
     if not p.spec.is_empty:
         keep = dense_mask(p.spec, t, s_len)[:, None, None]
-    keep = _and(keep, group_heads(p.mask, k))
+    keep = and_masks(keep, group_heads(p.mask, k))
     if keep is not None:
         s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
     probs, l_safe, lse = softmax_stats(s, keep)

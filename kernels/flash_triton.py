@@ -43,7 +43,15 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.masks import MASK_VALUE, MaskSpec, position_predicate
+from attn_jax.masks import (
+    MASK_VALUE,
+    MaskSpec,
+    and_masks,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    position_predicate,
+)
 
 Q_PAD_ID = int(np.iinfo(np.int32).min)  # query rows that attend to nothing
 KV_PAD_ID = Q_PAD_ID + 1  # keys nobody attends to
@@ -115,9 +123,15 @@ class BlockSizes:
 # --- shared block helpers (backend-neutral jnp on loaded tiles) ---------------------------------
 
 
+def _dot(a, b, trans_a=False, trans_b=False):
+    """Tile matmul with float32 accumulation; float32 inputs stay exact (no TF32 rounding)."""
+    exact = a.dtype == jnp.float32 and b.dtype == jnp.float32
+    return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b, allow_tf32=False if exact else None).astype(jnp.float32)
+
+
 def _block_logits(q, k, bias, *, scale, soft_cap):
     """``q [bq, H]``, ``k [bk, H]`` -> f32 logits ``[bq, bk]`` and tanh (for soft-cap grads)."""
-    s = plgpu.dot(q, k, trans_b=True).astype(jnp.float32) * scale
+    s = _dot(q, k, trans_b=True) * scale
     if bias is not None:
         s = s + bias.astype(jnp.float32)
     tanh = None
@@ -133,11 +147,9 @@ def _block_keep(q0, k0, bq, bk, q_ids, kv_ids, mask, *, causal, window):
     k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
     keep = position_predicate(q_pos, k_pos, is_causal=causal, window=window)
     if q_ids is not None:
-        same = q_ids[:, None] == kv_ids[None, :]
-        keep = same if keep is None else keep & same
+        keep = and_masks(keep, q_ids[:, None] == kv_ids[None, :])
     if mask is not None:
-        m = mask != 0
-        keep = m if keep is None else keep & m
+        keep = and_masks(keep, mask != 0)
     return keep
 
 
@@ -172,24 +184,18 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
                            _bias_tile(mask_ref, slice(None), ks), causal=causal, window=window)
         if keep is not None:
             s = jnp.where(keep, s, MASK_VALUE)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1))
-        alpha = jnp.exp(m - m_new)
-        p = jnp.exp(s - m_new[:, None])
-        if keep is not None:
-            p = jnp.where(keep, p, 0.0)
-        l = alpha * l + jnp.sum(p, axis=1)
+        m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
         v = v_ref[ks, :]
-        o = alpha[:, None] * o + plgpu.dot(p.astype(v.dtype), v).astype(jnp.float32)
+        o = alpha[:, None] * o + _dot(p.astype(v.dtype), v)
         return o, m_new, l
 
     lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
     init = (jnp.zeros((bq, hv), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32),
             jnp.zeros((bq,), jnp.float32))
     o, m, l = jax.lax.fori_loop(lo, hi, body, init)
-    empty = l == 0.0
-    l_safe = jnp.where(empty, 1.0, l)
-    o_ref[...] = (o / l_safe[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
+    o, lse = online_softmax_finish(o, m, l)
+    o_ref[...] = o.astype(o_ref.dtype)
+    lse_ref[...] = lse
 
 
 def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_ref, lse_ref, delta_ref,
@@ -219,12 +225,12 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
             p = jnp.exp(s - lse_ref[g, qs][:, None])
             if keep is not None:
                 p = jnp.where(keep, p, 0.0)
-            dv = dv + plgpu.dot(p.astype(do.dtype), do, trans_a=True).astype(jnp.float32)
-            dp = plgpu.dot(do, v, trans_b=True).astype(jnp.float32)
+            dv = dv + _dot(p.astype(do.dtype), do, trans_a=True)
+            dp = _dot(do, v, trans_b=True)
             ds = p * (dp - delta_ref[g, qs][:, None])
             if tanh is not None:
                 ds = ds * (1.0 - tanh * tanh)
-            dk = dk + plgpu.dot(ds.astype(q.dtype), q, trans_a=True).astype(jnp.float32)
+            dk = dk + _dot(ds.astype(q.dtype), q, trans_a=True)
             return dk, dv
 
         dk, dv = jax.lax.fori_loop(lo, hi, body, (dk, dv))
@@ -255,14 +261,14 @@ def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_re
         p = jnp.exp(s - lse[:, None])
         if keep is not None:
             p = jnp.where(keep, p, 0.0)
-        dp = plgpu.dot(do, v, trans_b=True).astype(jnp.float32)
+        dp = _dot(do, v, trans_b=True)
         ds = p * (dp - delta[:, None])
         if tanh is not None:
             ds = ds * (1.0 - tanh * tanh)
         if ds_ref is not None:
             ds_ref[:, ks] = ds
             return dq
-        return dq + plgpu.dot(ds.astype(k.dtype), k).astype(jnp.float32)
+        return dq + _dot(ds.astype(k.dtype), k)
 
     if ds_ref is None:
         lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
@@ -311,6 +317,19 @@ def _bn_spec(x, block_t, block_s, t_index, s_index, head_index):
     return pl.BlockSpec((None, None, bt, bs), index)
 
 
+def _query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g):
+    """In-specs of a (query block, batch, head) grid: q tile, whole K/V rows of its kv head, bias/mask/ids."""
+    return [
+        pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
+        pl.BlockSpec((None, sp, None, h), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        pl.BlockSpec((None, sp, None, hv), lambda i, bi, ni: (bi, 0, ni // g, 0)),
+        _bn_spec(bias, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
+        None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
+        None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
+    ]
+
+
 def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
     b, tp, n, h = q.shape
     sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
@@ -320,15 +339,7 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
     grid = (tp // bq, b, n)
     kernel = functools.partial(_fwd_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
                                window=st.window, block_k=bk, num_k_blocks=sp // bk)
-    in_specs = [
-        pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
-        pl.BlockSpec((None, sp, None, h), lambda i, bi, ni: (bi, 0, ni // g, 0)),
-        pl.BlockSpec((None, sp, None, hv), lambda i, bi, ni: (bi, 0, ni // g, 0)),
-        _bn_spec(bias, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
-        _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
-        None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
-        None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
-    ]
+    in_specs = _query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g)
     out_shape = [jax.ShapeDtypeStruct((b, tp, n, hv), q.dtype), jax.ShapeDtypeStruct((b, n, tp), jnp.float32)]
     out_specs = [
         pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
@@ -404,13 +415,7 @@ def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static
         out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
         out_specs = pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0))
     in_specs = [
-        pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
-        pl.BlockSpec((None, sp, None, h), lambda i, bi, ni: (bi, 0, ni // g, 0)),
-        pl.BlockSpec((None, sp, None, hv), lambda i, bi, ni: (bi, 0, ni // g, 0)),
-        _bn_spec(bias, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
-        _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
-        None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
-        None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
+        *_query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g),
         pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
         pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
         pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
@@ -517,7 +522,7 @@ def flash_attention(
     out, lse = _flash(q, k, v, bias, mask, q_ids, kv_ids, st)
     out = out[:, :t, :, :hv]
     lse = jnp.swapaxes(lse[:, :, :t], 1, 2)
-    return out, jnp.where(lse <= 0.5 * MASK_VALUE, -jnp.inf, lse)
+    return out, empty_rows_to_neg_inf(lse)
 
 
 def _device_kind() -> str:

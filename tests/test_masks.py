@@ -89,3 +89,24 @@ def test_empty_spec_masks_nothing():
     spec = MaskSpec()
     assert spec.is_empty and spec.block(0, 3, 0, 4) is None
     assert np.all(np.asarray(dense_mask(spec, 3, 4)))
+
+
+def test_online_softmax_blocks_equal_full_softmax(rng):
+    from attn_jax.masks import MASK_VALUE, online_softmax_finish, online_softmax_step
+
+    s = rng.normal(size=(3, 10)).astype(np.float32)
+    keep = rng.random((3, 10)) > 0.3
+    keep[2] = False  # an empty row
+    v = rng.normal(size=(10, 4)).astype(np.float32)
+    sm = np.where(keep, s, MASK_VALUE)
+    m, l, acc = np.full(3, MASK_VALUE, np.float32), np.zeros(3, np.float32), np.zeros((3, 4), np.float32)
+    for lo in (0, 4, 8):  # ragged blocks 4, 4, 2
+        blk = slice(lo, lo + 4)
+        m, alpha, p, l = online_softmax_step(m, l, jnp.asarray(sm[:, blk]), jnp.asarray(keep[:, blk]))
+        acc = alpha[:, None] * acc + p @ v[blk]
+    out, lse = online_softmax_finish(acc, m, l)
+    for r in range(2):
+        w = np.exp(s[r][keep[r]] - s[r][keep[r]].max())
+        np.testing.assert_allclose(out[r], (w / w.sum()) @ v[keep[r]], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lse[r], np.log(w.sum()) + s[r][keep[r]].max(), rtol=1e-6)
+    assert np.all(out[2] == 0) and lse[2] == MASK_VALUE
