@@ -153,13 +153,19 @@ def _block_keep(q0, k0, bq, bk, q_ids, kv_ids, mask, *, causal, window):
     return keep
 
 
-def _bias_tile(ref, q_slice, k_slice):
-    """Load a bias/mask tile; axes kept at size 1 (broadcast) are loaded whole."""
+def _bias_tile(ref, q_slice, k_slice, head=None):
+    """Load a bias/mask tile; axes kept at size 1 (broadcast) are loaded whole.
+
+    ``head`` indexes a leading head axis (the dK/dV kernel's block of G heads)
+    in the same indexer: Triton lowering takes one indexer per load.
+    """
     if ref is None:
         return None
     rows = slice(None) if ref.shape[-2] == 1 else q_slice
     cols = slice(None) if ref.shape[-1] == 1 else k_slice
-    return ref[rows, cols]
+    if head is None:
+        return ref[rows, cols]
+    return ref[0 if ref.shape[0] == 1 else head, rows, cols]
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -210,18 +216,16 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
     dk = jnp.zeros(k.shape, jnp.float32)
     dv = jnp.zeros(v.shape, jnp.float32)
     for g in range(groups):  # static: the G query heads that share this kv head
-        bias_g = None if bias_ref is None else bias_ref.at[0 if bias_ref.shape[0] == 1 else g]
-        mask_g = None if mask_ref is None else mask_ref.at[0 if mask_ref.shape[0] == 1 else g]
 
-        def body(i, carry, g=g, bias_g=bias_g, mask_g=mask_g):
+        def body(i, carry, g=g):
             dk, dv = carry
             q0 = i * block_q
             qs = pl.ds(q0, block_q)
             q = q_ref[qs, g, :]
             do = do_ref[qs, g, :]
-            s, tanh = _block_logits(q, k, _bias_tile(bias_g, qs, slice(None)), scale=scale, soft_cap=soft_cap)
+            s, tanh = _block_logits(q, k, _bias_tile(bias_ref, qs, slice(None), g), scale=scale, soft_cap=soft_cap)
             keep = _block_keep(q0, k0, block_q, bk, None if qid_ref is None else qid_ref[qs], kv_ids,
-                               _bias_tile(mask_g, qs, slice(None)), causal=causal, window=window)
+                               _bias_tile(mask_ref, qs, slice(None), g), causal=causal, window=window)
             p = jnp.exp(s - lse_ref[g, qs][:, None])
             if keep is not None:
                 p = jnp.where(keep, p, 0.0)
