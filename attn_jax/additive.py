@@ -1,6 +1,6 @@
 """Additive (Bahdanau / concat) attention: ``e_ts = vᵀ tanh(W_q q_t + W_k k_s)``.
 
-Two implementations behind ``implementation=``:
+Three implementations behind ``implementation=``:
 
 * ``"xla"``: dense; holds the ``[B, T, S, A]`` tanh features. Readable and the
   test oracle.
@@ -8,6 +8,9 @@ Two implementations behind ``implementation=``:
   backward (``jax.custom_vjp``) that recomputes each chunk's features, so it
   never holds more than ``[B, T, chunk, A]``. A pointer network's loss
   ``-(e_target - logsumexp)`` can then be trained on long inputs.
+
+* ``"pallas"``: the fused kernel (``attn_jax.kernels.additive_triton``), same
+  memory profile as flash attention; compiled on GPU, interpreted on CPU.
 
 The projections ``q W_q`` and ``k W_k`` are computed once outside the core
 (``[B, T, A]`` and ``[B, S, A]``), so their gradients come from autodiff.
@@ -171,6 +174,15 @@ def _chunked_weights(qp, kp, w, mask, spec, lse, st: _Static):
     return jnp.moveaxis(ws, 0, 2).reshape(qp.shape[0], t, -1)
 
 
+def _pallas(qp, kp, value, w, mask, kv_lengths, is_causal):
+    """The fused Pallas kernel (attn_jax.kernels.additive_triton), interpreted on CPU."""
+    from attn_jax.kernels import additive_triton
+
+    return additive_triton.additive_attention(
+        qp, kp, value.astype(qp.dtype), w, mask, key_value_seq_lengths=kv_lengths, is_causal=is_causal,
+        interpret=jax.default_backend() == "cpu")
+
+
 def _dense(qp, kp, value, w, keep):
     acc = compute_dtype(qp.dtype)
     e = jnp.tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ w
@@ -248,8 +260,9 @@ def additive_attention(
       is_causal: key ``s`` visible from query ``t`` iff ``s <= t``.
       return_residual: also return the logsumexp of the scores ``[*B, T]``.
       return_weights: also return the attention weights ``[*B, T, S]``.
-      implementation: "xla", "chunked", "pallas" (not yet available: raises
-        ``UnsupportedError``) or None (xla while the dense features fit in
+      implementation: "xla", "chunked", "pallas" (the fused kernel of
+        ``attn_jax.kernels.additive_triton``: compiled on GPU, interpreted on
+        CPU) or None (pallas on GPU; on CPU xla while the dense features fit in
         :data:`DENSE_FEATURES_LIMIT_BYTES`, else chunked).
       chunk_size: key chunk length of the chunked path.
 
@@ -264,15 +277,19 @@ def additive_attention(
         implementation = _ALIASES.get(implementation, implementation)
     if implementation not in (None, *_NAMES):
         raise ValueError(f"unknown implementation {implementation!r} for additive_attention; known: {_NAMES}")
-    if implementation == "pallas":
-        raise UnsupportedError("additive_attention: the Pallas kernel is not implemented yet")
+    if implementation == "pallas" and jax.default_backend() not in ("gpu", "cpu"):
+        raise UnsupportedError(
+            f"additive_attention: the Pallas kernel runs on GPUs (interpreted on CPU), not {jax.default_backend()!r}")
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     nb = len(batch)
     q, k, val = (flatten_batch(x, nb) for x in (query, key, value))
     b, t, s, a = q.shape[0], q.shape[1], k.shape[1], _shape(v)[0]
     if implementation is None:
-        implementation = "xla" if 4 * b * t * s * a <= DENSE_FEATURES_LIMIT_BYTES else "chunked"
+        if jax.default_backend() == "gpu":
+            implementation = "pallas"
+        else:  # on CPU the kernel only runs interpreted (a test tool)
+            implementation = "xla" if 4 * b * t * s * a <= DENSE_FEATURES_LIMIT_BYTES else "chunked"
     acc = compute_dtype(q.dtype)
     qp = jnp.einsum("BTD,DA->BTA", q, w_q, preferred_element_type=acc).astype(acc)
     kp = jnp.einsum("BSD,DA->BSA", k, w_k, preferred_element_type=acc).astype(acc)
@@ -297,12 +314,16 @@ def additive_attention(
         sp = math.ceil(s / ck) * ck
         pad = ((0, 0), (0, sp - s), (0, 0))
         kp_p, val_p = jnp.pad(kp, pad), jnp.pad(val, pad)
+        mask_p = mask3
         if mask3 is not None and mask3.shape[2] != 1:
-            mask3 = jnp.pad(mask3, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
+            mask_p = jnp.pad(mask3, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
         st = _Static(ck, s)
-        out, lse = _chunked_core_jit(qp, kp_p, val_p, w, mask3, spec, st)
-        if return_weights:
-            weights = _chunked_weights(qp, kp_p, w, mask3, spec, lse, st)[:, :, :s]
+        if implementation == "pallas":
+            out, lse = _pallas(qp, kp, val, w, mask3, kv_len, bool(is_causal))
+        else:
+            out, lse = _chunked_core_jit(qp, kp_p, val_p, w, mask_p, spec, st)
+        if return_weights:  # for plots: recomputed chunk by chunk from the logsumexp
+            weights = _chunked_weights(qp, kp_p, w, mask_p, spec, lse, st)[:, :, :s]
 
     results = [out.astype(q.dtype).reshape(batch + (t, val.shape[-1]))]
     if return_residual:

@@ -69,6 +69,24 @@ def np_attention(q, k, v, *, bias=None, mask=None, scale=None, softcap=None, **m
     return out.transpose(0, 2, 1, 3), lse.transpose(0, 2, 1)
 
 
+def np_additive(q, k, val, w_q, w_k, v, vis):
+    """float64: returns context [B,T,Dv], lse [B,T] (-inf for empty), weights [B,T,S]."""
+    e = np.tanh((q @ w_q)[:, :, None, :] + (k @ w_k)[:, None, :, :]) @ v
+    b, t, s = e.shape
+    ctx, lse, wts = np.zeros((b, t, val.shape[-1])), np.full((b, t), -np.inf), np.zeros((b, t, s))
+    for bi in range(b):
+        for ti in range(t):
+            keep = vis[bi, ti]
+            if keep.any():
+                row = e[bi, ti][keep]
+                m = row.max()
+                p = np.exp(row - m)
+                lse[bi, ti] = m + np.log(p.sum())
+                wts[bi, ti, keep] = p / p.sum()
+                ctx[bi, ti] = wts[bi, ti] @ val[bi]
+    return ctx, lse, wts
+
+
 def make_qkv(rng, b, t, s, n, kh, h, hv=None, dtype=np.float32):
     hv = h if hv is None else hv
     q = rng.normal(size=(b, t, n, h)).astype(dtype)
