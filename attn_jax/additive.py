@@ -42,7 +42,18 @@ Array = jax.Array
 
 # implementation=None uses "xla" while B·T·S·A float32 features fit in this many bytes.
 DENSE_FEATURES_LIMIT_BYTES = 256 * 2**20
-DEFAULT_KEY_CHUNK = 256
+# chunk_size=None picks the key chunk so one [B, T, chunk, A] float32 feature block
+# stays near this size (between 8 and 512 keys).
+CHUNK_BUDGET_BYTES = 16 * 2**20
+
+
+def auto_chunk_size(b: int, t: int, a: int) -> int:
+    """Largest power-of-two key chunk whose ``[B, T, chunk, A]`` features fit the budget."""
+    per_key = 4 * b * t * a
+    c = 8
+    while c < 512 and per_key * c * 2 <= CHUNK_BUDGET_BYTES:
+        c *= 2
+    return c
 _NAMES = ("xla", "chunked", "pallas")
 _ALIASES = {"xla_chunked": "chunked"}
 
@@ -246,7 +257,7 @@ def additive_attention(
     return_residual: bool = False,
     return_weights: bool = False,
     implementation: str | None = None,
-    chunk_size: int = DEFAULT_KEY_CHUNK,
+    chunk_size: int | None = None,
 ):
     """Bahdanau attention: ``context_t = Σ_s softmax_s(vᵀ tanh(W_q q_t + W_k k_s)) value_s``.
 
@@ -264,7 +275,8 @@ def additive_attention(
         ``attn_jax.kernels.additive_triton``: compiled on GPU, interpreted on
         CPU) or None (pallas on GPU; on CPU xla while the dense features fit in
         :data:`DENSE_FEATURES_LIMIT_BYTES`, else chunked).
-      chunk_size: key chunk length of the chunked path.
+      chunk_size: key chunk length of the chunked path; None sizes it so one
+        ``[B, T, chunk, A]`` block stays near :data:`CHUNK_BUDGET_BYTES`.
 
     Returns:
       ``context [*B, T, Dv]`` (query dtype), then the residual and the weights
@@ -280,7 +292,7 @@ def additive_attention(
     if implementation == "pallas" and jax.default_backend() not in ("gpu", "cpu"):
         raise UnsupportedError(
             f"additive_attention: the Pallas kernel runs on GPUs (interpreted on CPU), not {jax.default_backend()!r}")
-    if not isinstance(chunk_size, int) or chunk_size <= 0:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     nb = len(batch)
     q, k, val = (flatten_batch(x, nb) for x in (query, key, value))
@@ -310,7 +322,7 @@ def additive_attention(
         keep = and_masks(keep, mask3)
         out, lse, weights = _dense(qp, kp, val, w, keep)
     else:
-        ck = min(chunk_size, s)
+        ck = min(chunk_size or auto_chunk_size(b, t, a), s)
         sp = math.ceil(s / ck) * ck
         pad = ((0, 0), (0, sp - s), (0, 0))
         kp_p, val_p = jnp.pad(kp, pad), jnp.pad(val, pad)

@@ -52,3 +52,18 @@ def test_flash_attention_refuses_cpu_without_flag():
         pytest.skip("on a GPU the benchmark runs")
     with pytest.raises(SystemExit, match="needs a GPU"):
         flash_attention.main(["--seq-lens", "32"])
+
+
+def test_additive_attention_smoke(tmp_path):
+    from benchmarks import additive_attention
+
+    result = additive_attention.main(["--seq-lens", "64", "512", "--attn-dims", "128", "--repeats", "1",
+                                      "--out-dir", str(tmp_path), "--max-run-gib", "0.05"])
+    stem = f"additive_attention_{result['device']}"
+    assert (tmp_path / f"{stem}.json").exists() and (tmp_path / f"{stem}.png").exists()
+    rows = {(r["impl"], r["mode"], r["seq_len"]): r for r in result["rows"]}
+    # dense fwd+bwd at T=512, A=128 holds [512, 512, 128] float32 features (128 MiB): over the run limit
+    assert "skipped" in rows["xla", "fwd+bwd", 512]
+    assert "time_s" in rows["chunked", "fwd+bwd", 512]
+    assert result["ratios"]["chunked|fwd+bwd|512|128"]["memory_ratio"] > 2
+    assert "memory saved" in additive_attention.markdown(result)
