@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis
 from attn_jax.masks import (
     MASK_VALUE,
     MaskSpec,
@@ -40,12 +41,6 @@ from attn_jax.masks import (
     online_softmax_step,
     position_predicate,
 )
-
-MIN_BLOCK = 16
-
-
-def _is_pow2(x: int) -> bool:
-    return x > 0 and (x & (x - 1)) == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +55,7 @@ class BlockSizes:
 
     def __post_init__(self):
         for f in ("block_q", "block_k", "block_a"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or not _is_pow2(v) or v < MIN_BLOCK:
-                raise ValueError(f"BlockSizes.{f}={v!r} must be a power of two >= {MIN_BLOCK}")
+            check_block(f, getattr(self, f))
 
     @classmethod
     def get_default(cls) -> BlockSizes:
@@ -71,9 +64,6 @@ class BlockSizes:
         return cls()
 
 
-def _dot(a, b, trans_a=False, trans_b=False):
-    exact = a.dtype == jnp.float32 and b.dtype == jnp.float32
-    return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b, allow_tf32=False if exact else None).astype(jnp.float32)
 
 
 def _scores(qp_ref, kp_ref, w_ref, q_rows, k_rows, num_a_chunks, block_a):
@@ -121,7 +111,7 @@ def _fwd_kernel(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, o_ref, lse_r
             e = jnp.where(keep, e, MASK_VALUE)
         m, alpha, p, l = online_softmax_step(m, l, e, keep)
         v = val_ref[ks, :]
-        return alpha[:, None] * o + _dot(p.astype(v.dtype), v), m, l
+        return alpha[:, None] * o + dot(p.astype(v.dtype), v), m, l
 
     _, hi = MaskSpec(is_causal=causal).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
     init = (jnp.zeros((bq, val_ref.shape[-1]), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32),
@@ -142,7 +132,7 @@ def _ds(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do, lse, delta, q0, 
     if keep is not None:
         p = jnp.where(keep, p, 0.0)
     v = val_ref[k_rows, :]
-    dp = _dot(do, v, trans_b=True)
+    dp = dot(do, v, trans_b=True)
     return p, p * (dp - delta[:, None])
 
 
@@ -168,7 +158,7 @@ def _dkv_kernel(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do_ref, lse_
         do = do_ref[qs, :]
         p, ds = _ds(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do, lse_ref[qs], delta_ref[qs],
                     q0, k0, qs, slice(None), block_q, bk, causal, num_a_chunks, block_a)
-        dval = dval + _dot(p.astype(do.dtype), do, trans_a=True)
+        dval = dval + dot(p.astype(do.dtype), do, trans_a=True)
         dkp, dw = list(dkp), list(dw)
         for c in range(num_a_chunks):
             g, dw_c = _feature_grads(qp_ref, kp_ref, w_ref, ds, qs, slice(None), c, block_a)
@@ -319,12 +309,6 @@ def _fused_bwd(st, res, cot):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def _pad(x, axis, target, value=0):
-    if x is None or x.shape[axis] in (1, target):
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, target - x.shape[axis])
-    return jnp.pad(x, widths, constant_values=value)
 
 
 @functools.partial(jax.jit, static_argnames=("is_causal", "block_sizes", "interpret", "debug"))
@@ -351,12 +335,12 @@ def additive_attention(qp, kp, value, w, mask=None, *, key_value_seq_lengths=Non
     tp, sp = pl.cdiv(t, tq) * tq, pl.cdiv(s, tk) * tk
     ap = pl.cdiv(a, bs.block_a) * bs.block_a
     dvp = max(MIN_BLOCK, pl.next_power_of_2(dv))
-    qp_ = _pad(_pad(qp.astype(dtype), 2, ap), 1, tp)  # zero-padded A adds tanh(0)·0 = 0
-    kp_ = _pad(_pad(kp.astype(dtype), 2, ap), 1, sp)
-    val_ = _pad(_pad(value.astype(dtype), 2, dvp), 1, sp)
-    w_ = _pad(w.astype(dtype), 0, ap)
+    qp_ = pad_axis(pad_axis(qp.astype(dtype), 2, ap), 1, tp)  # zero-padded A adds tanh(0)·0 = 0
+    kp_ = pad_axis(pad_axis(kp.astype(dtype), 2, ap), 1, sp)
+    val_ = pad_axis(pad_axis(value.astype(dtype), 2, dvp), 1, sp)
+    w_ = pad_axis(w.astype(dtype), 0, ap)
     if mask is not None:
-        mask = _pad(_pad(mask.astype(jnp.int8), 1, tp), 2, sp)
+        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 1, tp), 2, sp)
     kv_ids = None
     if key_value_seq_lengths is not None or sp != s:
         pos = jnp.arange(sp, dtype=jnp.int32)[None, :]

@@ -43,6 +43,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis
 from attn_jax.masks import (
     MASK_VALUE,
     MaskSpec,
@@ -55,11 +56,7 @@ from attn_jax.masks import (
 
 Q_PAD_ID = int(np.iinfo(np.int32).min)  # query rows that attend to nothing
 KV_PAD_ID = Q_PAD_ID + 1  # keys nobody attends to
-MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 
-
-def _is_pow2(x: int) -> bool:
-    return x > 0 and (x & (x - 1)) == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +74,7 @@ class BlockSizes:
 
     def __post_init__(self):
         for f in ("block_q", "block_k", "block_q_dkv", "block_kv_dkv", "block_q_dq", "block_kv_dq"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or not _is_pow2(v) or v < MIN_BLOCK:
-                raise ValueError(f"BlockSizes.{f}={v!r} must be a power of two >= {MIN_BLOCK}")
+            check_block(f, getattr(self, f))
         if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16):
             raise ValueError(f"BlockSizes.num_warps={self.num_warps!r} must be 1, 2, 4, 8 or 16")
         if self.num_stages < 1:
@@ -123,15 +118,11 @@ class BlockSizes:
 # --- shared block helpers (backend-neutral jnp on loaded tiles) ---------------------------------
 
 
-def _dot(a, b, trans_a=False, trans_b=False):
-    """Tile matmul with float32 accumulation; float32 inputs stay exact (no TF32 rounding)."""
-    exact = a.dtype == jnp.float32 and b.dtype == jnp.float32
-    return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b, allow_tf32=False if exact else None).astype(jnp.float32)
 
 
 def _block_logits(q, k, bias, *, scale, soft_cap):
     """``q [bq, H]``, ``k [bk, H]`` -> f32 logits ``[bq, bk]`` and tanh (for soft-cap grads)."""
-    s = _dot(q, k, trans_b=True) * scale
+    s = dot(q, k, trans_b=True) * scale
     if bias is not None:
         s = s + bias.astype(jnp.float32)
     tanh = None
@@ -192,7 +183,7 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
             s = jnp.where(keep, s, MASK_VALUE)
         m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
         v = v_ref[ks, :]
-        o = alpha[:, None] * o + _dot(p.astype(v.dtype), v)
+        o = alpha[:, None] * o + dot(p.astype(v.dtype), v)
         return o, m_new, l
 
     lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
@@ -229,12 +220,12 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
             p = jnp.exp(s - lse_ref[g, qs][:, None])
             if keep is not None:
                 p = jnp.where(keep, p, 0.0)
-            dv = dv + _dot(p.astype(do.dtype), do, trans_a=True)
-            dp = _dot(do, v, trans_b=True)
+            dv = dv + dot(p.astype(do.dtype), do, trans_a=True)
+            dp = dot(do, v, trans_b=True)
             ds = p * (dp - delta_ref[g, qs][:, None])
             if tanh is not None:
                 ds = ds * (1.0 - tanh * tanh)
-            dk = dk + _dot(ds.astype(q.dtype), q, trans_a=True)
+            dk = dk + dot(ds.astype(q.dtype), q, trans_a=True)
             return dk, dv
 
         dk, dv = jax.lax.fori_loop(lo, hi, body, (dk, dv))
@@ -265,14 +256,14 @@ def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_re
         p = jnp.exp(s - lse[:, None])
         if keep is not None:
             p = jnp.where(keep, p, 0.0)
-        dp = _dot(do, v, trans_b=True)
+        dp = dot(do, v, trans_b=True)
         ds = p * (dp - delta[:, None])
         if tanh is not None:
             ds = ds * (1.0 - tanh * tanh)
         if ds_ref is not None:
             ds_ref[:, ks] = ds
             return dq
-        return dq + _dot(ds.astype(k.dtype), k)
+        return dq + dot(ds.astype(k.dtype), k)
 
     if ds_ref is None:
         lo, hi = MaskSpec(is_causal=causal, window=window).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
@@ -463,12 +454,6 @@ def _flash_bwd(st, res, cot):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-def _pad(x, axis, target, value=0):
-    if x is None or x.shape[axis] in (1, target):
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, target - x.shape[axis])
-    return jnp.pad(x, widths, constant_values=value)
 
 
 def _ids(length, padded, lengths, segment_ids, pad_id, batch):
@@ -476,7 +461,7 @@ def _ids(length, padded, lengths, segment_ids, pad_id, batch):
     if segment_ids is None and lengths is None and padded == length:
         return None
     pos = jnp.arange(padded, dtype=jnp.int32)[None, :]
-    ids = jnp.zeros((batch, padded), jnp.int32) if segment_ids is None else _pad(segment_ids, 1, padded)
+    ids = jnp.zeros((batch, padded), jnp.int32) if segment_ids is None else pad_axis(segment_ids, 1, padded)
     valid = pos < length
     if lengths is not None:
         valid = valid & (pos < lengths[:, None])
@@ -510,12 +495,12 @@ def flash_attention(
     tq = max(MIN_BLOCK, min(max(bs.block_q, bs.block_q_dkv, bs.block_q_dq), pl.next_power_of_2(t)))
     tk = max(MIN_BLOCK, min(max(bs.block_k, bs.block_kv_dkv, bs.block_kv_dq), pl.next_power_of_2(s)))
     tp, sp = pl.cdiv(t, tq) * tq, pl.cdiv(s, tk) * tk
-    q = _pad(_pad(query, 3, hp), 1, tp)
-    k = _pad(_pad(key, 3, hp), 1, sp)
-    v = _pad(_pad(value, 3, hvp), 1, sp)
-    bias = _pad(_pad(bias, 2, tp), 3, sp)
+    q = pad_axis(pad_axis(query, 3, hp), 1, tp)
+    k = pad_axis(pad_axis(key, 3, hp), 1, sp)
+    v = pad_axis(pad_axis(value, 3, hvp), 1, sp)
+    bias = pad_axis(pad_axis(bias, 2, tp), 3, sp)
     if mask is not None:
-        mask = _pad(_pad(mask.astype(jnp.int8), 2, tp), 3, sp)
+        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 2, tp), 3, sp)
     q_ids = _ids(t, tp, query_seq_lengths, q_segment_ids, Q_PAD_ID, b)
     kv_ids = _ids(s, sp, key_value_seq_lengths, kv_segment_ids, KV_PAD_ID, b)
     if q_ids is None and kv_ids is not None:
