@@ -8,6 +8,7 @@ from attn_jax import masks, scores
 from attn_jax.additive import additive_attention
 from attn_jax.attention import dot_product_attention
 from attn_jax.chunked import ChunkSizes
+from attn_jax.decode import decode_attention
 from attn_jax.errors import UnsupportedError
 from attn_jax.local import local_attention_weights, predictive_center
 from attn_jax.masks import MaskSpec, dense_mask
@@ -19,6 +20,7 @@ __all__ = [
     "MaskSpec",
     "UnsupportedError",
     "additive_attention",
+    "decode_attention",
     "dense_mask",
     "dot_product_attention",
     "local_attention_weights",

@@ -24,9 +24,13 @@ def dot(a, b, trans_a=False, trans_b=False):
     return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b, allow_tf32=False if exact else None).astype(jnp.float32)
 
 
-def pad_axis(x, axis: int, target: int, value=0):
-    """Pad ``x`` along ``axis`` to ``target`` (None, broadcast size-1 axes and full axes pass through)."""
-    if x is None or x.shape[axis] in (1, target):
+def pad_axis(x, axis: int, target: int, value=0, *, broadcast: bool = False):
+    """Pad ``x`` along ``axis`` to ``target`` with ``value``; None passes through.
+
+    With ``broadcast=True`` a size-1 axis is a broadcast axis (bias/mask) and is
+    left as it is.
+    """
+    if x is None or x.shape[axis] == target or (broadcast and x.shape[axis] == 1):
         return x
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, target - x.shape[axis])

@@ -340,7 +340,7 @@ def additive_attention(qp, kp, value, w, mask=None, *, key_value_seq_lengths=Non
     val_ = pad_axis(pad_axis(value.astype(dtype), 2, dvp), 1, sp)
     w_ = pad_axis(w.astype(dtype), 0, ap)
     if mask is not None:
-        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 1, tp), 2, sp)
+        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 1, tp, broadcast=True), 2, sp, broadcast=True)
     kv_ids = None
     if key_value_seq_lengths is not None or sp != s:
         pos = jnp.arange(sp, dtype=jnp.int32)[None, :]

@@ -498,9 +498,9 @@ def flash_attention(
     q = pad_axis(pad_axis(query, 3, hp), 1, tp)
     k = pad_axis(pad_axis(key, 3, hp), 1, sp)
     v = pad_axis(pad_axis(value, 3, hvp), 1, sp)
-    bias = pad_axis(pad_axis(bias, 2, tp), 3, sp)
+    bias = pad_axis(pad_axis(bias, 2, tp, broadcast=True), 3, sp, broadcast=True)
     if mask is not None:
-        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 2, tp), 3, sp)
+        mask = pad_axis(pad_axis(mask.astype(jnp.int8), 2, tp, broadcast=True), 3, sp, broadcast=True)
     q_ids = _ids(t, tp, query_seq_lengths, q_segment_ids, Q_PAD_ID, b)
     kv_ids = _ids(s, sp, key_value_seq_lengths, kv_segment_ids, KV_PAD_ID, b)
     if q_ids is None and kv_ids is not None:

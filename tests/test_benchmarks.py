@@ -67,3 +67,14 @@ def test_additive_attention_smoke(tmp_path):
     assert "time_s" in rows["chunked", "fwd+bwd", 512]
     assert result["ratios"]["chunked|fwd+bwd|512|128"]["memory_ratio"] > 2
     assert "memory saved" in additive_attention.markdown(result)
+
+
+def test_decode_attention_script_smoke_on_cpu(tmp_path):
+    from benchmarks import decode_attention
+
+    result = decode_attention.main(["--allow-cpu", "--seq-lens", "64", "--batches", "2", "--heads", "4",
+                                    "--kv-heads", "2", "--head-dim", "16", "--repeats", "1", "--copy-mib", "4",
+                                    "--out-dir", str(tmp_path)])
+    assert (tmp_path / f"decode_attention_{result['device']}.json").exists()
+    assert {r["impl"] for r in result["rows"] if "gb_per_s" in r} == {"pallas", "xla"}
+    assert "INTERPRET MODE" in decode_attention.markdown(result)

@@ -111,6 +111,7 @@ CI_SHAPES = {  # (B, T, S, N, K, H, Hv)
     "t37_gqa": (2, 37, 37, 8, 2, 64, 64),
     "t130_mqa_h80": (1, 130, 61, 8, 1, 80, 80),
     "hv_ne_h": (1, 45, 33, 4, 2, 32, 48),
+    "all_ones": (1, 1, 1, 2, 1, 1, 1),
 }
 CASES = ["none", "causal", "window", "causal_window", "lengths", "segments", "all"]
 
