@@ -13,6 +13,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def add_output_args(parser, readme_from: bool = True) -> None:
+    """The output flags every benchmark takes: --out-dir, --update-readme (and --readme-from)."""
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true", help="rewrite this benchmark's README block")
+    if readme_from:
+        parser.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
+
+
 def device_name() -> str:
     """A short, file-name-safe device name: "cpu", or the accelerator's kind (e.g. "nvidia-h100-80gb-hbm3")."""
     d = jax.devices()[0]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, RESULTS, device_name, time_fn, update_readme_block
+from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
 
 MODES = ("fwd", "fwd+bwd")
 
@@ -146,9 +146,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--value-dim", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-run-gib", type=float, default=6.0)
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--update-readme", action="store_true")
-    ap.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.readme_from:
         result = json.loads(args.readme_from.read_text())

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, RESULTS, device_name, time_fn, update_readme_block
+from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
 
 IMPLS = ("xla", "chunked")
 MODES = ("fwd", "fwd+bwd")
@@ -153,9 +153,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--update-readme", action="store_true")
-    ap.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.readme_from:
         result = json.loads(args.readme_from.read_text())

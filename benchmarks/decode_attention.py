@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, RESULTS, device_name, time_fn, update_readme_block
+from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
 
 IMPLS = ("pallas", "xla")
 
@@ -104,8 +104,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--copy-mib", type=int, default=2048)
     ap.add_argument("--allow-cpu", action="store_true")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--update-readme", action="store_true")
+    add_output_args(ap, readme_from=False)
     args = ap.parse_args(argv)
     on_gpu = jax.default_backend() == "gpu"
     if not on_gpu and not args.allow_cpu:

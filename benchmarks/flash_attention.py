@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, RESULTS, device_name, time_fn, update_readme_block
+from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
 
 IMPLS = ("pallas_triton", "cudnn", "xla", "jax_pallas_mha")
 MODES = ("fwd", "bwd", "fwd+bwd")
@@ -195,9 +195,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--matmul-size", type=int, default=8192)
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script on CPU (interpret mode)")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--update-readme", action="store_true")
-    ap.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.readme_from:
         result = json.loads(args.readme_from.read_text())
