@@ -9,12 +9,13 @@ Kernels here:
 * ``pallas_triton`` (:mod:`attn_jax.kernels.flash_triton`): Triton-style
   lowering, compiled on NVIDIA GPUs, run in interpret mode on a CPU backend
   (that is how the test suite exercises it).
-* ``pallas_mosaic_gpu`` and ``pallas_mosaic_tpu``: not written yet (separate
-  issues); they always decline.
+* ``pallas_mosaic_tpu`` (:mod:`attn_jax.kernels.flash_tpu`): Mosaic TPU
+  lowering, compiled on TPUs, run in TPU interpret mode on CPU.
+* ``pallas_mosaic_gpu``: not written yet (a separate issue); it always declines.
 
 ``pallas`` resolves to the best kernel for the backend: Mosaic GPU on sm90+
 once it exists, Triton-style on other GPUs and on sm90+ meanwhile, Triton-style
-in interpret mode on CPU, Mosaic TPU on TPU (declines for now).
+in interpret mode on CPU, Mosaic TPU on TPU.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def _triton_reason(problem, automatic: bool) -> str | None:
     return None
 
 
+def _tpu_reason(problem, automatic: bool) -> str | None:
+    backend = jax.default_backend()
+    if backend not in ("tpu", "cpu"):
+        return f"pallas_mosaic_tpu runs on TPUs (or interpreted on CPU), not on {backend!r}"
+    if backend == "cpu" and automatic:
+        return "on CPU the Pallas kernels run only in interpret mode (a test tool); ask for them by name"
+    allowed = (jnp.float32, jnp.bfloat16, jnp.float16) + ((jnp.float64,) if backend == "cpu" else ())
+    if problem.query.dtype not in allowed:
+        return f"pallas_mosaic_tpu does not support dtype {problem.query.dtype}"
+    return None
+
+
 def unsupported_reason(name: str, problem, *, automatic: bool = False) -> str | None:
     """Why kernel ``name`` cannot serve ``problem`` (an attn_jax Problem), or None.
 
@@ -58,6 +71,8 @@ def unsupported_reason(name: str, problem, *, automatic: bool = False) -> str | 
     resolved = _resolve(name)
     if resolved == "pallas_triton":
         return _triton_reason(problem, automatic)
+    if resolved == "pallas_mosaic_tpu":
+        return _tpu_reason(problem, automatic)
     return f"{resolved}: this kernel is not implemented yet"
 
 
@@ -66,12 +81,18 @@ def attention(name: str, problem):
     reason = unsupported_reason(name, problem)
     if reason is not None:  # the dispatcher checks first; this guards direct callers
         raise NotImplementedError(reason)
-    from attn_jax.kernels import autotune, flash_triton
-
     spec = problem.spec
     interpret = jax.default_backend() == "cpu"
-    block_sizes = autotune.cached_block_sizes(problem.query, problem.key, problem.value, spec.is_causal)
-    return flash_triton.flash_attention(
+    if _resolve(name) == "pallas_mosaic_tpu":
+        from attn_jax.kernels import flash_tpu as module
+
+        block_sizes = None
+    else:
+        from attn_jax.kernels import autotune
+        from attn_jax.kernels import flash_triton as module
+
+        block_sizes = autotune.cached_block_sizes(problem.query, problem.key, problem.value, spec.is_causal)
+    return module.flash_attention(
         problem.query,
         problem.key,
         problem.value,

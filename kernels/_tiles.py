@@ -35,3 +35,29 @@ def pad_axis(x, axis: int, target: int, value=0, *, broadcast: bool = False):
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, target - x.shape[axis])
     return jnp.pad(x, widths, constant_values=value)
+
+
+Q_PAD_ID = -(2**31)  # query rows that attend to nothing
+KV_PAD_ID = Q_PAD_ID + 1  # keys nobody attends to
+
+
+def _ids(length, padded, lengths, segment_ids, pad_id, batch):
+    pos = jnp.arange(padded, dtype=jnp.int32)[None, :]
+    ids = jnp.zeros((batch, padded), jnp.int32) if segment_ids is None else pad_axis(segment_ids, 1, padded)
+    valid = pos < length
+    if lengths is not None:
+        valid = valid & (pos < lengths[:, None])
+    return jnp.where(valid, ids, pad_id)
+
+
+def position_ids(batch, t, tp, s, sp, q_lengths=None, kv_lengths=None, q_segment_ids=None, kv_segment_ids=None):
+    """Fold segment ids, lengths and padding into per-position ids ``[B, Tp]``, ``[B, Sp]`` (or None, None).
+
+    A query and a key attend only when their ids are equal; padded or
+    out-of-length positions get ids (:data:`Q_PAD_ID`, :data:`KV_PAD_ID`) that
+    match nothing. Returns ``(None, None)`` when nothing per-position masks.
+    """
+    if q_segment_ids is None and q_lengths is None and kv_lengths is None and tp == t and sp == s:
+        return None, None
+    return (_ids(t, tp, q_lengths, q_segment_ids, Q_PAD_ID, batch),
+            _ids(s, sp, kv_lengths, kv_segment_ids, KV_PAD_ID, batch))

@@ -18,7 +18,7 @@ What the kernels see of a mask:
   makes T and S multiples of the blocks) is folded into one pair of int32 id
   arrays ``q_ids [B, Tp]`` and ``kv_ids [B, Sp]``: a query and key attend only
   when their ids are equal, and padding/out-of-length positions get ids that
-  match nothing (:data:`Q_PAD_ID`, :data:`KV_PAD_ID`);
+  match nothing (``attn_jax.kernels._tiles.Q_PAD_ID`` / ``KV_PAD_ID``);
 * an additive ``bias`` and a boolean ``mask`` (as int8), each broadcastable to
   ``[B, N, T, S]`` with size-1 axes kept size 1 in memory.
 
@@ -39,11 +39,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, position_ids
 from attn_jax.masks import (
     MASK_VALUE,
     MaskSpec,
@@ -53,10 +52,6 @@ from attn_jax.masks import (
     online_softmax_step,
     position_predicate,
 )
-
-Q_PAD_ID = int(np.iinfo(np.int32).min)  # query rows that attend to nothing
-KV_PAD_ID = Q_PAD_ID + 1  # keys nobody attends to
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,18 +451,6 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 
-def _ids(length, padded, lengths, segment_ids, pad_id, batch):
-    """Per-position ids ``[B, padded]`` folding segment ids, lengths and padding, or None."""
-    if segment_ids is None and lengths is None and padded == length:
-        return None
-    pos = jnp.arange(padded, dtype=jnp.int32)[None, :]
-    ids = jnp.zeros((batch, padded), jnp.int32) if segment_ids is None else pad_axis(segment_ids, 1, padded)
-    valid = pos < length
-    if lengths is not None:
-        valid = valid & (pos < lengths[:, None])
-    return jnp.where(valid, ids, pad_id)
-
-
 @functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logits_soft_cap",
                                              "block_sizes", "interpret", "debug"))
 def flash_attention(
@@ -501,12 +484,8 @@ def flash_attention(
     bias = pad_axis(pad_axis(bias, 2, tp, broadcast=True), 3, sp, broadcast=True)
     if mask is not None:
         mask = pad_axis(pad_axis(mask.astype(jnp.int8), 2, tp, broadcast=True), 3, sp, broadcast=True)
-    q_ids = _ids(t, tp, query_seq_lengths, q_segment_ids, Q_PAD_ID, b)
-    kv_ids = _ids(s, sp, key_value_seq_lengths, kv_segment_ids, KV_PAD_ID, b)
-    if q_ids is None and kv_ids is not None:
-        q_ids = jnp.zeros((b, tp), jnp.int32)
-    if kv_ids is None and q_ids is not None:
-        kv_ids = jnp.zeros((b, sp), jnp.int32)
+    q_ids, kv_ids = position_ids(b, t, tp, s, sp, query_seq_lengths, key_value_seq_lengths,
+                                 q_segment_ids, kv_segment_ids)
     st = _Static(float(scale), logits_soft_cap, bool(is_causal), window, bs, interpret, debug)
     out, lse = _flash(q, k, v, bias, mask, q_ids, kv_ids, st)
     out = out[:, :t, :, :hv]

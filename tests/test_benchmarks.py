@@ -78,3 +78,15 @@ def test_decode_attention_script_smoke_on_cpu(tmp_path):
     assert (tmp_path / f"decode_attention_{result['device']}.json").exists()
     assert {r["impl"] for r in result["rows"] if "gb_per_s" in r} == {"pallas", "xla"}
     assert "INTERPRET MODE" in decode_attention.markdown(result)
+
+
+def test_tpu_model_prefers_blocks_that_fit(tmp_path):
+    from benchmarks import tpu_model
+
+    result = tpu_model.main(["--seq-len", "4096", "--out", str(tmp_path / "m.json")])
+    for chip in ("v5e", "v5p", "v6e"):
+        best = result["chips"][chip]["best"]
+        assert best["fits_vmem"]
+        assert best["bound_s"] == min(r["bound_s"] for r in result["chips"][chip]["candidates"] if r["fits_vmem"])
+    tiny = tpu_model.main(["--seq-len", "4096", "--vmem-mib", "0.5", "--out", str(tmp_path / "t.json")])
+    assert all(r["vmem_bytes"] <= 0.5 * 2**20 for r in [tiny["chips"]["v5e"]["best"]] if r)

@@ -84,7 +84,7 @@ def test_cudnn_on_cpu_raises_unsupported():
         dpa(implementation="cudnn")
 
 
-@pytest.mark.parametrize("name", ["pallas_mosaic_gpu", "pallas_mosaic_tpu"])
+@pytest.mark.parametrize("name", ["pallas_mosaic_gpu"])
 def test_unwritten_kernels_raise_unsupported(name):
     with pytest.raises(UnsupportedError, match="not implemented yet"):
         dpa(implementation=name)
@@ -97,7 +97,7 @@ def test_mosaic_alias_resolves_by_backend():
 
 
 def test_sequence_uses_first_supported_and_aliases():
-    out = dpa(implementation=["pallas_mosaic_tpu", "cudnn", "xla_chunked"])
+    out = dpa(implementation=["pallas_mosaic_gpu", "cudnn", "xla_chunked"])
     np.testing.assert_allclose(out, dpa(implementation="xla"))
     assert attention_mod.implementation_for(["mosaic", "xla"], Q, K, V) == "xla"
     assert attention_mod.implementation_for(["triton", "xla"], Q, K, V) == "pallas_triton"

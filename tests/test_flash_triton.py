@@ -71,13 +71,14 @@ class FlashTritonTest:
     """Shared checks; parametrised below for the CI subset and the slow full product."""
 
     @staticmethod
-    def check_forward(shape, case, dtype, bias=False, soft_cap=None, seed=0):
+    def check_forward(shape, case, dtype, bias=False, soft_cap=None, seed=0, kernel=None):
+        kernel = kernel or _kernel
         rng = np.random.default_rng(seed)
         b, t, s, n, kh, h, hv = shape
         q, k, v = _inputs(rng, b, t, s, n, kh, h, hv, dtype)
         kw = _mask_kwargs(case, b, t, s, rng)
         bias_arr = jnp.asarray(rng.normal(size=(b, n, t, s)), dtype) if bias else None
-        out, lse = _kernel(q, k, v, bias_arr, logits_soft_cap=soft_cap, **kw)
+        out, lse = kernel(q, k, v, bias_arr, logits_soft_cap=soft_cap, **kw)
         ref_out, ref_lse = flash_attention_reference(q, k, v, bias_arr, logits_soft_cap=soft_cap, **kw)
         assert out.shape == (b, t, n, hv) and out.dtype == dtype and lse.shape == (b, t, n)
         np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref_out, np.float32), **TOL[dtype])
@@ -88,7 +89,8 @@ class FlashTritonTest:
             assert_close_with_inf(lse, np_lse, atol=3e-5, rtol=1e-5)
 
     @staticmethod
-    def check_grads(shape, case, dtype, bias=False, soft_cap=None, seed=1):
+    def check_grads(shape, case, dtype, bias=False, soft_cap=None, seed=1, kernel=None):
+        kernel = kernel or _kernel
         rng = np.random.default_rng(seed)
         b, t, s, n, kh, h, hv = shape
         q, k, v = _inputs(rng, b, t, s, n, kh, h, hv, dtype)
@@ -97,7 +99,7 @@ class FlashTritonTest:
         bias_arr = jnp.asarray(rng.normal(size=(1, n, t, s)), dtype) if bias else None
         w = jnp.asarray(rng.normal(size=(b, t, n, hv)), jnp.float32)
         argnums = (0, 1, 2, 3) if bias else (0, 1, 2)
-        g = jax.grad(lambda *a: _loss(_kernel, *a, kw, w), argnums=argnums)(q, k, v, bias_arr)
+        g = jax.grad(lambda *a: _loss(kernel, *a, kw, w), argnums=argnums)(q, k, v, bias_arr)
         g_ref = jax.grad(lambda *a: _loss(flash_attention_reference, *a, kw, w), argnums=argnums)(q, k, v, bias_arr)
         for name, a, r in zip("q k v bias".split(), g, g_ref):
             a, r = np.asarray(a, np.float32), np.asarray(r, np.float32)
