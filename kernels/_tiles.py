@@ -61,3 +61,9 @@ def position_ids(batch, t, tp, s, sp, q_lengths=None, kv_lengths=None, q_segment
         return None, None
     return (_ids(t, tp, q_lengths, q_segment_ids, Q_PAD_ID, batch),
             _ids(s, sp, kv_lengths, kv_segment_ids, KV_PAD_ID, batch))
+
+
+def reduce_to_bias(ds, bias):
+    """Sum a ``[B, N, Tp, Sp]`` logits gradient over the axes ``bias`` broadcasts (size 1)."""
+    axes = tuple(a for a in range(ds.ndim) if bias.shape[a] == 1 and ds.shape[a] != 1)
+    return jnp.sum(ds, axis=axes, keepdims=True).astype(bias.dtype)

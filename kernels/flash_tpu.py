@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from attn_jax.kernels._tiles import pad_axis, position_ids
+from attn_jax.kernels._tiles import pad_axis, position_ids, reduce_to_bias
 from attn_jax.masks import (
     MASK_VALUE,
     MaskSpec,
@@ -302,8 +302,7 @@ def _backward(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static, w
     dbias = None
     if want_dbias:
         ds = dq_call(True)
-        axes = tuple(a for a in range(4) if bias.shape[a] == 1 and ds.shape[a] != 1)
-        dbias = jnp.sum(ds, axis=axes, keepdims=True).astype(bias.dtype)
+        dbias = reduce_to_bias(ds, bias)
     return dq, dk, dv, dbias
 
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, position_ids
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, position_ids, reduce_to_bias
 from attn_jax.masks import (
     MASK_VALUE,
     MaskSpec,
@@ -441,8 +441,7 @@ def _flash_bwd(st, res, cot):
     dbias = None
     if bias is not None:
         ds = _backward_dq(*args, st, want_ds=True)  # [B, N, Tp, Sp]; dropped by jit when unused
-        axes = tuple(a for a in range(4) if bias.shape[a] == 1 and ds.shape[a] != 1)
-        dbias = jnp.sum(ds, axis=axes, keepdims=True).astype(bias.dtype)
+        dbias = reduce_to_bias(ds, bias)
     return dq, dk, dv, dbias, None, None, None
 
 
