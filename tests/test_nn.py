@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import attn_jax.nn.attention as attention_module
 from attn_jax.nn import AdditiveAttention, LocalAttention, LuongAttention
 
 B, T, S, DQ, DK, DV = 2, 5, 7, 6, 6, 3
@@ -19,10 +16,6 @@ B, T, S, DQ, DK, DV = 2, 5, 7, 6, 6, 3
 @pytest.fixture
 def xs(rng):
     return tuple(jnp.asarray(rng.normal(size=sh), jnp.float32) for sh in [(B, T, DQ), (B, S, DK), (B, S, DV)])
-
-
-def test_docstring_example():
-    assert doctest.testmod(attention_module).failed == 0
 
 
 @pytest.mark.parametrize("impl", ["xla", "chunked"])

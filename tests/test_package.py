@@ -44,3 +44,14 @@ def test_wheel_maps_kernels_into_attn_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""})
     assert str(target) in out.stdout
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import attn_jax.attention
+    import attn_jax.nn.attention
+
+    for module in (attn_jax.attention, attn_jax.nn.attention):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
