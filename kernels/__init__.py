@@ -13,6 +13,11 @@ Kernels here:
   lowering, compiled on TPUs, run in TPU interpret mode on CPU.
 * ``pallas_mosaic_gpu``: not written yet (a separate issue); it always declines.
 
+Beside them, :mod:`attn_jax.kernels.additive_triton` (fused Bahdanau attention,
+behind ``attn_jax.additive_attention(implementation="pallas")``) and
+:mod:`attn_jax.kernels.decode_triton` (split-KV decoding, behind
+``attn_jax.decode_attention(implementation="pallas")``).
+
 ``pallas`` resolves to the best kernel for the backend: Mosaic GPU on sm90+
 once it exists, Triton-style on other GPUs and on sm90+ meanwhile, Triton-style
 in interpret mode on CPU, Mosaic TPU on TPU.
