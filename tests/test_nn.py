@@ -88,3 +88,26 @@ def test_local_m_window_and_grads(xs):
     grads = nnx.grad(loss)(LocalAttention("local-p", 2, DQ, DK, rngs=nnx.Rngs(4)))
     leaves = jax.tree.leaves(nnx.state(grads))
     assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_birnn_encoder_ignores_padding(cell, rng):
+    from attn_jax.nn import BiRNNEncoder
+
+    enc = BiRNNEncoder(20, 8, 6, rngs=nnx.Rngs(0), cell=cell)
+    tokens = jnp.asarray(rng.integers(1, 20, size=(2, 9)))
+    lengths = jnp.array([9, 5])
+    ann, first = enc(tokens, lengths)
+    assert ann.shape == (2, 9, 12) and first.shape == (2, 6)
+    assert np.all(np.asarray(ann)[1, 5:] == 0)
+    # The annotations of the 5 real tokens do not depend on what the padding holds.
+    other = tokens.at[1, 5:].set(3)
+    ann2, first2 = enc(other, lengths)
+    np.testing.assert_allclose(ann2[1, :5], ann[1, :5], atol=1e-6)
+    np.testing.assert_allclose(first2[1], first[1], atol=1e-6)
+    # And equal the unpadded sequence run alone.
+    alone, first_alone = enc(tokens[1:, :5], jnp.array([5]))
+    np.testing.assert_allclose(alone[0], ann[1, :5], atol=1e-5)
+    np.testing.assert_allclose(first_alone[0], first[1], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown cell"):
+        BiRNNEncoder(20, 8, 6, rngs=nnx.Rngs(0), cell="rnn")
