@@ -1,6 +1,9 @@
 """Flax NNX modules over the attn_jax primitives."""
 
 from attn_jax.nn.attention import AdditiveAttention, LocalAttention, LuongAttention, masked_softmax
+from attn_jax.nn.decoding import Decoded, beam_search, greedy_decode
 from attn_jax.nn.recurrent import BiRNNEncoder
+from attn_jax.nn.seq2seq import ATTENTIONS, BahdanauDecoder, LuongDecoder, Memory, Seq2Seq
 
-__all__ = ["AdditiveAttention", "BiRNNEncoder", "LocalAttention", "LuongAttention", "masked_softmax"]
+__all__ = ["ATTENTIONS", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LocalAttention",
+           "LuongAttention", "LuongDecoder", "Memory", "Seq2Seq", "beam_search", "greedy_decode", "masked_softmax"]

@@ -127,17 +127,23 @@ class LocalAttention(nnx.Module):
             self.w_p = nnx.Param(_init(rngs.params(), (query_features, a)))
             self.v_p = nnx.Param(jax.random.normal(rngs.params(), (a,)) / a**0.5)
 
-    def center(self, query, source_lengths):
-        """Window centres ``[B, T]``: t for local-m, ``S_b · sigmoid(v_pᵀ tanh(W_p h_t))`` for local-p."""
+    def center(self, query, source_lengths, positions=None):
+        """Window centres ``[B, T]``: t for local-m, ``S_b · sigmoid(v_pᵀ tanh(W_p h_t))`` for local-p.
+
+        ``positions [B, T]`` gives the target positions t of the queries (default
+        ``0..T-1``); step-by-step decoding passes the current step.
+        """
         b, t = query.shape[0], query.shape[-2]
         if self.mode == "local-m":
-            return jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
+            if positions is None:
+                return jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
+            return jnp.broadcast_to(jnp.asarray(positions, jnp.float32), (b, t))
         return predictive_center(query, self.w_p[...], self.v_p[...], source_lengths)
 
-    def __call__(self, query, key, value, *, key_value_seq_lengths=None, return_weights=False):
+    def __call__(self, query, key, value, *, key_value_seq_lengths=None, positions=None, return_weights=False):
         s = key.shape[-2]
         lengths = key_value_seq_lengths if key_value_seq_lengths is not None else jnp.full(query.shape[:1], s)
-        weights = local_attention_weights(self.luong.scores(query, key), self.center(query, lengths),
+        weights = local_attention_weights(self.luong.scores(query, key), self.center(query, lengths, positions),
                                           self.half_window, self.mode == "local-p",
                                           key_value_seq_lengths=jnp.asarray(lengths))
         context = jnp.einsum("...ts,...sd->...td", weights, value)

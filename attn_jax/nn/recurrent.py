@@ -27,17 +27,21 @@ class BiRNNEncoder(nnx.Module):
             raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
         self.embed = nnx.Embed(vocab_size, embed_features, rngs=rngs)
         make = CELLS[cell]
-        self.forward_rnn = nnx.RNN(make(embed_features, hidden_features, rngs=rngs))
+        # rngs=False: the carry starts at zero (passed explicitly), so the module holds no RNG state
+        # and can be split into parameters alone and merged inside jit.
+        self.forward_rnn = nnx.RNN(make(embed_features, hidden_features, rngs=rngs), rngs=False)
         self.backward_rnn = nnx.RNN(make(embed_features, hidden_features, rngs=rngs), reverse=True,
-                                    keep_order=True, return_carry=True)
-        self.cell = cell
+                                    keep_order=True, return_carry=True, rngs=False)
+        self.cell, self.hidden_features = cell, hidden_features
 
     def __call__(self, tokens: Array, lengths: Array | None = None) -> tuple[Array, Array]:
         x = self.embed(tokens)
         b, s = tokens.shape
         lengths = jnp.full((b,), s, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-        fwd = self.forward_rnn(x, seq_lengths=lengths)
-        carry, bwd = self.backward_rnn(x, seq_lengths=lengths)
+        zeros = jnp.zeros((b, self.hidden_features), x.dtype)
+        init = (zeros, zeros) if self.cell == "lstm" else zeros
+        fwd = self.forward_rnn(x, initial_carry=init, seq_lengths=lengths)
+        carry, bwd = self.backward_rnn(x, initial_carry=init, seq_lengths=lengths)
         valid = (jnp.arange(s)[None, :] < lengths[:, None])[..., None]
         annotations = jnp.where(valid, jnp.concatenate([fwd, bwd], axis=-1), 0.0)
         first_backward = carry[1] if self.cell == "lstm" else carry  # LSTM carry is (c, h)
