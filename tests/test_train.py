@@ -111,3 +111,30 @@ def test_mismatched_checkpoint_or_config_is_a_clear_error(tmp_path):
     ours = ("config.json", "summary.json")  # the two files this test itself removed
     assert [p for p in sorted(str(p) for p in out.rglob("*")) if not p.endswith(ours)] == [
         p for p in snapshot if not p.endswith(ours)]
+
+
+def test_tensorboard_events_when_tensorboardx_is_installed(tmp_path, monkeypatch):
+    """The loop writes every logged scalar through tensorboardX's SummaryWriter when the package is importable."""
+    import types
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, logdir):
+            calls.append(("open", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    main("toy", toy_experiment.PRESETS, toy_experiment.Regression, ["--out", str(tmp_path)], "smoke")
+    assert calls[0] == ("open", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
+    assert [c[2] for c in calls if c[0] == "loss"] == list(range(5, 41, 5))
+    assert any(c[0] == "eval/weight_error" and c[2] == 40 for c in calls)
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed: no writer, no error
+    from attn_jax.train.loop import tensorboard_writer
+
+    assert tensorboard_writer(tmp_path) is None

@@ -8,6 +8,8 @@ loss is, which batch belongs to a step, how to evaluate) and a
   global-norm gradient clipping; one ``jax.jit``-compiled step;
 * ``metrics.jsonl`` (one JSON line per logged step and per evaluation), a tqdm
   bar with loss and steps/s, ``summary.json`` at the end (DESIGN.md's fields);
+  TensorBoard event files in ``tensorboard/`` too when the optional
+  ``tensorboardX`` package is installed (nothing else needs it);
 * orbax checkpoints of parameters, optimizer state and step, every
   ``checkpoint_every`` steps and at the end, keeping the last ``keep_checkpoints``.
 
@@ -53,6 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True
+    tensorboard: bool = True  # also write TensorBoard event files when tensorboardX is installed
 
 
 class Task(Protocol):
@@ -89,6 +92,15 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 def device_string() -> str:
     d = jax.devices()[0]
     return f"{d.device_kind if d.platform != 'cpu' else 'cpu'}, jax {jax.__version__}"
+
+
+def tensorboard_writer(out: Path):
+    """A ``tensorboardX.SummaryWriter`` on ``out/tensorboard``, or None when tensorboardX is not installed."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _write_json(path: Path, obj) -> None:
@@ -163,9 +175,15 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
             state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
             meta=ocp.args.JsonSave({"step": step})), force=True)
 
+    writer = tensorboard_writer(out) if cfg.tensorboard else None
+
     def log(record):
         with metrics_path.open("a") as f:
             f.write(json.dumps(record, default=float) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if k != "step":
+                    writer.add_scalar(k, float(v), record["step"])
 
     loss = jnp.nan
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=out.name, disable=not cfg.progress,
@@ -191,6 +209,8 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
     manager.close()
     metrics = {k: float(v) for k, v in task.evaluate(params).items()}
     log({"step": cfg.steps, **{f"eval/{k}": v for k, v in metrics.items()}})
+    if writer is not None:
+        writer.close()
     final_loss = float(loss) if done else _last_loss(metrics_path)
     summary = dict(final_train_loss=final_loss, steps=cfg.steps, eval=metrics, device=device_string())
     _write_json(summary_path, summary)
