@@ -9,6 +9,10 @@ from pathlib import Path
 
 import jax
 
+from attn_jax.train.report import update_readme_block
+
+__all__ = ["README", "RESULTS", "add_output_args", "device_name", "time_fn", "update_readme_block"]
+
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -39,13 +43,3 @@ def time_fn(fn, *args, repeats: int = 3, warmup: int = 1) -> tuple[float, list[f
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
 
-
-def update_readme_block(name: str, text: str, readme: Path = README) -> None:
-    """Replace the README's ``<!-- name:begin -->`` ... ``<!-- name:end -->`` block with ``text``."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    content = readme.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block to update")
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")

@@ -29,22 +29,37 @@ def parser(name: str, presets: Mapping[str, Callable[[], Any]], default_preset: 
     return ap
 
 
-def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],
-         argv=None, default_preset: str = "quick") -> dict | None:
+def print_keys(cfg, presets, preset: str) -> None:
+    print(f"presets: {', '.join(presets)}")
+    print(f"config keys ({preset} values):")
+    for key in config_lib.keys(cfg):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        print(f"  {key} = {value!r}")
+
+
+def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, default_preset: str = "quick",
+          variants: str | None = None) -> tuple[Any, Path, str] | None:
+    """Parse the shared command line: ``(config, out, preset)``, or None after ``--list`` printed the keys."""
     args = parser(name, presets, default_preset).parse_args(argv)
     if args.list:
-        cfg = config_lib.build(presets, args.preset)
-        print(f"presets: {', '.join(presets)}")
-        print(f"config keys ({args.preset} values):")
-        for key in config_lib.keys(cfg):
-            value = cfg
-            for part in key.split("."):
-                value = getattr(value, part)
-            print(f"  {key} = {value!r}")
+        if variants:
+            print(variants)
+        print_keys(config_lib.build(presets, args.preset), presets, args.preset)
         return None
     cfg = config_lib.build(presets, args.preset, args.sets)
     out = args.out or Path("runs") / name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return cfg, out, args.preset
+
+
+def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],
+         argv=None, default_preset: str = "quick") -> dict | None:
+    parsed = parse(name, presets, argv, default_preset)
+    if parsed is None:
+        return None
+    cfg, out, preset = parsed
     summary, _ = train(make_task(cfg), cfg.train, out,
-                       config={"experiment": name, "preset": args.preset, **config_lib.to_dict(cfg)})
+                       config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)})
     print(f"{name}: final train loss {summary['final_train_loss']:.4f}; eval {summary['eval']}; wrote {out}")
     return summary

@@ -1,0 +1,1 @@
+"""Datasets for the experiments, generated from installed packages (nothing is downloaded)."""

@@ -1,0 +1,106 @@
+"""English number words -> German or French number words, from num2words.
+
+"three hundred and forty-two" -> "dreihundertzweiundvierzig". German writes a
+number below a million as one compound word; :func:`segment_german` splits it
+into number morphemes (drei|hundert|zwei|und|vierzig), which are the target
+tokens, so alignments and BLEU work on morphemes; a ``_`` token stands for a
+space between German words (around "Million", "Milliarde"). German puts units
+before tens (zwei|und|vierzig ~ "forty two"), so the alignment is not monotone.
+French targets split at spaces and hyphens, the hyphen kept as a token.
+
+Lengths: the training numbers have up to ``train_digits`` digits for the most
+part (each extra digit halves the probability), the test numbers are uniform in
+their digit count up to ``max_digits``, so the test set holds longer inputs than
+most of training. Splits are deterministic in ``seed``; a number (hence a
+source string) is never in both.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from num2words import num2words
+
+from experiments.data.text import ParallelData
+
+GERMAN_MORPHEMES = (
+    "null", "eins", "eine", "ein", "zwei", "drei", "vier", "fünf", "sechs", "sech", "sieben", "sieb", "acht",
+    "neun", "zehn", "elf", "zwölf", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig",
+    "neunzig", "hundert", "tausend", "und", "Million", "Millionen", "Milliarde", "Milliarden",
+)
+_BY_LENGTH = sorted(GERMAN_MORPHEMES, key=len, reverse=True)
+SPACE = "_"
+
+
+def segment_german(word: str) -> list[str]:
+    """Greedy longest-match split of one German number word into morphemes; a ValueError if it does not cover."""
+    out, i = [], 0
+    while i < len(word):
+        match = next((m for m in _BY_LENGTH if word.startswith(m, i)), None)
+        if match is None:
+            raise ValueError(f"cannot segment {word!r} at {word[i:]!r}")
+        out.append(match)
+        i += len(match)
+    return out
+
+
+def english_tokens(n: int) -> tuple[str, ...]:
+    """``num2words(n)``, lower-cased, split at spaces and hyphens, commas dropped."""
+    return tuple(re.split(r"[\s-]+", num2words(n, lang="en").replace(",", "").lower()))
+
+
+def german_tokens(n: int) -> tuple[tuple[str, ...], str]:
+    text = num2words(n, lang="de")
+    tokens: list[str] = []
+    for k, word in enumerate(text.split(" ")):
+        tokens += ([SPACE] if k else []) + segment_german(word)
+    return tuple(tokens), text
+
+
+def french_tokens(n: int) -> tuple[tuple[str, ...], str]:
+    text = num2words(n, lang="fr")
+    return tuple(t for t in re.split(r"\s+|(-)", text) if t), text
+
+
+def detokenize(tokens, language: str) -> str:
+    """Inverse of the target tokenisation: the text chrF is computed on."""
+    if language == "de":
+        return " ".join("".join(word.split(" ")) for word in " ".join(tokens).split(f" {SPACE} "))
+    return " ".join(tokens).replace(" - ", "-")
+
+
+def _sample(rng: np.random.Generator, count: int, digit_probs: np.ndarray) -> list[int]:
+    digits = rng.choice(np.arange(1, len(digit_probs) + 1), size=count, p=digit_probs)
+    low = np.where(digits == 1, 0, 10 ** (digits - 1))
+    return [int(x) for x in rng.integers(low, 10**digits)]
+
+
+def digit_probs(max_digits: int, train_digits: int | None) -> np.ndarray:
+    """Probability of each digit count 1..max_digits: uniform, or halving per digit above ``train_digits``."""
+    d = np.arange(1, max_digits + 1)
+    w = np.ones(max_digits) if train_digits is None else 0.5 ** np.maximum(0, d - train_digits)
+    return w / w.sum()
+
+
+def make_split(language: str, *, train_size: int, test_size: int, max_digits: int = 9, train_digits: int = 6,
+               seed: int = 0) -> tuple[ParallelData, ParallelData]:
+    """(train, test) pairs for ``language`` in {"de", "fr"}."""
+    if language not in ("de", "fr"):
+        raise ValueError(f"unknown target language {language!r}; valid: de, fr")
+    if not 1 <= train_digits <= max_digits:
+        raise ValueError(f"need 1 <= train_digits <= max_digits, got {train_digits=}, {max_digits=}")
+    rng = np.random.default_rng(seed)
+    train_numbers: list[int] = list(dict.fromkeys(_sample(rng, 3 * train_size, digit_probs(max_digits, train_digits))))
+    train_numbers = train_numbers[:train_size]
+    taken = set(train_numbers)
+    test_numbers = [n for n in dict.fromkeys(_sample(rng, 4 * test_size, digit_probs(max_digits, None)))
+                    if n not in taken][:test_size]
+    target = german_tokens if language == "de" else french_tokens
+
+    def pairs(numbers):
+        tgt = [target(n) for n in numbers]
+        return ParallelData(tuple(english_tokens(n) for n in numbers), tuple(t for t, _ in tgt),
+                            tuple(text for _, text in tgt))
+
+    return pairs(train_numbers), pairs(test_numbers)

@@ -1,0 +1,34 @@
+"""Copy a finished run's JSON and plots into ``experiments/results/`` and rewrite its README block.
+
+    python -m experiments.publish seq2seq runs/seq2seq/quick-num2words-de --block seq2seq_num2words_de
+
+Every number in those README blocks comes from the run's JSON by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(prog="python -m experiments.publish")
+    ap.add_argument("experiment", choices=["seq2seq"])
+    ap.add_argument("run_dir", type=Path, help="a comparison run's --out folder (holds comparison.json)")
+    ap.add_argument("--block", required=True, help="the README block to rewrite (<!-- NAME:begin -->)")
+    ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--results", type=Path, default=None, help="default experiments/results/<experiment>/<block>")
+    args = ap.parse_args(argv)
+    from experiments import seq2seq
+
+    results = args.results or RESULTS / args.experiment / args.block
+    text = seq2seq.publish(args.run_dir, results, args.block, args.readme)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
