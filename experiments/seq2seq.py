@@ -17,7 +17,9 @@ Eval metrics in summary.json: ``bleu`` (sacrebleu, on target tokens: German
 number morphemes, French words, ISO characters), ``chrf`` (detokenised),
 ``exact_match``, ``perplexity`` (teacher-forced, per target token incl. EOS),
 ``bleu_len_<a>-<b>`` per source-length bucket, and for dates ``aer`` (alignment
-error rate of teacher-forced arg-max alignments against the gold field links).
+error rate of teacher-forced arg-max alignments against the gold field links),
+for num2words-de ``inversion`` (the share of "<unit> und <tens>" pairs whose
+teacher-forced arg-max alignments are inverted, as the English order demands).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -206,6 +209,8 @@ class Seq2SeqTask:
             metrics["aer"] = text_metrics.alignment_error_rate(
                 [w[:len(t), :len(s)] for w, t, s in zip(tf_weights, data.target, data.source, strict=True)],
                 [g.sure for g in data.gold], [g.possible for g in data.gold])
+        if self.cfg.data == "num2words-de" and self.cfg.model != "none":
+            metrics["inversion"], _ = number_words.inversion_rate(tf_weights, refs)
         self.last_outputs = {"hypotheses": hyps, "alignments": aligns}
         return metrics
 
@@ -267,7 +272,7 @@ def _token_nll(logits, targets):
 def bucket_table(summaries: dict[str, dict], buckets) -> str:
     """Markdown table: one row per model, BLEU per source-length bucket plus the overall metrics."""
     names = text_metrics.bucket_names(buckets)
-    overall = ["bleu", "chrf", "exact_match", "perplexity", "aer"]
+    overall = ["bleu", "chrf", "exact_match", "perplexity", "aer", "inversion"]
     present = [m for m in overall if any(m in s["eval"] for s in summaries.values())]
     head = "| model | " + " | ".join(present) + " | " + " | ".join(f"BLEU len {b}" for b in names) + " |"
     rows = [head, "|" + "---|" * (1 + len(present) + len(names))]
@@ -281,7 +286,7 @@ def bucket_table(summaries: dict[str, dict], buckets) -> str:
 def _fmt(x) -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "–"
-    return f"{x:.3f}" if abs(x) < 1 else f"{x:.1f}"
+    return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
 
 
 def plot_bleu_by_length(summaries: dict[str, dict], buckets, counts: dict[str, int], path: Path, title: str) -> None:
@@ -326,8 +331,10 @@ def plot_alignments(task: Seq2SeqTask, path: Path, count: int) -> list[int]:
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_title("exact" if tuple(hyp) == data.target[i] else "differs from reference", fontsize=8)
     fig.suptitle(f"{task.cfg.model} on {task.cfg.data}: attention while decoding (test samples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with warnings.catch_warnings():  # CJK month/day tokens have no glyph in matplotlib's default font
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return picks
 
@@ -359,11 +366,10 @@ def run_one(cfg: Config, out: Path, preset: str) -> dict:
 
 def _bucket_counts(task: Seq2SeqTask) -> dict[str, int]:
     names = text_metrics.bucket_names(task.buckets)
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(names, 0)
     for s in task.test_data.source:
-        name = names[text_metrics.bucket_of(len(s), task.buckets)]
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+        counts[names[text_metrics.bucket_of(len(s), task.buckets)]] += 1
+    return {name: n for name, n in counts.items() if n}
 
 
 def main(argv=None) -> dict | None:

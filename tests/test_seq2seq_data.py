@@ -84,3 +84,13 @@ def test_dates_split():
     assert all(len(t) == 10 and "".join(t) == x for t, x in zip(test.target, test.target_text, strict=True))
     assert all(len(g.sure) == 10 for g in test.gold)
     assert len({loc for loc in dates.LOCALES}) >= 20
+
+
+def test_inversion_rate():
+    target = ("drei", "hundert", "zwei", "und", "vierzig")  # "three hundred and forty two"
+    inverted = np.eye(5)[[0, 1, 4, 2, 3]]  # zwei -> "two" (pos 4), vierzig -> "forty" (pos 3)
+    monotone = np.eye(5)[[0, 1, 2, 3, 4]]
+    assert number_words.inversion_rate([inverted], [target]) == (1.0, 1)
+    assert number_words.inversion_rate([monotone, inverted], [target, target]) == (0.5, 2)
+    rate, n = number_words.inversion_rate([monotone], [("sieb", "zehn")])
+    assert np.isnan(rate) and n == 0

@@ -29,7 +29,7 @@ def test_main_variant_smoke(tmp_path, capsys):
     assert summary["steps"] == 30 and np.isfinite(summary["final_train_loss"])
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert set(saved) >= {"final_train_loss", "steps", "eval", "device"}
-    assert set(saved["eval"]) >= {"bleu", "chrf", "exact_match", "perplexity", "bleu_len_1-6"}
+    assert set(saved["eval"]) >= {"bleu", "chrf", "exact_match", "perplexity", "bleu_len_1-6", "inversion"}
     assert 0 <= saved["eval"]["bleu"] <= 100 and saved["eval"]["perplexity"] > 1
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"] == "bahdanau" and config["data"] == "num2words-de" and config["preset"] == "smoke"
@@ -75,6 +75,8 @@ def test_list_and_errors(capsys):
     printed = capsys.readouterr().out
     assert "model=none|bahdanau|luong-dot" in printed and "data=num2words-de|num2words-fr|dates" in printed
     assert "net.hidden" in printed and "train.steps" in printed
+    assert seq2seq.main(["--list", "--preset", "paper"]) is None
+    assert "train.steps = 30000" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown model 'luong'"):
         seq2seq.main(TINY + ["--set", "model=luong"])
     with pytest.raises(SystemExit, match="unknown data 'wmt'"):

@@ -74,7 +74,28 @@ def teacher_forced(decoder, memory: Memory, target_inputs: Array) -> tuple[Array
     return jnp.swapaxes(logits, 0, 1), jnp.swapaxes(weights, 0, 1)
 
 
-class BahdanauDecoder(nnx.Module):
+class _RecurrentDecoder(nnx.Module):
+    """What both decoders share: target embedding, the initial-state layer and the recurrent cell."""
+
+    def __init__(self, vocab_size: int, embed_features: int, hidden_features: int, memory_features: int,
+                 extra_input_features: int, cell: str, rngs: nnx.Rngs):
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+        self.cell_kind = cell
+        self.embed = nnx.Embed(vocab_size, embed_features, rngs=rngs)
+        self.init_state = nnx.Linear(memory_features, hidden_features, rngs=rngs)
+        self.cell = CELLS[cell](embed_features + extra_input_features, hidden_features, rngs=rngs)
+
+    def _initial_rnn(self, memory: Memory):
+        """The recurrent carry from ``tanh(W_s summary)``, and its output state."""
+        h0 = jnp.tanh(self.init_state(memory.summary))
+        return _rnn_state(self.cell_kind, h0), h0
+
+    def __call__(self, memory: Memory, target_inputs: Array) -> tuple[Array, Array]:
+        return teacher_forced(self, memory, target_inputs)
+
+
+class BahdanauDecoder(_RecurrentDecoder):
     """RNNsearch decoder (Bahdanau et al. 2015, appendix A) or, with ``attention=None``, RNNencdec (Cho et al. 2014).
 
     ``hidden_features`` is the decoder state size; ``memory_features`` the
@@ -87,12 +108,7 @@ class BahdanauDecoder(nnx.Module):
                  cell: str = "gru", implementation: str | None = None):
         if attention not in (None, "additive"):
             raise ValueError(f"BahdanauDecoder attention must be 'additive' or None, got {attention!r}")
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
-        self.cell_kind = cell
-        self.embed = nnx.Embed(vocab_size, embed_features, rngs=rngs)
-        self.init_state = nnx.Linear(memory_features, hidden_features, rngs=rngs)
-        self.cell = CELLS[cell](embed_features + memory_features, hidden_features, rngs=rngs)
+        super().__init__(vocab_size, embed_features, hidden_features, memory_features, memory_features, cell, rngs)
         self.attention = (AdditiveAttention(hidden_features, memory_features, attention_features or hidden_features,
                                             rngs=rngs, implementation=implementation)
                           if attention else None)
@@ -102,8 +118,8 @@ class BahdanauDecoder(nnx.Module):
 
     def initial_carry(self, memory: Memory):
         """``s_0 = tanh(W_s summary)``, and the step counter."""
-        s0 = jnp.tanh(self.init_state(memory.summary))
-        return _rnn_state(self.cell_kind, s0), jnp.zeros(s0.shape[:1], jnp.int32)
+        rnn, s0 = self._initial_rnn(memory)
+        return rnn, jnp.zeros(s0.shape[:1], jnp.int32)
 
     def step(self, carry, prev_tokens: Array, memory: Memory):
         rnn, t = carry
@@ -121,23 +137,15 @@ class BahdanauDecoder(nnx.Module):
         maxout = jnp.max(t_out.reshape(*t_out.shape[:-1], -1, 2), axis=-1)
         return (rnn, t + 1), self.readout(maxout), weights
 
-    def __call__(self, memory: Memory, target_inputs: Array) -> tuple[Array, Array]:
-        return teacher_forced(self, memory, target_inputs)
 
-
-class LuongDecoder(nnx.Module):
+class LuongDecoder(_RecurrentDecoder):
     """Luong et al. (2015) decoder with input feeding; ``attention`` is a global score or "local-m" / "local-p"."""
 
     def __init__(self, vocab_size: int, embed_features: int, hidden_features: int, memory_features: int, *,
                  rngs: nnx.Rngs, attention: str = "general", attention_features: int | None = None,
                  cell: str = "gru", max_source_length: int | None = None, half_window: int = 4,
                  local_score: str = "general"):
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
-        self.cell_kind = cell
-        self.embed = nnx.Embed(vocab_size, embed_features, rngs=rngs)
-        self.init_state = nnx.Linear(memory_features, hidden_features, rngs=rngs)
-        self.cell = CELLS[cell](embed_features + hidden_features, hidden_features, rngs=rngs)
+        super().__init__(vocab_size, embed_features, hidden_features, memory_features, hidden_features, cell, rngs)
         if attention in ("local-m", "local-p"):
             self.attention = LocalAttention(attention, half_window, hidden_features, memory_features, rngs=rngs,
                                             score=local_score, attention_features=attention_features)
@@ -151,8 +159,8 @@ class LuongDecoder(nnx.Module):
 
     def initial_carry(self, memory: Memory):
         """``h_0 = tanh(W_s summary)``, ``h~_0 = 0``, and the step counter."""
-        h0 = jnp.tanh(self.init_state(memory.summary))
-        return _rnn_state(self.cell_kind, h0), jnp.zeros_like(h0), jnp.zeros(h0.shape[:1], jnp.int32)
+        rnn, h0 = self._initial_rnn(memory)
+        return rnn, jnp.zeros_like(h0), jnp.zeros(h0.shape[:1], jnp.int32)
 
     def step(self, carry, prev_tokens: Array, memory: Memory):
         rnn, h_tilde, t = carry
@@ -164,9 +172,6 @@ class LuongDecoder(nnx.Module):
         context, weights = context[:, 0], weights[:, 0]
         h_tilde = jnp.tanh(self.combine(jnp.concatenate([context, h], axis=-1)))
         return (rnn, h_tilde, t + 1), self.readout(h_tilde), weights
-
-    def __call__(self, memory: Memory, target_inputs: Array) -> tuple[Array, Array]:
-        return teacher_forced(self, memory, target_inputs)
 
 
 class Seq2Seq(nnx.Module):

@@ -63,6 +63,28 @@ def french_tokens(n: int) -> tuple[tuple[str, ...], str]:
     return tuple(t for t in re.split(r"\s+|(-)", text) if t), text
 
 
+GERMAN_UNITS = frozenset({"ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"})
+GERMAN_TENS = frozenset({"zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig", "neunzig"})
+
+
+def inversion_rate(weights, targets) -> tuple[float, int]:
+    """How often the attention follows German's units/tens inversion.
+
+    For every ``<unit> und <tens>`` in a German target (e.g. zwei|und|vierzig
+    for "forty two"), the English source has the tens word *before* the units
+    word, so a faithful alignment puts the arg-max of the unit's row to the
+    right of the arg-max of the tens' row. Returns (that fraction, the number of
+    such pairs). ``weights``: per sentence ``[T, S]`` (target row t emits token t).
+    """
+    inverted = total = 0
+    for w, tgt in zip(weights, targets, strict=True):
+        for i in range(len(tgt) - 2):
+            if tgt[i] in GERMAN_UNITS and tgt[i + 1] == "und" and tgt[i + 2] in GERMAN_TENS:
+                total += 1
+                inverted += int(np.argmax(w[i])) > int(np.argmax(w[i + 2]))
+    return (inverted / total if total else float("nan")), total
+
+
 def detokenize(tokens, language: str) -> str:
     """Inverse of the target tokenisation: the text chrF is computed on."""
     if language == "de":
