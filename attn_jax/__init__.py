@@ -4,7 +4,7 @@ Pure functions at this level (no parameters held); Flax NNX modules live in
 ``attn_jax.nn``; fused Pallas kernels in ``attn_jax.kernels``.
 """
 
-from attn_jax import masks, scores
+from attn_jax import masks, memory, scores
 from attn_jax.additive import additive_attention
 from attn_jax.attention import dot_product_attention
 from attn_jax.chunked import ChunkSizes
@@ -25,6 +25,7 @@ __all__ = [
     "dot_product_attention",
     "local_attention_weights",
     "masks",
+    "memory",
     "predictive_center",
     "scores",
 ]
