@@ -1,0 +1,111 @@
+"""The NTM module, its tasks and experiments.ntm (smoke main variant, one step of every other variant)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attn_jax.nn.ntm import NTM, LSTMBaseline
+from experiments import ntm as ntm_experiment
+from experiments.data import ntm_tasks
+
+
+@pytest.mark.parametrize("controller,heads", [("lstm", 1), ("feedforward", 2)])
+def test_ntm_shapes_trace_and_step_consistency(controller, heads):
+    model = NTM(5, 4, rngs=nnx.Rngs(0), controller=controller, controller_features=8, memory_slots=10,
+                memory_width=6, read_heads=heads)
+    x = jax.random.normal(jax.random.key(1), (2, 7, 5))
+    y, trace = model(x, trace_memory=True)
+    assert y.shape == (2, 7, 4) and trace["read_weights"].shape == (2, 7, heads, 10)
+    assert trace["write_weights"].shape == (2, 7, 10) and trace["memory"].shape == (2, 7, 10, 6)
+    np.testing.assert_allclose(np.asarray(trace["read_weights"]).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(trace["write_weights"]).sum(-1), 1.0, rtol=1e-5)
+    state = model.initial_state(2)
+    for t in range(7):  # the scan is the step function, step by step
+        state, yt = model.step(state, x[:, t])
+        np.testing.assert_allclose(np.asarray(yt), np.asarray(y[:, t]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(state.memory), np.asarray(trace["memory"][:, t]), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_ntm_memory_carries_information_across_time_and_gradients_are_finite():
+    model = NTM(3, 2, rngs=nnx.Rngs(0), controller_features=8, memory_slots=8, memory_width=4)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def out_last(x):
+        return nnx.merge(graphdef, params)(x)[0][:, -1].sum()
+
+    x = jax.random.normal(jax.random.key(2), (1, 6, 3))
+    g = jax.grad(out_last)(x)
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g[:, 0]).sum()) > 0  # first input reaches the end
+    grads = jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].sum())(params)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(grads))
+    lstm = LSTMBaseline(3, 2, rngs=nnx.Rngs(0), hidden_features=8, layers=2)
+    assert lstm(x)[0].shape == (1, 6, 2)
+    with pytest.raises(ValueError, match="unknown controller"):
+        NTM(3, 2, rngs=nnx.Rngs(0), controller="gru")
+
+
+def test_copy_task_layout():
+    b = ntm_tasks.copy(np.random.default_rng(0), 3, width=4, max_length=5, lengths=np.array([1, 3, 5]))
+    assert b.inputs.shape == (3, 11, 5) and b.targets.shape == (3, 11, 4)
+    for i, n in enumerate([1, 3, 5]):
+        np.testing.assert_array_equal(b.targets[i, n + 1:2 * n + 1], b.inputs[i, :n, :4])
+        assert b.inputs[i, n, 4] == 1 and b.inputs[i, :, 4].sum() == 1 and b.mask[i].sum() == n
+        assert not b.inputs[i, n + 1:].any()
+
+
+def test_repeat_copy_and_associative_recall_layout():
+    b = ntm_tasks.repeat_copy(np.random.default_rng(1), 4, width=3, max_length=4, max_repeats=3)
+    for i in range(4):
+        n = int(np.argmax(b.inputs[i, :, 3] > 0))  # the repeat-count step follows the sequence
+        r = round(float(b.inputs[i, n, 3]) * 3)
+        seq = b.inputs[i, :n, :3]
+        out = b.targets[i, n + 1:n + 1 + n * r, :3]
+        np.testing.assert_array_equal(out, np.tile(seq, (r, 1)))
+        assert b.targets[i, n + 1 + n * r, 3] == 1 and b.mask[i].sum() == n * r + 1
+    a = ntm_tasks.associative_recall(np.random.default_rng(2), 5, width=4, item_length=2, max_items=4)
+    for i in range(5):
+        starts = np.nonzero(a.inputs[i, :, 4])[0]
+        items = [a.inputs[i, s + 1:s + 3, :4] for s in starts]
+        q0, q1 = np.nonzero(a.inputs[i, :, 5])[0]
+        query = a.inputs[i, q0 + 1:q1, :4]
+        k = next(j for j, item in enumerate(items) if np.array_equal(item, query))
+        np.testing.assert_array_equal(a.targets[i, q1 + 1:q1 + 3], items[k + 1])
+
+
+def test_experiment_smoke_main_variant(tmp_path, capsys):
+    summaries = ntm_experiment.main(["--preset", "smoke", "--out", str(tmp_path), "--set", "train.progress=false"])
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert summaries["ntm"]["steps"] == s["steps"] == 20 and np.isfinite(s["final_train_loss"])
+    assert set(s["eval"]) >= {"bits_per_sequence", "bits_len_4", "bits_len_8", "bit_errors_len_8"}
+    for name in ("learning_curve.png", "weightings.png", "generalisation.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "bits_len_8" in capsys.readouterr().out
+
+
+TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false"]
+
+
+@pytest.mark.parametrize("model,task", [("lstm", "copy"), ("ntm", "repeat_copy"), ("ntm", "associative_recall"),
+                                        ("lstm", "associative_recall")])
+def test_every_other_variant_runs_one_step(tmp_path, model, task):
+    s = ntm_experiment.main(TINY + ["--out", str(tmp_path), "--set", f"model={model}", "--set", f"task={task}"])
+    assert np.isfinite(s[model]["eval"]["bits_per_sequence"]) and s[model]["steps"] == 1
+    assert (tmp_path / "weightings.png").exists() == (model == "ntm")
+
+
+def test_comparison_and_errors(tmp_path):
+    ntm_experiment.main(TINY + ["--out", str(tmp_path), "--set", "models=ntm,lstm",
+                                "--set", "net.controller=feedforward"])
+    c = json.loads((tmp_path / "comparison.json").read_text())
+    assert list(c["summaries"]) == ["ntm", "lstm"] and (tmp_path / "generalisation.png").exists()
+    with pytest.raises(SystemExit, match="unknown model"):
+        ntm_experiment.main(TINY + ["--set", "model=dnc"])
+    with pytest.raises(SystemExit, match="unknown task"):
+        ntm_experiment.main(TINY + ["--set", "task=sort"])
