@@ -53,8 +53,10 @@ def test_docstring_examples_run():
     import attn_jax.memory
     import attn_jax.nn.attention
     import attn_jax.nn.ntm
+    import attn_jax.nn.pointer
     import attn_jax.nn.seq2seq
 
-    for module in (attn_jax.attention, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm, attn_jax.nn.seq2seq):
+    for module in (attn_jax.attention, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm, attn_jax.nn.pointer,
+                   attn_jax.nn.seq2seq):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

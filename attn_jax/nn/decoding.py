@@ -75,7 +75,8 @@ def beam_search(model, source: Array, source_lengths: Array, *, beam_size: int, 
     b, k = source.shape[0], beam_size
     memory = model.encode(source, source_lengths)
     memory = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), memory)  # [B*K, ...]
-    s = memory.annotations.shape[1]
+    first = jnp.full((b * k,), bos_id, jnp.int32)
+    s = jax.eval_shape(lambda: model.step(model.initial_carry(memory), first, memory))[2].shape[-1]  # weights' S
     flat_base = (jnp.arange(b) * k)[:, None]
 
     def fn(m, state):

@@ -67,7 +67,9 @@ class NTM(nnx.Module):
         self.readout = nnx.Linear(controller_features + read_heads * memory_width, output_features, rngs=rngs)
         self.memory0 = nnx.Param(jnp.full((memory_slots, memory_width), 1e-6))
         self.reads0 = nnx.Param(0.01 * jax.random.normal(rngs.params(), (read_heads, memory_width)))
-        self.weights0 = nnx.Param(jnp.zeros((read_heads + 1, memory_slots)))  # logits: softmax -> uniform
+        # initial weighting logits, learned; they start focused on slot 0 (a uniform weighting stays uniform
+        # under shifts, so location-based iteration would have nothing to move)
+        self.weights0 = nnx.Param(jnp.zeros((read_heads + 1, memory_slots)).at[:, 0].set(10.0))
         self.controller_features = controller_features
 
     def initial_state(self, batch: int) -> NTMState:
