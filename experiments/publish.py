@@ -1,6 +1,7 @@
 """Copy a finished run's JSON and plots into ``experiments/results/`` and rewrite its README block.
 
     python -m experiments.publish seq2seq runs/seq2seq/quick-num2words-de --block seq2seq_num2words_de
+    python -m experiments.publish ntm runs/ntm/quick-copy --block ntm_copy
 
 Every number in those README blocks comes from the run's JSON by this script.
 """
@@ -16,16 +17,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(prog="python -m experiments.publish")
-    ap.add_argument("experiment", choices=["seq2seq"])
+    ap.add_argument("experiment", choices=["seq2seq", "ntm"])
     ap.add_argument("run_dir", type=Path, help="a comparison run's --out folder (holds comparison.json)")
     ap.add_argument("--block", required=True, help="the README block to rewrite (<!-- NAME:begin -->)")
     ap.add_argument("--readme", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=None, help="default experiments/results/<experiment>/<block>")
     args = ap.parse_args(argv)
-    from experiments import seq2seq
+    from experiments import ntm, seq2seq
 
     results = args.results or RESULTS / args.experiment / args.block
-    text = seq2seq.publish(args.run_dir, results, args.block, args.readme)
+    publish = {"seq2seq": seq2seq.publish, "ntm": ntm.publish}[args.experiment]
+    text = publish(args.run_dir, results, args.block, args.readme)
     print(text)
     return text
 

@@ -42,7 +42,7 @@ from flax import nnx
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
 from attn_jax.train import TrainConfig, cli, text_metrics, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import update_readme_block
+from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
 from experiments.data import dates, number_words
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
 
@@ -290,11 +290,7 @@ def _fmt(x) -> str:
 
 
 def plot_bleu_by_length(summaries: dict[str, dict], buckets, counts: dict[str, int], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [b for b in text_metrics.bucket_names(buckets) if b in counts]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for model, s in summaries.items():
@@ -303,21 +299,12 @@ def plot_bleu_by_length(summaries: dict[str, dict], buckets, counts: dict[str, i
     ax.set_xticks(range(len(names)), [f"{b}\n(n={counts[b]})" for b in names])
     ax.set_xlabel("source length (tokens)")
     ax.set_ylabel("BLEU")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_line_plot(fig, ax, path, title)
 
 
 def plot_alignments(task: Seq2SeqTask, path: Path, count: int) -> list[int]:
     """Heatmaps of decoded test samples (rows: output tokens, columns: source tokens); returns the sample indices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out, data = task.last_outputs, task.test_data
     order = np.argsort([len(s) for s in data.source], kind="stable")
     picks = [int(order[int(q * (len(order) - 1))]) for q in np.linspace(0.35, 0.95, count)]
@@ -409,9 +396,7 @@ def main(argv=None) -> dict | None:
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
     """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
     run_dir, results = Path(run_dir), Path(results)
-    comparison = json.loads((run_dir / "comparison.json").read_text())
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "comparison.json").write_text(json.dumps(comparison, indent=1))
+    comparison = stage_comparison(run_dir, results)
     shutil.copy(run_dir / "bleu_by_length.png", results / "bleu_by_length.png")
     images = []
     for model in comparison["summaries"]:
@@ -437,23 +422,15 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         + " BLEU; overall exact match: " + ", ".join(
             f"{m} {s['eval']['exact_match']:.3f}" for m, s in summaries.items()) + ".",
         "",
-        f"![BLEU by source length]({_rel(results / 'bleu_by_length.png')})",
+        f"![BLEU by source length]({repo_relative(results / 'bleu_by_length.png')})",
     ]
-    lines += [f"![alignments {m}]({_rel(results / f'alignments_{m}.png')})" for m in images[:2]]
+    lines += [f"![alignments {m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[:2]]
     if len(images) > 2:
         lines += ["", "Alignment heatmaps of the other models: " + ", ".join(
-            f"[{m}]({_rel(results / f'alignments_{m}.png')})" for m in images[2:]) + "."]
+            f"[{m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[2:]) + "."]
     text = "\n".join(lines)
     update_readme_block(block, text, readme)
     return text
-
-
-def _rel(path: Path) -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

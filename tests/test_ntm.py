@@ -12,6 +12,7 @@ from flax import nnx
 
 from attn_jax.nn.ntm import NTM, LSTMBaseline
 from experiments import ntm as ntm_experiment
+from experiments import publish
 from experiments.data import ntm_tasks
 
 
@@ -105,6 +106,14 @@ def test_comparison_and_errors(tmp_path):
                                 "--set", "net.controller=feedforward"])
     c = json.loads((tmp_path / "comparison.json").read_text())
     assert list(c["summaries"]) == ["ntm", "lstm"] and (tmp_path / "generalisation.png").exists()
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- ntm_copy:begin -->\n<!-- ntm_copy:end -->\n")
+    publish.main(["ntm", str(tmp_path), "--block", "ntm_copy", "--readme", str(readme), "--results",
+                  str(tmp_path / "res")])
+    text = readme.read_text()
+    assert "| ntm |" in text and "| lstm |" in text and "length 8: bits" in text
+    assert f"{c['summaries']['lstm']['eval']['bits_per_sequence']:.3g}" in text
+    assert (tmp_path / "res" / "weightings_ntm.png").exists()
     with pytest.raises(SystemExit, match="unknown model"):
         ntm_experiment.main(TINY + ["--set", "model=dnc"])
     with pytest.raises(SystemExit, match="unknown task"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -17,3 +18,39 @@ def update_readme_block(name: str, text: str, readme: Path | None = None) -> Non
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root (for links in the README), or as given when outside it."""
+    try:
+        return str(Path(path).resolve().relative_to(README.parent))
+    except ValueError:
+        return str(path)
+
+
+def stage_comparison(run_dir: Path, results: Path) -> dict:
+    """Read a comparison run's ``comparison.json`` and copy it into the ``results`` folder (created)."""
+    comparison = json.loads((Path(run_dir) / "comparison.json").read_text())
+    Path(results).mkdir(parents=True, exist_ok=True)
+    (Path(results) / "comparison.json").write_text(json.dumps(comparison, indent=1))
+    return comparison
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_line_plot(fig, ax, path: Path, title: str, dpi: int = 120) -> None:
+    """Title, grid and legend on ``ax``; save ``fig`` to ``path`` and close it."""
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
