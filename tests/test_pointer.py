@@ -76,3 +76,36 @@ def test_gradients_are_finite():
     value, grads = jax.value_and_grad(loss)(params)
     assert np.isfinite(float(value))
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+def test_experiment_smoke_and_one_step_of_every_task(tmp_path):
+    from experiments import pointer
+
+    s = pointer.main(["--preset", "smoke", "--out", str(tmp_path / "hull"), "--set", "train.progress=false"])
+    assert s["steps"] == 20 and set(s["eval"]) == {"accuracy_n5", "coverage_n5", "accuracy_n10", "coverage_n10"}
+    assert all(0 <= v <= 1 for v in s["eval"].values())
+    tiny = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false", "--set", "test_n=5"]
+    t = pointer.main(tiny + ["--out", str(tmp_path / "tsp"), "--set", "task=tsp"])
+    assert t["eval"]["tour_n5"] >= t["eval"]["optimal_n5"] - 1e-9 and t["eval"]["gap_n5"] >= -1e-9
+    s = pointer.main(tiny + ["--out", str(tmp_path / "sort"), "--set", "task=sort"])
+    assert 0 <= s["eval"]["accuracy_n5"] <= 1
+    from experiments import publish
+
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- ptr:begin -->\n<!-- ptr:end -->\n")
+    publish.main(["pointer", str(tmp_path / "tsp"), str(tmp_path / "sort"), "--block", "ptr", "--readme", str(readme),
+                  "--results", str(tmp_path / "res")])
+    text = readme.read_text()
+    assert f"optimal {t['eval']['optimal_n5']:.3f}" in text and "| sort | 5 | 5 | accuracy" in text
+
+
+def test_experiment_scoring():
+    from experiments import pointer
+
+    square = np.array([[[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]]], np.float32)
+    label = [[0, 1, 2, 3]]
+    assert pointer.score("convex_hull", square, label, [[2, 3, 0, 1]], 5)["accuracy_n5"] == 1.0  # rotation
+    assert pointer.score("convex_hull", square, label, [[0, 3, 2, 1]], 5)["accuracy_n5"] == 1.0  # direction
+    bad = pointer.score("convex_hull", square, label, [[0, 1, 2]], 5)
+    assert bad["accuracy_n5"] == 0.0 and bad["coverage_n5"] == 0.5
+    assert pointer.targets([[2, 0], [1]], 3).tolist() == [[2, 0, 3, 3], [1, 3, 3, 3]]
