@@ -4,8 +4,11 @@
     python -m experiments.pointer --set task=tsp
     python -m experiments.pointer --list
 
-``task`` in {convex_hull, tsp, sort}; ``model`` in {ptrnet} (the seq2seq-over-
-positions baseline of the issue is still to come). Training instances have
+``task`` in {convex_hull, tsp, sort}; ``model`` in {ptrnet, seq2seq}: the
+pointer network, or the paper's baseline, a seq2seq model with attention whose
+outputs are a fixed vocabulary of ``positions`` input indices (the largest
+training n by default) — it cannot name an input past that, so it fails on
+larger instances. Training instances have
 ``train_n`` points (a range), the test sets each size in ``test_n``. Labels:
 Qhull hulls, Held-Karp tours (2-opt above 12 points), argsort
 (:mod:`experiments.data.geometry`). Decoding uses beam search with the
@@ -23,6 +26,7 @@ import functools
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -31,14 +35,16 @@ import numpy as np
 import optax
 from flax import nnx
 
+from attn_jax.additive import DENSE_FEATURES_LIMIT_BYTES
 from attn_jax.nn import beam_search
-from attn_jax.nn.pointer import PointerNetwork
+from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import update_readme_block
+from attn_jax.train.report import pyplot, repo_relative, update_readme_block
 from experiments.data import geometry
 
-MODELS = ("ptrnet",)
+MODELS = ("ptrnet", "seq2seq")
+LOSSES = ("auto", "dense", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,8 @@ class Config:
     batch_size: int = 128
     hidden: int = 128
     beam_size: int = 4
+    positions: int = 0  # model=seq2seq: size of the output vocabulary of positions (0: the largest training n)
+    loss: str = "auto"  # ptrnet: dense logits, or "fused" (additive_attention's residual); auto: fused when large
     # 8000 steps: at 2500 / 5000 the hull reached 82.8% / 84.2% at n=5 (target 85%), at 8000 86.8%
     train: TrainConfig = TrainConfig(steps=8000, optimizer="adam", learning_rate=1e-3, schedule="cosine",
                                      clip_norm=2.0, log_every=50, checkpoint_every=500)
@@ -69,12 +77,13 @@ PRESETS = {"smoke": smoke, "quick": Config,
 VARIANTS = f"variants: model={'|'.join(MODELS)}  task={'|'.join(geometry.TASKS)}  (main: ptrnet on convex_hull)"
 
 
-def label(task: str, x: np.ndarray) -> list[int]:
+def labels_for(task: str, x: np.ndarray) -> list[list[int]]:
+    """Labels of the instances ``x [B, n, F]`` (all of one size n)."""
     if task == "convex_hull":
-        return geometry.convex_hull(x)
+        return [geometry.convex_hull(p) for p in x]
     if task == "tsp":
-        return geometry.tsp(x)
-    return geometry.sort(x[:, 0])
+        return geometry.tsp_batch(x)
+    return [geometry.sort(p[:, 0]) for p in x]
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,10 +94,13 @@ def dataset(task: str, sizes: tuple[int, ...], count: int, seed: int) -> tuple[n
     features = 1 if task == "sort" else 2
     ns = rng.integers(sizes[0], sizes[-1] + 1, count)
     x = np.zeros((count, sizes[-1], features), np.float32)
-    labels = []
     for i, n in enumerate(ns):
         x[i, :n] = rng.uniform(0.0, 1.0, (n, features))
-        labels.append(label(task, x[i, :n].astype(np.float64)))
+    labels: list = [None] * count
+    for n in np.unique(ns):  # label each size in one batch (the TSP's Held-Karp is vectorised over instances)
+        rows = np.nonzero(ns == n)[0]
+        for i, lab in zip(rows, labels_for(task, x[rows, :n].astype(np.float64)), strict=True):
+            labels[i] = lab
     return x, ns.astype(np.int32), labels
 
 
@@ -108,14 +120,36 @@ class PointerTask:
             raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
         self.cfg = cfg
         self.x, self.n, labels = dataset(cfg.task, tuple(cfg.train_n), cfg.train_size, cfg.train.seed)
+        if cfg.model == "seq2seq" and cfg.positions and cfg.positions < self.x.shape[1]:
+            raise ValueError(f"positions={cfg.positions} cannot name every input of training instances with up to "
+                             f"{self.x.shape[1]} points")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"unknown loss {cfg.loss!r}; valid: {', '.join(LOSSES)}")
         self.y = targets(labels, self.x.shape[1])
         self.features = self.x.shape[-1]
         self.graphdef = nnx.graphdef(self._model(jax.random.key(0)))
 
+    @property
+    def end(self) -> int:
+        """The end token: the end slot (index = input width) of the pointer net, ``positions`` for seq2seq."""
+        return (self.cfg.positions or self.x.shape[1]) if self.cfg.model == "seq2seq" else self.x.shape[1]
+
     def _model(self, rng):
         fixed = self.cfg.task in ("tsp", "sort")
-        return PointerNetwork(self.features, self.cfg.hidden, rngs=nnx.Rngs(params=rng), fixed_length=fixed,
-                              min_outputs=0 if fixed else 3)
+        kw = dict(rngs=nnx.Rngs(params=rng), fixed_length=fixed, min_outputs=0 if fixed else 3)
+        if self.cfg.model == "seq2seq":
+            return PositionSeq2Seq(self.features, self.cfg.hidden, positions=self.end, **kw)
+        return PointerNetwork(self.features, self.cfg.hidden, **kw)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the loss goes through additive_attention's logsumexp (pointer net only): asked for, or "auto"
+        and the dense ``[B, T, n+1, A]`` score features would pass attn_jax's dense limit."""
+        if self.cfg.model != "ptrnet" or self.cfg.loss == "dense":
+            return False
+        n = self.x.shape[1]
+        return self.cfg.loss == "fused" or 4 * self.cfg.batch_size * (n + 1) ** 2 * self.cfg.hidden > \
+            DENSE_FEATURES_LIMIT_BYTES
 
     def init(self, rng):
         return nnx.state(self._model(rng), nnx.Param)
@@ -128,11 +162,14 @@ class PointerTask:
         del rng
         y = batch["y"]
         previous = jnp.concatenate([jnp.zeros_like(y[:, :1]), y[:, :-1]], axis=1)
-        logits, _ = nnx.merge(self.graphdef, params)(batch["x"], batch["n"], previous)
-        end = batch["x"].shape[1]
-        # every label position up to and including the first end slot counts
-        first_end = jnp.argmax(y == end, axis=1)
+        model = nnx.merge(self.graphdef, params)
+        # every label position up to and including the first end token counts
+        first_end = jnp.argmax(y == self.end, axis=1)
         mask = (jnp.arange(y.shape[1])[None] <= first_end[:, None]).astype(jnp.float32)
+        if self.fused:
+            nll = model.nll(batch["x"], batch["n"], previous, y).astype(jnp.float32)
+            return jnp.sum(nll * mask) / jnp.sum(mask), {}
+        logits, _ = model(batch["x"], batch["n"], previous)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
         loss = jnp.sum(nll * mask) / jnp.sum(mask)
         acc = jnp.sum((jnp.argmax(logits, -1) == y) * mask) / jnp.sum(mask)
@@ -141,16 +178,17 @@ class PointerTask:
     @functools.cached_property
     def _decode(self):
         def run(params, x, n):
-            width = x.shape[1]
+            end = self.end if self.cfg.model == "seq2seq" else x.shape[1]
             return beam_search(nnx.merge(self.graphdef, params), x, n, beam_size=self.cfg.beam_size,
-                               max_length=width + 1, bos_id=0, eos_id=width, pad_id=width)
+                               max_length=x.shape[1] + 1, bos_id=0, eos_id=end, pad_id=end)
 
         return jax.jit(run)
 
     def predict(self, params, x: np.ndarray, n: np.ndarray) -> list[list[int]]:
+        """Beam-search outputs for ``x [B, n, F]``: index lists without the end token."""
         out = self._decode(params, jnp.asarray(x), jnp.asarray(n))
-        width = x.shape[1]
-        return [[int(t) for t in row if t != width] for row in np.asarray(out.tokens)]
+        end = self.end if self.cfg.model == "seq2seq" else x.shape[1]
+        return [[int(t) for t in row if t != end] for row in np.asarray(out.tokens)]
 
     def evaluate(self, params) -> dict[str, float]:
         metrics = {}
@@ -168,11 +206,16 @@ def score(task: str, x: np.ndarray, labels, preds, k: int) -> dict[str, float]:
         same = [_same_polygon(p, lab) for p, lab in zip(preds, labels, strict=True)]
         cover = [geometry.hull_coverage(xi[:k].astype(np.float64), p) for xi, p in zip(x, preds, strict=True)]
         return {f"accuracy_n{k}": float(np.mean(same)), f"coverage_n{k}": float(np.mean(cover))}
-    if task == "tsp":
-        tours = [geometry.tour_length(xi[:k].astype(np.float64), p) for xi, p in zip(x, preds, strict=True)]
-        best = [geometry.tour_length(xi[:k].astype(np.float64), lab) for xi, lab in zip(x, labels, strict=True)]
-        return {f"tour_n{k}": float(np.mean(tours)), f"optimal_n{k}": float(np.mean(best)),
-                f"gap_n{k}": float(np.mean(tours) / np.mean(best) - 1.0)}
+    if task == "tsp":  # lengths over the valid tours (every city once); the paper's Table 2 as well
+        valid = [sorted(p) == list(range(k)) for p in preds]
+        tours = [geometry.tour_length(xi[:k].astype(np.float64), p) for xi, p, ok in zip(x, preds, valid,
+                                                                                           strict=True) if ok]
+        best = [geometry.tour_length(xi[:k].astype(np.float64), lab) for xi, lab, ok in zip(x, labels, valid,
+                                                                                              strict=True) if ok]
+        all_best = [geometry.tour_length(xi[:k].astype(np.float64), lab) for xi, lab in zip(x, labels, strict=True)]
+        tour = float(np.mean(tours)) if tours else float("nan")
+        return {f"tour_n{k}": tour, f"optimal_n{k}": float(np.mean(all_best)), f"valid_n{k}": float(np.mean(valid)),
+                f"gap_n{k}": tour / float(np.mean(best)) - 1.0 if tours else float("nan")}
     return {f"accuracy_n{k}": float(np.mean([p == lab for p, lab in zip(preds, labels, strict=True)]))}
 
 
@@ -184,30 +227,89 @@ def _same_polygon(pred, label) -> bool:
     return rotated == label or [rotated[0]] + rotated[1:][::-1] == label
 
 
+# --- plots and the README ---------------------------------------------------------------------------------------
+def plot_examples(task: PointerTask, params, path: Path, per_size: int = 3) -> None:
+    """Decoded test instances per test size: hull / tour (label dashed grey, prediction solid) or, for sorting,
+    the values in output order."""
+    sizes = list(task.cfg.test_n)
+    plt = pyplot()
+    fig, axes = plt.subplots(len(sizes), per_size, figsize=(3 * per_size, 3 * len(sizes)), squeeze=False)
+    for row, k in zip(axes, sizes, strict=True):
+        x, n, labels = dataset(task.cfg.task, (k, k), task.cfg.test_size, 10_000 + task.cfg.train.seed)
+        preds = task.predict(params, x[:per_size], n[:per_size])
+        for ax, xi, lab, pred in zip(row, x[:per_size], labels[:per_size], preds, strict=True):
+            if task.cfg.task == "sort":
+                ax.plot(xi[lab, 0], "o--", color="0.6", label="sorted")
+                ax.plot(xi[pred, 0], ".-", color="C3", label="output")
+                ax.set_xlabel("output step")
+            else:
+                p = xi[:k]
+                for order, style in ((lab, dict(color="0.6", ls="--", lw=2)), (pred, dict(color="C3", lw=1))):
+                    loop = p[list(order) + list(order[:1])] if order else p[:0]
+                    ax.plot(loop[:, 0], loop[:, 1], **style)
+                ax.scatter(p[:, 0], p[:, 1], s=12, color="k", zorder=3)
+                ax.set_xlim(-0.05, 1.05)
+                ax.set_ylim(-0.05, 1.05)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ok = pred == lab if task.cfg.task != "convex_hull" else _same_polygon(pred, lab)
+            ax.set_title(f"n={k}: {'correct' if ok else 'wrong'}", fontsize=9)
+    fig.suptitle(f"{task.cfg.model} on {task.cfg.task} (label dashed grey, output red)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# Vinyals et al. 2015, Tables 1-2 (../shared/PAPERS.md): (task, model, test n) -> what the paper reports
+PAPER = {
+    ("convex_hull", "ptrnet", 5): "92.0% (trained on 5-50)",
+    ("convex_hull", "ptrnet", 10): "87.0% (trained on 5-50)",
+    ("convex_hull", "ptrnet", 50): "72.6%, 99.9% (trained on 50)",
+    ("convex_hull", "seq2seq", 50): "LSTM+attention 38.9%, 99.7% (trained on 50)",
+    ("tsp", "ptrnet", 5): "2.12 vs optimal 2.12 (trained on 5)",
+    ("tsp", "ptrnet", 10): "2.88 vs optimal 2.87 (trained on 10)",
+    ("tsp", "ptrnet", 20): "3.88 vs optimal 3.83 (trained on 20)",
+}
+
+
+def _ours(task: str, e: dict, k: int) -> str:
+    if task == "convex_hull":
+        return f"accuracy {e[f'accuracy_n{k}']:.1%}, area coverage {e[f'coverage_n{k}']:.1%}"
+    if task == "tsp":
+        if not e.get(f"valid_n{k}", 1.0):
+            return "no valid tour"
+        valid = f", {e[f'valid_n{k}']:.0%} valid" if e.get(f"valid_n{k}", 1.0) < 1 else ""
+        return f"tour {e[f'tour_n{k}']:.3f} vs optimal {e[f'optimal_n{k}']:.3f} ({e[f'gap_n{k}']:+.1%}{valid})"
+    return f"accuracy {e[f'accuracy_n{k}']:.1%}"
+
+
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy each run's config and summary to ``results`` and write README block ``block``: one row per run."""
+    """Copy each run's config, summary and example plot to ``results`` and write README block ``block``: one row
+    per run and test size, beside the paper's number where it reports one."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    rows = ["| task | trained on n | test n | ours | steps x batch | device |", "|---|---|---|---|---|---|"]
+    rows = ["| task | model | trained on n | test n | ours | paper | steps x batch | wall time | device |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    images = []
     for run in map(Path, run_dirs):
         config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
-        name = f"{config['task']}-{run.name}"
-        for f in ("config.json", "summary.json"):
-            shutil.copy(run / f, results / f"{name}.{f}")
-        e = summary["eval"]
+        task, model = config["task"], config.get("model", "ptrnet")
+        name = f"{task}-{model}-{run.name}"
+        for f in ("config.json", "summary.json", "examples.png"):
+            if (run / f).exists():
+                shutil.copy(run / f, results / f"{name}.{f}")
+        if (run / "examples.png").exists():
+            images.append(results / f"{name}.examples.png")
+        trained = "-".join(str(v) for v in sorted(set(config["train_n"])))
+        wall = f"{summary['wall_s'] / 60:.1f} min" if "wall_s" in summary else "–"
         for k in config["test_n"]:
-            if config["task"] == "convex_hull":
-                ours = f"accuracy {e[f'accuracy_n{k}']:.1%}, area coverage {e[f'coverage_n{k}']:.1%}"
-            elif config["task"] == "tsp":
-                ours = f"tour {e[f'tour_n{k}']:.3f} vs optimal {e[f'optimal_n{k}']:.3f} ({e[f'gap_n{k}']:+.1%})"
-            else:
-                ours = f"accuracy {e[f'accuracy_n{k}']:.1%}"
-            trained = "-".join(str(v) for v in sorted(set(config["train_n"])))
-            rows.append(f"| {config['task']} | {trained} | {k} | {ours} | {summary['steps']} x {config['batch_size']} "
+            rows.append(f"| {task} | {model} | {trained} | {k} | {_ours(task, summary['eval'], k)} | "
+                        f"{PAPER.get((task, model, k), '–')} | {summary['steps']} x {config['batch_size']} | {wall} "
                         f"| {summary['device']} |")
     text = "\n".join([f"Written by `python -m experiments.publish pointer {' '.join(map(str, run_dirs))} "
                       f"--block {block}` from each run's summary.json (beam {config['beam_size']}, "
-                      f"{config['test_size']} test instances per size).", "", *rows])
+                      f"{config['test_size']} test instances per size; the paper trained on 1M instances).", "",
+                      *rows, "", *[f"![{p.stem}]({repo_relative(p)})" for p in images]])
     update_readme_block(block, text, readme)
     return text
 
@@ -221,8 +323,13 @@ def main(argv=None) -> dict | None:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(geometry.TASKS)}")
     if cfg.model not in MODELS:
         raise SystemExit(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
-    summary, _ = train(PointerTask(cfg), cfg.train, Path(out),
-                       config={"experiment": "pointer", "preset": preset, **to_dict(cfg)})
+    start = time.perf_counter()
+    task = PointerTask(cfg)
+    summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
+                                                                 **to_dict(cfg)})
+    plot_examples(task, params, Path(out) / "examples.png")
+    summary.setdefault("wall_s", time.perf_counter() - start)  # data, training, eval, plot (of the finishing call)
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"pointer, {cfg.task} ({cfg.model}, preset {preset}): " +
           ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()))
     return summary

@@ -54,6 +54,18 @@ def test_held_karp_is_optimal_against_all_permutations(n):
         assert geo.tour_length(p, tour) == pytest.approx(best, rel=1e-9)
 
 
+def test_held_karp_batch_is_optimal_per_instance_across_chunks():
+    rng = np.random.default_rng(4)
+    p = geo.uniform_points(rng, 7, 7)
+    tours = geo.held_karp_batch(p, chunk=3)  # three chunks, the last one short
+    assert len(tours) == 7 and geo.tsp_batch(p) == tours
+    for pi, tour in zip(p, tours, strict=True):
+        best = min(geo.tour_length(pi, (0, *perm)) for perm in itertools.permutations(range(1, 7)))
+        assert sorted(tour) == list(range(7)) and tour[0] == 0 and tour[1] < tour[-1]
+        assert geo.tour_length(pi, tour) == pytest.approx(best, rel=1e-9)
+    assert geo.held_karp_batch(p[:, :3]) == [[0, 1, 2]] * 7
+
+
 def test_two_opt_is_a_valid_tour_no_shorter_than_optimal():
     rng = np.random.default_rng(3)
     for _ in range(5):

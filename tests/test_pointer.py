@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from attn_jax.masks import MASK_VALUE
 from attn_jax.nn import beam_search, greedy_decode
-from attn_jax.nn.pointer import PointerNetwork
+from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
 
 N = 6
 END = N
@@ -66,7 +69,7 @@ def test_gradients_are_finite():
     net = PointerNetwork(2, 8, rngs=nnx.Rngs(3), fixed_length=True)
     graphdef, params = nnx.split(net, nnx.Param)
     x, lengths = _inputs(3)
-    target = jnp.array([[0, 1, 2, 3, 4, 5, END], [3, 2, 1, 0, END, END, END], [1, 0, END, END, END, END, END]])
+    target = TARGET
     previous = jnp.concatenate([jnp.zeros((3, 1), jnp.int32), target[:, :-1]], axis=1)
 
     def loss(p):
@@ -76,6 +79,49 @@ def test_gradients_are_finite():
     value, grads = jax.value_and_grad(loss)(params)
     assert np.isfinite(float(value))
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+TARGET = jnp.array([[0, 1, 2, 3, 4, 5, END], [3, 2, 1, 0, END, END, END], [1, 0, END, END, END, END, END]])
+
+
+@pytest.mark.parametrize("implementation", ["xla", "chunked", "pallas"])
+def test_fused_nll_equals_log_softmax_of_the_logits_with_gradients(implementation):
+    """The large-input loss (logsumexp from additive_attention's residual) is the dense path's loss."""
+    net = PointerNetwork(2, 8, rngs=nnx.Rngs(4), fixed_length=True)
+    graphdef, params = nnx.split(net, nnx.Param)
+    x, lengths = _inputs(4)
+    previous = jnp.concatenate([jnp.zeros((3, 1), jnp.int32), TARGET[:, :-1]], axis=1)
+    valid = np.asarray(TARGET) != END
+    valid[np.arange(3), np.asarray(lengths)] = True  # the first end slot counts; later ones are padding
+
+    def dense(p):
+        logits, _ = nnx.merge(graphdef, p)(x, lengths, previous)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), TARGET[..., None], -1)[..., 0]
+        return jnp.sum(jnp.where(valid, nll, 0.0))
+
+    def fused(p):
+        nll = nnx.merge(graphdef, p).nll(x, lengths, previous, TARGET, implementation=implementation)
+        return jnp.sum(jnp.where(valid, nll, 0.0))
+
+    (a, ga), (b, gb) = jax.value_and_grad(dense)(params), jax.value_and_grad(fused)(params)
+    np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
+    for u, w in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
+        np.testing.assert_allclose(np.asarray(w), np.asarray(u), rtol=1e-4, atol=1e-5)
+
+
+def test_position_seq2seq_cannot_point_past_its_vocabulary():
+    """Trained for 4 positions, the baseline decodes valid outputs on 6 inputs but never index >= 4."""
+    net = PositionSeq2Seq(2, 12, positions=4, rngs=nnx.Rngs(5), fixed_length=True)
+    x, lengths = _inputs(5)
+    out = beam_search(net, x, lengths, beam_size=3, max_length=N + 1, bos_id=0, eos_id=4, pad_id=4)
+    tokens = np.asarray(out.tokens)
+    for i, n in enumerate(np.asarray(lengths)):
+        body = tokens[i, :int(out.lengths[i]) - 1].tolist()
+        assert tokens[i, int(out.lengths[i]) - 1] == 4  # ended
+        assert sorted(body) == list(range(min(n, 4)))  # every reachable input once, nothing past position 3
+    logits, weights = net(x, lengths, jnp.zeros((3, 2), jnp.int32))
+    assert logits.shape == (3, 2, 5) and weights.shape == (3, 2, N)
+    assert np.all(np.asarray(weights)[2, :, 2:] == 0)  # attention ignores padding
 
 
 def test_experiment_smoke_and_one_step_of_every_task(tmp_path):
@@ -96,7 +142,38 @@ def test_experiment_smoke_and_one_step_of_every_task(tmp_path):
     publish.main(["pointer", str(tmp_path / "tsp"), str(tmp_path / "sort"), "--block", "ptr", "--readme", str(readme),
                   "--results", str(tmp_path / "res")])
     text = readme.read_text()
-    assert f"optimal {t['eval']['optimal_n5']:.3f}" in text and "| sort | 5 | 5 | accuracy" in text
+    assert f"optimal {t['eval']['optimal_n5']:.3f}" in text and "| sort | ptrnet | 5 | 5 | accuracy" in text
+    assert "2.12 vs optimal 2.12" in text and (tmp_path / "res" / "tsp-ptrnet-tsp.examples.png").exists()
+
+
+@pytest.mark.parametrize("task", ["convex_hull", "tsp"])
+def test_experiment_seq2seq_baseline_one_step_fails_past_its_vocabulary(tmp_path, task):
+    """model=seq2seq trains; on instances larger than its vocabulary it cannot produce a hull or a valid tour."""
+    from experiments import pointer
+
+    s = pointer.main(["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false",
+                      "--set", "model=seq2seq", "--set", f"task={task}", "--out", str(tmp_path)])
+    e = s["eval"]
+    if task == "convex_hull":
+        assert e["accuracy_n10"] <= 0.1 and 0 <= e["accuracy_n5"] <= 1  # hulls of 10 points rarely skip 5-9
+    else:
+        assert e["valid_n10"] == 0 and np.isnan(e["tour_n10"]) and e["valid_n5"] == 1
+    with pytest.raises(ValueError, match="positions=3"):
+        pointer.PointerTask(pointer.Config(model="seq2seq", positions=3, train_size=8))
+
+
+def test_experiment_fused_loss_equals_dense_loss():
+    from experiments import pointer
+
+    cfg = pointer.smoke()
+    dense = pointer.PointerTask(dataclasses.replace(cfg, loss="dense"))
+    fused = pointer.PointerTask(dataclasses.replace(cfg, loss="fused"))
+    assert fused.fused and not dense.fused
+    assert pointer.PointerTask(dataclasses.replace(cfg, batch_size=128, hidden=256, train_n=(50, 50),
+                                                   train_size=4)).fused  # auto: large inputs
+    params, batch = dense.init(jax.random.key(0)), dense.batch(0)
+    a, b = dense.loss(params, batch, None)[0], fused.loss(params, batch, None)[0]
+    np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
 
 
 def test_experiment_scoring():

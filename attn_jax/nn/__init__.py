@@ -3,12 +3,13 @@
 from attn_jax.nn.attention import AdditiveAttention, LocalAttention, LuongAttention, masked_softmax
 from attn_jax.nn.decoding import Decoded, beam_search, greedy_decode
 from attn_jax.nn.ntm import NTM, LSTMBaseline, NTMState
-from attn_jax.nn.pointer import PointerMemory, PointerNetwork
+from attn_jax.nn.pointer import PointerMemory, PointerNetwork, PositionSeq2Seq
 from attn_jax.nn.recurrent import BiRNNEncoder
 from attn_jax.nn.seq2seq import ATTENTIONS, BahdanauDecoder, LuongDecoder, Memory, Seq2Seq
 
 __all__ = [
     "ATTENTIONS", "NTM", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LSTMBaseline",
     "LocalAttention", "LuongAttention", "LuongDecoder", "Memory", "NTMState", "PointerMemory", "PointerNetwork",
+    "PositionSeq2Seq",
     "Seq2Seq", "beam_search", "greedy_decode", "masked_softmax",
 ]

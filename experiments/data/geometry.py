@@ -77,40 +77,55 @@ def canonical_tour(tour) -> list[int]:
 
 
 def held_karp(points: np.ndarray) -> list[int]:
-    """The optimal tour (exact dynamic programming over subsets), for n <= HELD_KARP_MAX."""
-    n = len(points)
+    """The optimal tour of ``points [n, 2]`` (exact dynamic programming over subsets), for n <= HELD_KARP_MAX."""
+    return held_karp_batch(np.asarray(points)[None])[0]
+
+
+def _layers(m: int) -> list[np.ndarray]:
+    """Subsets of ``m`` cities as bit masks, grouped by size 2..m (each layer's DP reads only the one before)."""
+    masks = np.arange(1 << m)
+    sizes = np.array([bin(x).count("1") for x in masks])
+    return [masks[sizes == k] for k in range(2, m + 1)]
+
+
+def held_karp_batch(points: np.ndarray, chunk: int = 512) -> list[list[int]]:
+    """Optimal tours of ``points [B, n, 2]`` (all instances the same n <= HELD_KARP_MAX), vectorised over
+    instances and over the subsets of one size. City 0 is the start; ``cost[b, S, j]`` is the shortest path
+    from 0 through the cities of subset S (of cities 1..n-1) ending at j in S."""
+    points = np.asarray(points, np.float64)
+    b, n = points.shape[:2]
     if n > HELD_KARP_MAX:
         raise ValueError(f"Held-Karp here is for n <= {HELD_KARP_MAX}, got n={n}")
     if n <= 3:
-        return list(range(n))
-    dist = np.linalg.norm(points[:, None] - points[None], axis=-1)
-    m = n - 1  # city 0 is the start; subsets over cities 1..n-1
-    size = 1 << m
-    cost = np.full((size, m), np.inf)
-    parent = np.full((size, m), -1, np.int64)
-    for j in range(m):
-        cost[1 << j, j] = dist[0, j + 1]
-    for mask in range(1, size):
-        row = cost[mask]
-        if not np.isfinite(row).any():
-            continue
-        for k in range(m):
-            if mask & (1 << k):
-                continue
-            cand = row + dist[1:, k + 1]
-            j = int(np.argmin(cand))
-            new = mask | (1 << k)
-            if cand[j] < cost[new, k]:
-                cost[new, k], parent[new, k] = cand[j], j
-    full = size - 1
-    last = int(np.argmin(cost[full] + dist[1:, 0]))
-    tour, mask = [], full
-    while last >= 0:
-        tour.append(last + 1)
-        prev = int(parent[mask, last])
-        mask ^= 1 << last
+        return [list(range(n)) for _ in range(b)]
+    if b > chunk:
+        return [t for s in range(0, b, chunk) for t in held_karp_batch(points[s:s + chunk], chunk)]
+    dist = np.linalg.norm(points[:, :, None] - points[:, None], axis=-1)  # [B, n, n]
+    m = n - 1
+    inner = dist[:, 1:, 1:]  # [B, k, j] between cities 1..n-1
+    bits = 1 << np.arange(m)
+    cost = np.full((b, 1 << m, m), np.inf)
+    parent = np.full((b, 1 << m, m), -1, np.int8)
+    cost[:, bits, np.arange(m)] = dist[:, 0, 1:]
+    for masks in _layers(m):
+        prev = masks[:, None] ^ bits[None]  # [L, j]: the subset before j was added (j must be in the mask)
+        # cand[b, l, j, k] = cost[b, prev[l, j], k] + dist(k, j); k outside prev is inf in cost
+        cand = cost[:, prev, :] + np.swapaxes(inner, 1, 2)[:, None]
+        best = np.argmin(cand, axis=-1)
+        value = np.take_along_axis(cand, best[..., None], -1)[..., 0]
+        inside = (masks[:, None] & bits[None]) != 0
+        cost[:, masks] = np.where(inside[None], value, np.inf)
+        parent[:, masks] = np.where(inside[None], best, -1)
+    full = (1 << m) - 1
+    last = np.argmin(cost[:, full] + dist[:, 1:, 0], axis=-1)  # [B]
+    rows, mask = np.arange(b), np.full(b, full)
+    order = np.zeros((b, m), np.int64)
+    for i in range(m - 1, -1, -1):
+        order[:, i] = last + 1
+        prev = parent[rows, mask, last].astype(np.int64)
+        mask = mask ^ (1 << last)
         last = prev
-    return canonical_tour([0] + tour[::-1])
+    return [canonical_tour([0, *row]) for row in order.tolist()]
 
 
 def two_opt(points: np.ndarray, tour=None) -> list[int]:
@@ -138,6 +153,13 @@ def two_opt(points: np.ndarray, tour=None) -> list[int]:
 
 def tsp(points: np.ndarray) -> list[int]:
     return held_karp(points) if len(points) <= HELD_KARP_MAX else two_opt(points)
+
+
+def tsp_batch(points: np.ndarray) -> list[list[int]]:
+    """Tours of ``points [B, n, 2]``: exact (batched Held-Karp) for n <= HELD_KARP_MAX, else 2-opt per instance."""
+    if points.shape[1] <= HELD_KARP_MAX:
+        return held_karp_batch(points)
+    return [two_opt(p) for p in np.asarray(points, np.float64)]
 
 
 def sort(values: np.ndarray) -> list[int]:
