@@ -13,7 +13,9 @@ vs sequence length, trained on shorter ones: Figs. 4-5) and for the NTM
 ``weightings.png`` (inputs, outputs, write and read weightings over time: Fig. 6).
 Eval metrics: ``bits_per_sequence`` (the training distribution) and, for copy,
 ``bits_len_<n>`` / ``bit_errors_len_<n>`` (cost and wrong bits per sequence at
-length n).
+length n); for repeat copy ``bits_len_<n>_rep_<r>`` / ``bit_errors_len_<n>_rep_<r>``
+at the longest training length and count, twice the length, and twice the
+count (Fig. 8).
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
 VARIANTS = f"variants: model={'|'.join(MODELS)}  task={'|'.join(ntm_tasks.TASKS)}  (main: ntm on copy)"
 
 
-def _generate(cfg: Config, rng: np.random.Generator, batch: int, length: int | None = None) -> ntm_tasks.Batch:
+def _generate(cfg: Config, rng: np.random.Generator, batch: int, length: int | None = None,
+              repeats: int | None = None) -> ntm_tasks.Batch:
     d = cfg.data
     if cfg.task == "copy":
         max_length = d.max_length if length is None else length
@@ -106,7 +109,8 @@ def _generate(cfg: Config, rng: np.random.Generator, batch: int, length: int | N
                               lengths=None if length is None else np.full(batch, length))
     if cfg.task == "repeat_copy":
         return ntm_tasks.repeat_copy(rng, batch, width=d.width, min_length=d.min_length, max_length=d.max_length,
-                                     max_repeats=d.max_repeats)
+                                     max_repeats=d.max_repeats, length=length, repeats=repeats,
+                                     repeat_scale=d.max_repeats)
     return ntm_tasks.associative_recall(rng, batch, width=max(d.width - 2, 1), max_items=d.max_items)
 
 
@@ -177,7 +181,17 @@ class NTMTask:
                     continue  # a sequence longer than the memory cannot be stored
                 b = _generate(self.cfg, np.random.default_rng((self.cfg.train.seed, 3, n)), d.eval_batch, n)
                 metrics[f"bits_len_{n}"], metrics[f"bit_errors_len_{n}"] = self._eval_batch(params, b)
+        if self.cfg.task == "repeat_copy":  # Fig. 8: twice the longest training length, or twice the repeats
+            for n, r in repeat_generalisation(d):
+                b = _generate(self.cfg, np.random.default_rng((self.cfg.train.seed, 4, n, r)), d.eval_batch, n, r)
+                metrics[f"bits_len_{n}_rep_{r}"], metrics[f"bit_errors_len_{n}_rep_{r}"] = self._eval_batch(params, b)
         return metrics
+
+
+def repeat_generalisation(d: TaskConfig) -> list[tuple[int, int]]:
+    """(length, repeats) of the repeat-copy generalisation tests: the longest training case, then twice its length,
+    then twice its repeats."""
+    return [(d.max_length, d.max_repeats), (2 * d.max_length, d.max_repeats), (d.max_length, 2 * d.max_repeats)]
 
 
 # --- plots --------------------------------------------------------------------------------------------------------
@@ -296,19 +310,26 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
             images.append(f"weightings_{model}.png")
     summaries = comparison["summaries"]
     first = next(iter(summaries.values()))
-    lengths = [n for n in comparison["eval_lengths"] if any(f"bits_len_{n}" in s["eval"] for s in summaries.values())]
-    head = "| model | bits/seq (training lengths) | " + " | ".join(f"length {n}: bits (wrong bits)" for n in lengths)
-    rows = [head + " | wall time |", "|" + "---|" * (3 + len(lengths))]
+    # generalisation columns, in the order evaluated: copy len_<n>, repeat copy len_<n>_rep_<r>
+    tests = list(dict.fromkeys(k[len("bits_"):] for s in summaries.values() for k in s["eval"]
+                               if k.startswith("bits_len_")))
+
+    def title(test: str) -> str:
+        parts = test.split("_")  # len, n[, rep, r]
+        return f"length {parts[1]}" + (f" x {parts[3]} copies" if len(parts) == 4 else "") + ": bits (wrong bits)"
+
+    head = ["model", "bits/seq (training distribution)", "wrong bits/seq"] + [title(t) for t in tests] + ["wall time"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, s in summaries.items():
         e = s["eval"]
-        cells = [f"{e['bits_per_sequence']:.3g}"] + [
-            f"{e[f'bits_len_{n}']:.3g} ({e[f'bit_errors_len_{n}']:.2f})" if f"bits_len_{n}" in e else "–"
-            for n in lengths]
+        cells = [f"{e['bits_per_sequence']:.3g}", f"{e['bit_errors']:.2f}"] + [
+            f"{e[f'bits_{t}']:.3g} ({e[f'bit_errors_{t}']:.2f})" if f"bits_{t}" in e else "–" for t in tests]
         rows.append(f"| {model} | " + " | ".join(cells) + f" | {s['wall_s']:.0f} s |")
+    lengths_note = f" (training lengths up to {comparison['train_max_length']})" if comparison["task"] != \
+        "associative_recall" else ""
     text = "\n".join([
         f"Device: {first['device']}; task `{comparison['task']}`, preset `{comparison['preset']}`, "
-        f"{first['steps']} steps of {comparison['batch_size']} sequences per model (training lengths up to "
-        f"{comparison['train_max_length']}); written by `python -m experiments.publish ntm {run_dir} --block {block}` "
+        f"{first['steps']} steps of {comparison['batch_size']} sequences per model{lengths_note}; written by `python -m experiments.publish ntm {run_dir} --block {block}` "
         f"from `{comparison['command']}`. Cost per sequence in bits (cross-entropy summed over the output bits); "
         "in brackets the mean number of wrong output bits per sequence.",
         "",

@@ -15,8 +15,14 @@ Qhull hulls, Held-Karp tours (2-opt above 12 points), argsort
 validity constraints of :class:`~attn_jax.nn.pointer.PointerNetwork`.
 Eval metrics per test size n: hull ``accuracy_n<k>`` (the predicted polygon is
 the hull) and ``coverage_n<k>`` (area of the predicted polygon over the hull's,
-0 when not a simple polygon); TSP ``tour_n<k>``, ``optimal_n<k>`` (mean tour
-lengths) and ``gap_n<k>`` (tour / optimal - 1); sort ``accuracy_n<k>``.
+0 when not a simple polygon); TSP ``valid_n<k>`` (share of outputs that visit
+every city once), ``tour_n<k>`` (mean length of the valid tours; NaN if none),
+``optimal_n<k>`` (mean optimal length over all instances) and ``gap_n<k>`` (tour
+/ optimal - 1 on the valid instances); sort ``accuracy_n<k>``. Each run also
+writes ``examples.png`` (decoded test instances against their labels) and
+``wall_s`` in summary.json. ``loss=fused`` (or ``auto`` with large inputs)
+trains the pointer net through ``additive_attention``'s logsumexp residual
+(:meth:`~attn_jax.nn.pointer.PointerNetwork.nll`).
 """
 
 from __future__ import annotations
@@ -252,7 +258,12 @@ def plot_examples(task: PointerTask, params, path: Path, per_size: int = 3) -> N
                 ax.set_ylim(-0.05, 1.05)
                 ax.set_xticks([])
                 ax.set_yticks([])
-            ok = pred == lab if task.cfg.task != "convex_hull" else _same_polygon(pred, lab)
+            if task.cfg.task == "tsp" and sorted(pred) == list(range(k)):
+                length = geometry.tour_length(xi[:k].astype(np.float64), pred)
+                optimal = geometry.tour_length(xi[:k].astype(np.float64), lab)
+                ax.set_title(f"n={k}: tour {length:.3f}, optimal {optimal:.3f}", fontsize=9)
+                continue
+            ok = pred == lab if task.cfg.task == "sort" else _same_polygon(pred, lab)
             ax.set_title(f"n={k}: {'correct' if ok else 'wrong'}", fontsize=9)
     fig.suptitle(f"{task.cfg.model} on {task.cfg.task} (label dashed grey, output red)", fontsize=10)
     fig.tight_layout()

@@ -70,6 +70,9 @@ def test_repeat_copy_and_associative_recall_layout():
         out = b.targets[i, n + 1:n + 1 + n * r, :3]
         np.testing.assert_array_equal(out, np.tile(seq, (r, 1)))
         assert b.targets[i, n + 1 + n * r, 3] == 1 and b.mask[i].sum() == n * r + 1
+    fixed = ntm_tasks.repeat_copy(np.random.default_rng(3), 2, width=3, length=6, repeats=5, repeat_scale=3)
+    assert fixed.mask.sum(1).tolist() == [31, 31] and fixed.inputs.shape[1] == 6 + 1 + 30 + 1
+    np.testing.assert_allclose(fixed.inputs[:, 6, 3], 5 / 3)  # counts past training read as values above 1
     a = ntm_tasks.associative_recall(np.random.default_rng(2), 5, width=4, item_length=2, max_items=4)
     for i in range(5):
         starts = np.nonzero(a.inputs[i, :, 4])[0]
@@ -98,6 +101,8 @@ TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=
 def test_every_other_variant_runs_one_step(tmp_path, model, task):
     s = ntm_experiment.main(TINY + ["--out", str(tmp_path), "--set", f"model={model}", "--set", f"task={task}"])
     assert np.isfinite(s[model]["eval"]["bits_per_sequence"]) and s[model]["steps"] == 1
+    if task == "repeat_copy":  # smoke: lengths up to 4, up to 10 repeats
+        assert {"bits_len_4_rep_10", "bits_len_8_rep_10", "bit_errors_len_4_rep_20"} <= set(s[model]["eval"])
     assert (tmp_path / "weightings.png").exists() == (model == "ntm")
 
 

@@ -44,9 +44,17 @@ def copy(rng: np.random.Generator, batch: int, *, width: int = 8, min_length: in
 
 
 def repeat_copy(rng: np.random.Generator, batch: int, *, width: int = 8, min_length: int = 1, max_length: int = 10,
-                min_repeats: int = 1, max_repeats: int = 10) -> Batch:
-    """Repeat copy: a sequence, then the repeat count (scaled by ``max_repeats``) on its own channel; output the
-    sequence that many times and an end marker (extra output channel)."""
+                min_repeats: int = 1, max_repeats: int = 10, length: int | None = None, repeats: int | None = None,
+                repeat_scale: int | None = None) -> Batch:
+    """Repeat copy: a sequence, then the repeat count (divided by ``repeat_scale``, default ``max_repeats``) on its
+    own channel; output the sequence that many times and an end marker (extra output channel). ``length`` /
+    ``repeats`` fix them for every example (generalisation tests: keep ``repeat_scale`` at the training
+    ``max_repeats`` so counts beyond it read as values above 1, as in the paper)."""
+    if length is not None:
+        min_length = max_length = length
+    if repeats is not None:
+        min_repeats = max_repeats = repeats
+    scale = repeat_scale or max_repeats
     t = max_length + 1 + max_length * max_repeats + 1
     x = np.zeros((batch, t, width + 1), np.float32)
     y = np.zeros((batch, t, width + 1), np.float32)
@@ -55,7 +63,7 @@ def repeat_copy(rng: np.random.Generator, batch: int, *, width: int = 8, min_len
         n, r = int(rng.integers(min_length, max_length + 1)), int(rng.integers(min_repeats, max_repeats + 1))
         bits = rng.integers(0, 2, (n, width)).astype(np.float32)
         x[b, :n, :width] = bits
-        x[b, n, width] = r / max_repeats
+        x[b, n, width] = r / scale
         start = n + 1
         y[b, start:start + n * r, :width] = np.tile(bits, (r, 1))
         y[b, start + n * r, width] = 1.0
