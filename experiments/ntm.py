@@ -329,7 +329,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         "associative_recall" else ""
     text = "\n".join([
         f"Device: {first['device']}; task `{comparison['task']}`, preset `{comparison['preset']}`, "
-        f"{first['steps']} steps of {comparison['batch_size']} sequences per model{lengths_note}; written by `python -m experiments.publish ntm {run_dir} --block {block}` "
+        f"{first['steps']} steps of {comparison['batch_size']} sequences per model{lengths_note}; written by "
+        f"`python -m experiments.publish ntm {run_dir} --block {block}` "
         f"from `{comparison['command']}`. Cost per sequence in bits (cross-entropy summed over the output bits); "
         "in brackets the mean number of wrong output bits per sequence.",
         "",
