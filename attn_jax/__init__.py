@@ -4,7 +4,7 @@ Pure functions at this level (no parameters held); Flax NNX modules live in
 ``attn_jax.nn``; fused Pallas kernels in ``attn_jax.kernels``.
 """
 
-from attn_jax import masks, memory, scores
+from attn_jax import masks, memory, positions, scores, sharding
 from attn_jax.additive import additive_attention
 from attn_jax.attention import dot_product_attention
 from attn_jax.chunked import ChunkSizes
@@ -12,6 +12,7 @@ from attn_jax.decode import decode_attention
 from attn_jax.errors import UnsupportedError
 from attn_jax.local import local_attention_weights, predictive_center
 from attn_jax.masks import MaskSpec, dense_mask
+from attn_jax.ring import ring_attention, ring_attention_sharded
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,10 @@ __all__ = [
     "local_attention_weights",
     "masks",
     "memory",
+    "positions",
     "predictive_center",
+    "ring_attention",
+    "ring_attention_sharded",
     "scores",
+    "sharding",
 ]

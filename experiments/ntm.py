@@ -249,11 +249,11 @@ def plot_weightings(task: NTMTask, params, path: Path) -> None:
     plt.close(fig)
 
 
-def run_one(cfg: Config, out: Path, preset: str) -> dict:
+def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     start = time.perf_counter()
     task = NTMTask(cfg)
     config = {"experiment": "ntm", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
-    summary, params = train(task, cfg.train, out, config=config)
+    summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     plot_learning_curves({cfg.model: out}, cfg.batch_size, out / "learning_curve.png", f"{cfg.task}")
     if cfg.model == "ntm":
         plot_weightings(task, params, out / "weightings.png")
@@ -267,7 +267,7 @@ def main(argv=None) -> dict | None:
     parsed = cli.parse("ntm", PRESETS, argv, default_preset="quick", variants=VARIANTS)
     if parsed is None:
         return None
-    cfg, out, preset = parsed
+    cfg, out, preset, mesh = parsed
     models = cfg.models or (cfg.model,)
     for m in models:
         if m not in MODELS:
@@ -278,7 +278,7 @@ def main(argv=None) -> dict | None:
     summaries, dirs = {}, {}
     for m in models:
         dirs[m] = out / m if cfg.models else out
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset)
+        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     if cfg.models:
         plot_learning_curves(dirs, cfg.batch_size, out / "learning_curve.png", f"{cfg.task} ({preset})")
         if cfg.task == "copy":

@@ -329,7 +329,7 @@ def main(argv=None) -> dict | None:
     parsed = cli.parse("pointer", PRESETS, argv, default_preset="quick", variants=VARIANTS)
     if parsed is None:
         return None
-    cfg, out, preset = parsed
+    cfg, out, preset, mesh = parsed
     if cfg.task not in geometry.TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(geometry.TASKS)}")
     if cfg.model not in MODELS:
@@ -337,7 +337,7 @@ def main(argv=None) -> dict | None:
     start = time.perf_counter()
     task = PointerTask(cfg)
     summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
-                                                                 **to_dict(cfg)})
+                                                                 **to_dict(cfg)}, mesh=mesh)
     plot_examples(task, params, Path(out) / "examples.png")
     summary.setdefault("wall_s", time.perf_counter() - start)  # data, training, eval, plot (of the finishing call)
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -335,11 +335,11 @@ def write_samples(task: Seq2SeqTask, path: Path, count: int = 20) -> None:
     path.write_text("\n".join(lines))
 
 
-def run_one(cfg: Config, out: Path, preset: str) -> dict:
+def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     start = time.perf_counter()
     task = Seq2SeqTask(cfg)
     config = {"experiment": "seq2seq", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
-    summary, params = train(task, cfg.train, out, config=config)
+    summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     if task.last_outputs is None:  # a finished run was returned without training: decode for the reports
         task.evaluate(params)
     counts = _bucket_counts(task)
@@ -363,7 +363,7 @@ def main(argv=None) -> dict | None:
     parsed = cli.parse("seq2seq", PRESETS, argv, default_preset="quick", variants=VARIANTS)
     if parsed is None:
         return None
-    cfg, out, preset = parsed
+    cfg, out, preset, mesh = parsed
     for m in cfg.models or (cfg.model,):
         if m not in ATTENTIONS:
             raise SystemExit(f"unknown model {m!r}; valid: {', '.join(ATTENTIONS)}")
@@ -376,7 +376,7 @@ def main(argv=None) -> dict | None:
         run_out = out / m if cfg.models else out
         if cfg.models:
             print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {run_out}")
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), run_out, preset)
+        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), run_out, preset, mesh)
     buckets = cfg.dataset.length_buckets or DEFAULT_BUCKETS[cfg.data]
     counts = next(iter(summaries.values()))["bucket_counts"]
     plot_bleu_by_length(summaries, buckets, counts, out / "bleu_by_length.png",

@@ -90,3 +90,18 @@ def test_tpu_model_prefers_blocks_that_fit(tmp_path):
         assert best["bound_s"] == min(r["bound_s"] for r in result["chips"][chip]["candidates"] if r["fits_vmem"])
     tiny = tpu_model.main(["--seq-len", "4096", "--vmem-mib", "0.5", "--out", str(tmp_path / "t.json")])
     assert all(r["vmem_bytes"] <= 0.5 * 2**20 for r in [tiny["chips"]["v5e"]["best"]] if r)
+
+
+def test_transformer_step_script_smoke_on_cpu(tmp_path):
+    from benchmarks import transformer_step
+
+    result = transformer_step.main(["--allow-cpu", "--layers", "1", "--d-model", "32", "--heads", "4", "--kv-heads",
+                                    "2", "--seq", "32", "--batch", "2", "--vocab", "64", "--repeats", "1",
+                                    "--implementations", "xla", "chunked", "--out-dir", str(tmp_path)])
+    assert [r["implementation"] for r in result["rows"]] == ["xla", "chunked"]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] is None for r in result["rows"])  # no peak known for a CPU
+    assert (tmp_path / "transformer_step_cpu.json").exists()
+    assert "CPU SMOKE RUN" in transformer_step.markdown(result)
+    cfg = transformer_step.TransformerConfig(vocab_size=10, d_model=4, num_heads=2, d_ff=8, decoder_layers=1)
+    # 1 layer: q,k,v,o 4*16 + mlp 2*32 = 128; output projection 40 -> 6*168 + 6*1*T*4
+    assert transformer_step.model_flops_per_token(cfg, 5) == 6 * 168 + 6 * 5 * 4

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_api_names():
     for name in ("dot_product_attention", "additive_attention", "local_attention_weights", "predictive_center",
-                 "scores", "masks", "UnsupportedError"):
+                 "scores", "masks", "UnsupportedError", "positions", "sharding", "ring_attention"):
         assert hasattr(attn_jax, name), name
     for name in ("dot", "scaled_dot", "general", "additive", "cosine", "location"):
         assert callable(getattr(attn_jax.scores, name))
@@ -55,8 +55,10 @@ def test_docstring_examples_run():
     import attn_jax.nn.ntm
     import attn_jax.nn.pointer
     import attn_jax.nn.seq2seq
+    import attn_jax.nn.transformer
+    import attn_jax.positions
 
     for module in (attn_jax.attention, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm, attn_jax.nn.pointer,
-                   attn_jax.nn.seq2seq):
+                   attn_jax.nn.seq2seq, attn_jax.nn.transformer, attn_jax.positions):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

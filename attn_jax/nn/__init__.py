@@ -6,10 +6,12 @@ from attn_jax.nn.ntm import NTM, LSTMBaseline, NTMState
 from attn_jax.nn.pointer import PointerMemory, PointerNetwork, PositionSeq2Seq
 from attn_jax.nn.recurrent import BiRNNEncoder
 from attn_jax.nn.seq2seq import ATTENTIONS, BahdanauDecoder, LuongDecoder, Memory, Seq2Seq
+from attn_jax.nn.transformer import KVCache, MultiHeadAttention, Transformer, TransformerConfig, TransformerLM
 
 __all__ = [
     "ATTENTIONS", "NTM", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LSTMBaseline",
     "LocalAttention", "LuongAttention", "LuongDecoder", "Memory", "NTMState", "PointerMemory", "PointerNetwork",
     "PositionSeq2Seq",
-    "Seq2Seq", "beam_search", "greedy_decode", "masked_softmax",
+    "KVCache", "MultiHeadAttention", "Seq2Seq", "Transformer", "TransformerConfig", "TransformerLM", "beam_search",
+    "greedy_decode", "masked_softmax",
 ]

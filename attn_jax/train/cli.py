@@ -1,6 +1,7 @@
 """The command line every experiment shares (DESIGN.md "Runs and results").
 
     python -m experiments.<name> [--preset smoke|quick|paper] [--out DIR] [--set key=value]... [--list]
+        [--mesh data=2,model=4] [--coordinator HOST:PORT --num-processes N --process-id I]
 
 An experiment calls :func:`main` with its presets (name -> config factory; the
 config has a ``train: TrainConfig`` field) and a function building its
@@ -13,9 +14,13 @@ import argparse
 import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from jax.sharding import Mesh
+
+from attn_jax.sharding import make_mesh
 from attn_jax.train import config as config_lib
+from attn_jax.train import distributed
 from attn_jax.train.loop import train
 
 
@@ -26,6 +31,11 @@ def parser(name: str, presets: Mapping[str, Callable[[], Any]], default_preset: 
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the presets and every config key, then exit")
+    ap.add_argument("--mesh", default="", metavar="AXIS=N,...",
+                    help="shard over a device mesh, e.g. data=2,model=4 (axes: data, fsdp, model, seq)")
+    ap.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
+    ap.add_argument("--num-processes", type=int, default=None)
+    ap.add_argument("--process-id", type=int, default=None)
     return ap
 
 
@@ -39,9 +49,22 @@ def print_keys(cfg, presets, preset: str) -> None:
         print(f"  {key} = {value!r}")
 
 
+class Run(NamedTuple):
+    """What the shared command line decides: the config, the run folder, the preset's name and the mesh (None:
+    one device)."""
+
+    cfg: Any
+    out: Path
+    preset: str
+    mesh: Mesh | None
+
+
 def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, default_preset: str = "quick",
-          variants: str | None = None) -> tuple[Any, Path, str] | None:
-    """Parse the shared command line: ``(config, out, preset)``, or None after ``--list`` printed the keys."""
+          variants: str | None = None) -> Run | None:
+    """Parse the shared command line, or return None after ``--list`` printed the keys.
+
+    Starts the multi-process runtime first when asked (flags or environment, :mod:`attn_jax.train.distributed`),
+    then builds the ``--mesh`` over all devices of all processes."""
     args = parser(name, presets, default_preset).parse_args(argv)
     if args.list:
         if variants:
@@ -49,8 +72,10 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
         print_keys(config_lib.build(presets, args.preset), presets, args.preset)
         return None
     cfg = config_lib.build(presets, args.preset, args.sets)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    mesh = make_mesh(args.mesh) if args.mesh else None
     out = args.out or Path("runs") / name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return cfg, out, args.preset
+    return Run(cfg, out, args.preset, mesh)
 
 
 def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],
@@ -58,8 +83,8 @@ def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callabl
     parsed = parse(name, presets, argv, default_preset)
     if parsed is None:
         return None
-    cfg, out, preset = parsed
+    cfg, out, preset, mesh = parsed
     summary, _ = train(make_task(cfg), cfg.train, out,
-                       config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)})
+                       config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)}, mesh=mesh)
     print(f"{name}: final train loss {summary['final_train_loss']:.4f}; eval {summary['eval']}; wrote {out}")
     return summary

@@ -33,9 +33,13 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
+
+from attn_jax.sharding import batch_sharding, state_shardings, use_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +49,7 @@ class TrainConfig:
     steps: int = 100
     learning_rate: float = 1e-3
     warmup_steps: int = 0
-    schedule: str = "constant"  # constant | cosine
+    schedule: str = "constant"  # constant | cosine | rsqrt (the Transformer's warmup, peak learning_rate)
     optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0
@@ -72,11 +76,14 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     if cfg.schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 0),
                                                 max(cfg.steps, cfg.warmup_steps + 1))
+    elif cfg.schedule == "rsqrt":  # Vaswani et al. eq. (3): linear warmup, then decay with 1/sqrt(step)
+        warm = max(cfg.warmup_steps, 1)
+        lr = lambda step: cfg.learning_rate * jnp.minimum((step + 1) / warm, jnp.sqrt(warm / (step + 1)))  # noqa: E731
     elif cfg.schedule == "constant":
         lr = (optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps
               else cfg.learning_rate)
     else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: constant, cosine")
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: constant, cosine, rsqrt")
     makers: dict[str, Callable[[], optax.GradientTransformation]] = {
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
@@ -128,14 +135,53 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None = None) -> tuple[dict, Any]:
-    """Train (or resume, or return a finished run). Returns ``(summary, params)``."""
+def _place(params, optimizer, mesh):
+    """Parameters on ``mesh`` by their logical names, and an optimizer state sharded like them."""
+    if mesh is None:
+        return params, optimizer.init(params), None, None
+    param_sh = state_shardings(params, mesh)
+    params = jax.device_put(params, param_sh)
+    opt_state = jax.jit(optimizer.init)(params)  # moments inherit their parameter's sharding
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sh = jax.tree.map(lambda x: x.sharding if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+                          else replicated, opt_state)  # step counts and other scalars: replicated
+    return params, jax.device_put(opt_state, opt_sh), param_sh, opt_sh
+
+
+def _global_batch(batch, mesh):
+    """The step's (global, identical on every process) host batch as arrays sharded over the batch axes."""
+    if mesh is None:
+        return batch
+
+    def put(x):
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, x.ndim)
+        ways = int(np.prod([mesh.shape[a] for a in sharding.spec[0]] if isinstance(sharding.spec[0], tuple)
+                           else [mesh.shape[sharding.spec[0]]] if sharding.spec[0] else [1]))
+        if x.ndim == 0 or x.shape[0] % ways:
+            raise ValueError(f"a batch leaf of shape {x.shape} cannot be split {ways} ways over the mesh's batch "
+                             f"axes {sharding.spec[0]}; make the batch size a multiple of {ways}")
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, batch)
+
+
+def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None = None,
+          mesh: Mesh | None = None) -> tuple[dict, Any]:
+    """Train (or resume, or return a finished run). Returns ``(summary, params)``.
+
+    With a ``mesh`` (:func:`attn_jax.sharding.make_mesh`), parameters are sharded by their logical axis names,
+    the optimizer state like its parameters, each batch over the batch axes, and the step is traced under
+    :func:`attn_jax.sharding.use_mesh` so the modules' activation constraints apply. The mesh is not part of
+    the run's config: a checkpoint restores onto any mesh shape. Files are written by process 0 only.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config if config is not None else dataclasses.asdict(cfg))
+    main_process = jax.process_index() == 0
+    if main_process:
+        _check_config(out, config if config is not None else dataclasses.asdict(cfg))
     optimizer = make_optimizer(cfg)
-    params = task.init(jax.random.key(cfg.seed))
-    opt_state = optimizer.init(params)
+    params, opt_state, param_sh, opt_sh = _place(task.init(jax.random.key(cfg.seed)), optimizer, mesh)
     manager = ocp.CheckpointManager(
         (out / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True,
@@ -159,25 +205,30 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
         manager.close()
         return json.loads(summary_path.read_text()), params
     metrics_path = out / "metrics.jsonl"
-    _trim_metrics(metrics_path, start)
+    if main_process:
+        _trim_metrics(metrics_path, start)
 
     base_key = jax.random.key(cfg.seed + 1)
 
-    @jax.jit
-    def step_fn(params, opt_state, batch, step):
-        rng = jax.random.fold_in(base_key, step)
-        (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, aux
+    def step(params, opt_state, batch, step):
+        with use_mesh(mesh):
+            rng = jax.random.fold_in(base_key, step)
+            (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss, aux
+
+    step_fn = jax.jit(step) if mesh is None else jax.jit(step, out_shardings=(param_sh, opt_sh, None, None))
 
     def save(step):
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
             meta=ocp.args.JsonSave({"step": step})), force=True)
 
-    writer = tensorboard_writer(out) if cfg.tensorboard else None
+    writer = tensorboard_writer(out) if cfg.tensorboard and main_process else None
 
     def log(record):
+        if not main_process:
+            return
         with metrics_path.open("a") as f:
             f.write(json.dumps(record, default=float) + "\n")
         if writer is not None:
@@ -186,11 +237,13 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
                     writer.add_scalar(k, float(v), record["step"])
 
     loss = jnp.nan
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=out.name, disable=not cfg.progress,
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=out.name,
+               disable=not cfg.progress or not main_process,
                dynamic_ncols=True)
     t0, done = time.perf_counter(), 0
     for step in bar:
-        params, opt_state, loss, aux = step_fn(params, opt_state, task.batch(step), jnp.asarray(step, jnp.int32))
+        params, opt_state, loss, aux = step_fn(params, opt_state, _global_batch(task.batch(step), mesh),
+                                               jnp.asarray(step, jnp.int32))
         done += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             record = {"step": step + 1, "loss": float(loss), **{k: float(v) for k, v in aux.items()}}
@@ -213,7 +266,8 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
         writer.close()
     final_loss = float(loss) if done else _last_loss(metrics_path)
     summary = dict(final_train_loss=final_loss, steps=cfg.steps, eval=metrics, device=device_string())
-    _write_json(summary_path, summary)
+    if main_process:
+        _write_json(summary_path, summary)
     return summary, params
 
 

@@ -1,0 +1,232 @@
+"""Ring attention (Liu et al. 2023): context parallelism over a mesh axis with ``shard_map`` and ``ppermute``.
+
+Each of the P devices on the ring axis holds ``T/P`` query rows and ``S/P``
+key/value rows. In P steps every device combines its queries with the K/V
+block it currently holds (online softmax in float32) and passes the block to
+the next device; no device ever holds more than two K/V blocks, so memory is
+O(T/P) per device, forward and backward. The backward pass is a second ring
+(a ``custom_vjp``): K, V and their gradient accumulators travel together and
+arrive home after P hops; nothing of size T is saved between the passes, only
+the output and the logsumexp.
+
+Causal masking compares global token positions, so any layout of the sequence
+over the devices works. :func:`zigzag` is the load-balanced one (Striped /
+zigzag ring attention): device i holds chunks i and 2P-1-i of 2P chunks, so
+every device has the same number of unmasked (query chunk, key chunk) pairs;
+pairs that are wholly masked are skipped (``lax.cond``), which is where the
+balance pays.
+
+    >>> # inside shard_map over axis "seq" (see ``ring_attention_sharded``):
+    >>> # out = ring_attention(q, k, v, axis_name="seq", is_causal=True, layout="zigzag")
+
+Shapes are jax.nn's: ``q [B, T, N, H]``, ``k/v [B, S, K, H]`` (GQA: N a
+multiple of K) — per device inside ``shard_map``, global outside.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from attn_jax.masks import MASK_VALUE
+
+Array = jax.Array
+LAYOUTS = ("contiguous", "zigzag")
+
+
+def zigzag(x: Array, parts: int, axis: int = 1) -> Array:
+    """Reorder the sequence axis so that contiguous sharding over ``parts`` devices gives device i the chunks
+    i and 2·parts-1-i (of 2·parts equal chunks)."""
+    chunks = jnp.split(x, 2 * parts, axis=axis)
+    order = [c for i in range(parts) for c in (chunks[i], chunks[2 * parts - 1 - i])]
+    return jnp.concatenate(order, axis=axis)
+
+
+def unzigzag(x: Array, parts: int, axis: int = 1) -> Array:
+    """The inverse of :func:`zigzag`."""
+    chunks = jnp.split(x, 2 * parts, axis=axis)
+    out = [None] * (2 * parts)
+    for i in range(parts):
+        out[i], out[2 * parts - 1 - i] = chunks[2 * i], chunks[2 * i + 1]
+    return jnp.concatenate(out, axis=axis)
+
+
+def _positions(index: Array, length: int, parts: int, layout: str) -> Array:
+    """Global positions ``[length]`` of the rows device ``index`` holds."""
+    if layout == "contiguous":
+        return index * length + jnp.arange(length)
+    half = length // 2
+    first = index * half + jnp.arange(half)
+    second = (2 * parts - 1 - index) * half + jnp.arange(half)
+    return jnp.concatenate([first, second])
+
+
+def _chunks(layout: str) -> int:
+    return 2 if layout == "zigzag" else 1
+
+
+def _block_forward(q, k, v, qpos, kpos, scale, causal, carry):
+    """Online-softmax update of ``carry = (o [B,K,G,T,H], m [B,K,G,T], l)`` with one K/V block."""
+    o, m, l = carry
+    s = jnp.einsum("bkgth,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    if causal:
+        s = jnp.where(qpos[:, None] >= kpos[None, :], s, MASK_VALUE)
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    p = jnp.exp(s - m_new[..., None])
+    if causal:
+        p = jnp.where(qpos[:, None] >= kpos[None, :], p, 0.0)
+    alpha = jnp.exp(m - m_new)
+    l = l * alpha + jnp.sum(p, axis=-1)
+    o = o * alpha[..., None] + jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
+    return o, m_new, l
+
+
+def _pairs(q, k, qpos, kpos, c: int):
+    """Split local rows into ``c`` chunks: (q chunk, positions) x (k chunk index, positions) pairs."""
+    tq, tk = q.shape[3] // c, k.shape[1] // c
+    return [(a, b, qpos[a * tq:(a + 1) * tq], kpos[b * tk:(b + 1) * tk], tq, tk) for a in range(c) for b in range(c)]
+
+
+def _visible(qpos, kpos):
+    """Whether any query of the chunk sees any key of the chunk under causal masking."""
+    return jnp.max(qpos) >= jnp.min(kpos)
+
+
+def _forward(q, k, v, axis_name, causal, layout, scale):
+    """Per-device forward: ``q [B,K,G,T,H]``, ``k/v [B,S,K,H]`` -> (o [B,K,G,T,Hv] f32 normalised, lse)."""
+    parts = jax.lax.psum(1, axis_name)
+    me = jax.lax.axis_index(axis_name)
+    b, kh, g, t, _ = q.shape
+    s_len, hv = k.shape[1], v.shape[-1]
+    c = _chunks(layout)
+    qpos = _positions(me, t, parts, layout)
+    perm = [(i, (i + 1) % parts) for i in range(parts)]
+    o = jnp.zeros((b, kh, g, t, hv), jnp.float32)
+    m = jnp.full((b, kh, g, t), MASK_VALUE, jnp.float32)
+    l = jnp.zeros((b, kh, g, t), jnp.float32)
+
+    def step(i, state):
+        o, m, l, k, v = state
+        src = (me - i) % parts
+        kpos = _positions(src, s_len, parts, layout)
+        for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
+            sl_q = slice(a * tq, (a + 1) * tq)
+            kb, vb = k[:, bb * tk:(bb + 1) * tk], v[:, bb * tk:(bb + 1) * tk]
+            carry = (o[..., sl_q, :], m[..., sl_q], l[..., sl_q])
+            upd = functools.partial(_block_forward, q[..., sl_q, :], kb, vb, qp, kp, scale, causal)
+            new = jax.lax.cond(_visible(qp, kp), upd, lambda x: x, carry) if causal else upd(carry)
+            o = o.at[..., sl_q, :].set(new[0])
+            m, l = m.at[..., sl_q].set(new[1]), l.at[..., sl_q].set(new[2])
+        k, v = jax.lax.ppermute((k, v), axis_name, perm)
+        return o, m, l, k, v
+
+    o, m, l, _, _ = jax.lax.fori_loop(0, parts, step, (o, m, l, k, v))
+    safe = jnp.where(l > 0, l, 1.0)
+    lse = jnp.where(l > 0, m + jnp.log(safe), -jnp.inf)
+    return o / safe[..., None], lse
+
+
+def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale):
+    parts = jax.lax.psum(1, axis_name)
+    me = jax.lax.axis_index(axis_name)
+    t, s_len = q.shape[3], k.shape[1]
+    c = _chunks(layout)
+    qpos = _positions(me, t, parts, layout)
+    perm = [(i, (i + 1) % parts) for i in range(parts)]
+    do = do.astype(jnp.float32)
+    delta = jnp.sum(do * o, axis=-1)  # [B,K,G,T]
+    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
+    dq = jnp.zeros(q.shape, jnp.float32)
+    dk, dv = jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+
+    def block(qb, kb, vb, dob, lseb, deltab, qp, kp):
+        s = jnp.einsum("bkgth,bskh->bkgts", qb, kb, preferred_element_type=jnp.float32) * scale
+        p = jnp.exp(s - lseb[..., None])
+        if causal:
+            p = jnp.where(qp[:, None] >= kp[None, :], p, 0.0)
+        dvb = jnp.einsum("bkgts,bkgth->bskh", p, dob)
+        dp = jnp.einsum("bkgth,bskh->bkgts", dob, vb.astype(jnp.float32))
+        ds = p * (dp - deltab[..., None]) * scale
+        dqb = jnp.einsum("bkgts,bskh->bkgth", ds, kb.astype(jnp.float32))
+        dkb = jnp.einsum("bkgts,bkgth->bskh", ds, qb.astype(jnp.float32))
+        return dqb, dkb, dvb
+
+    def step(i, state):
+        dq, k, v, dk, dv = state
+        src = (me - i) % parts
+        kpos = _positions(src, s_len, parts, layout)
+        for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
+            sq, sk = slice(a * tq, (a + 1) * tq), slice(bb * tk, (bb + 1) * tk)
+            args = (q[..., sq, :], k[:, sk], v[:, sk], do[..., sq, :], lse_safe[..., sq], delta[..., sq], qp, kp)
+            zeros = (jnp.zeros(q[..., sq, :].shape, jnp.float32), jnp.zeros(k[:, sk].shape, jnp.float32),
+                     jnp.zeros(v[:, sk].shape, jnp.float32))
+            dqb, dkb, dvb = (jax.lax.cond(_visible(qp, kp), lambda x: block(*x[0]), lambda x: x[1], (args, zeros))
+                             if causal else block(*args))
+            dq = dq.at[..., sq, :].add(dqb)
+            dk, dv = dk.at[:, sk].add(dkb), dv.at[:, sk].add(dvb)
+        k, v, dk, dv = jax.lax.ppermute((k, v, dk, dv), axis_name, perm)  # after P hops: home again
+        return dq, k, v, dk, dv
+
+    dq, _, _, dk, dv = jax.lax.fori_loop(0, parts, step, (dq, k, v, dk, dv))
+    return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _ring(q, k, v, axis_name, causal, layout, scale):
+    return _forward(q, k, v, axis_name, causal, layout, scale)[0]
+
+
+def _ring_fwd(q, k, v, axis_name, causal, layout, scale):
+    o, lse = _forward(q, k, v, axis_name, causal, layout, scale)
+    return o, (q, k, v, o, lse)
+
+
+def _ring_bwd(axis_name, causal, layout, scale, res, do):
+    q, k, v, o, lse = res
+    dq, dk, dv = _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+_ring.defvjp(_ring_fwd, _ring_bwd)
+
+
+def ring_attention(query: Array, key: Array, value: Array, *, axis_name: str, is_causal: bool = False,
+                   layout: str = "contiguous", scale: float | None = None) -> Array:
+    """Attention over a sequence sharded on ``axis_name``; call inside ``shard_map``.
+
+    ``query [B, T, N, H]``, ``key/value [B, S, K, H]`` are this device's rows (T = S per device for causal);
+    ``layout`` says how the global sequence is laid over the ring ("contiguous", or "zigzag" after
+    :func:`zigzag`). Returns ``[B, T, N, Hv]`` in the query's dtype.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    b, t, n, h = query.shape
+    kh = key.shape[2]
+    if n % kh:
+        raise ValueError(f"query heads {n} must be a multiple of key heads {kh}")
+    if layout == "zigzag" and (t % 2 or key.shape[1] % 2):
+        raise ValueError(f"zigzag needs an even number of rows per device, got T={t}, S={key.shape[1]}")
+    scale = h ** -0.5 if scale is None else scale
+    q = jnp.moveaxis(query.reshape(b, t, kh, n // kh, h), 1, 3)  # [B, K, G, T, H]
+    o = _ring(q, key, value, axis_name, bool(is_causal), layout, float(scale))
+    return jnp.moveaxis(o, 3, 1).reshape(b, t, n, value.shape[-1]).astype(query.dtype)
+
+
+def ring_attention_sharded(query: Array, key: Array, value: Array, mesh: Mesh, *, axis: str = "seq",
+                           is_causal: bool = False, layout: str = "zigzag", scale: float | None = None) -> Array:
+    """Global arrays in, global array out: lays the sequence out (zigzag when asked), runs
+    :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order."""
+    parts = mesh.shape[axis]
+    if layout == "zigzag":
+        query, key, value = (zigzag(x, parts) for x in (query, key, value))
+    spec = P(None, axis, None, None)
+    fn = jax.shard_map(functools.partial(ring_attention, axis_name=axis, is_causal=is_causal, layout=layout,
+                                         scale=scale), mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                       check_vma=False)
+    sharding = NamedSharding(mesh, spec)
+    out = fn(*(jax.device_put(x, sharding) for x in (query, key, value)))
+    return unzigzag(out, parts) if layout == "zigzag" else out

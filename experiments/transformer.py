@@ -1,0 +1,332 @@
+"""The Transformer (Vaswani et al. 2017): translation beside the RNN models, a head/position ablation, a char LM.
+
+    python -m experiments.transformer --preset smoke --out /tmp/tf        # main variant: translate (num2words EN->DE)
+    python -m experiments.transformer --set task=ablation                 # 1/4/8/16 heads, sinusoidal vs learned
+    python -m experiments.transformer --set task=lm                       # characters of Python's own docs
+    python -m experiments.transformer --mesh data=2,model=4 ...           # any task, sharded (see README)
+
+``task=translate`` trains an encoder-decoder on the seq2seq experiment's data
+(``data=num2words-de|num2words-fr|dates``, the same splits) with that
+experiment's budget (steps x batch) and reports the same metrics (BLEU, chrF,
+exact match, BLEU by source length, perplexity), decoded by beam search over a
+KV cache. ``task=ablation`` trains the translate model once per ``heads`` value
+at fixed d_model (head_dim = d_model / heads, as Table 3 row A) plus once with
+learned positions, and writes ``ablation.json`` and a table. ``task=lm`` is a
+decoder-only character model on the text of ``pydoc_data.topics`` (the Python
+documentation topics that ship with CPython's standard library), split 90/10;
+eval ``bits_per_char`` on the held-out 10%; ``samples.txt`` holds sampled text.
+Label smoothing (``label_smoothing``) and the paper's warmup schedule
+(``train.schedule=rsqrt``) are the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
+from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train.config import to_dict
+from attn_jax.train.report import repo_relative, update_readme_block
+from experiments import seq2seq
+
+TASKS = ("translate", "ablation", "lm")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+    d_model: int = 128
+    heads: int = 4
+    kv_heads: int = 0  # 0: = heads (no GQA)
+    d_ff: int = 256
+    layers: int = 2  # encoder and decoder layers each (lm: decoder layers)
+    dropout: float = 0.1
+    positions: str = "sinusoidal"
+    norm: str = "post"
+    implementation: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: str = "translate"
+    data: str = "num2words-de"  # translate / ablation
+    batch_size: int = 64
+    beam_size: int = 4
+    label_smoothing: float = 0.1
+    ablation_heads: tuple[int, ...] = (1, 4, 8, 16)
+    lm_length: int = 128  # lm: characters per training window
+    lm_eval_chars: int = 20000  # lm: held-out characters scored
+    dataset: seq2seq.DataConfig = seq2seq.DataConfig()
+    net: NetConfig = NetConfig()
+    # the seq2seq quick budget (1000 x 64); peak 1e-3 after 200 warmup steps, then 1/sqrt(step)
+    train: TrainConfig = TrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=200, schedule="rsqrt",
+                                     clip_norm=1.0, log_every=50, checkpoint_every=500)
+
+
+def smoke() -> Config:
+    return Config(batch_size=16, beam_size=2, ablation_heads=(1, 2), lm_length=32, lm_eval_chars=512,
+                  dataset=seq2seq.DataConfig(train_size=256, test_size=32),
+                  net=NetConfig(d_model=16, heads=2, d_ff=32, layers=1),
+                  train=TrainConfig(steps=20, learning_rate=1e-3, warmup_steps=5, schedule="rsqrt", log_every=5,
+                                    checkpoint_every=10))
+
+
+def quick() -> Config:
+    return Config()
+
+
+def paper() -> Config:
+    """The base model's recipe (d 512, 8 heads, 6+6 layers, Adam with warmup 4000) on our data."""
+    return Config(batch_size=256, dataset=seq2seq.DataConfig(train_size=200_000, test_size=3000),
+                  net=NetConfig(d_model=512, heads=8, d_ff=2048, layers=6),
+                  train=TrainConfig(steps=100_000, learning_rate=7e-4, warmup_steps=4000, schedule="rsqrt",
+                                    clip_norm=None, log_every=500, checkpoint_every=5000))
+
+
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
+VARIANTS = f"variants: task={'|'.join(TASKS)}  data={'|'.join(seq2seq.DATASETS)}  (main: translate)"
+
+
+def model_config(cfg: Config, vocab: int, target_vocab: int = 0, max_length: int = 512) -> TransformerConfig:
+    n = cfg.net
+    return TransformerConfig(vocab_size=vocab, target_vocab_size=target_vocab, d_model=n.d_model, num_heads=n.heads,
+                             num_kv_heads=n.kv_heads, d_ff=n.d_ff, encoder_layers=n.layers, decoder_layers=n.layers,
+                             dropout=n.dropout, positions=n.positions, norm=n.norm, max_length=max_length,
+                             tie_embeddings=not target_vocab or target_vocab == vocab,
+                             implementation=n.implementation)
+
+
+def smoothed_nll(logits, targets, mask, smoothing: float):
+    """Label-smoothed cross-entropy averaged over the masked tokens, and the plain NLL for reporting."""
+    logits = logits.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    loss = (1.0 - smoothing) * nll - smoothing * jnp.mean(logp, axis=-1)
+    denom = jnp.maximum(jnp.sum(mask), 1.0)
+    return jnp.sum(loss * mask) / denom, jnp.sum(nll * mask) / denom
+
+
+# --- translation ---------------------------------------------------------------------------------------------------
+class Translator(Transformer):
+    """The encoder-decoder with the seq2seq experiment's call signature: ``(src, src_len, tgt_in) -> (logits,
+    weights)``; the weights are zeros (no alignment metrics for the Transformer)."""
+
+    def __call__(self, source, source_lengths, target_in, rng=None):
+        logits = super().__call__(source, target_in, source_lengths=source_lengths, rng=rng)
+        return logits, jnp.zeros(logits.shape[:2] + source.shape[1:2], logits.dtype)
+
+
+class TranslationTask(seq2seq.Seq2SeqTask):
+    """The seq2seq experiment's data, batches and metrics, with a Transformer."""
+
+    def __init__(self, cfg: Config):
+        self.tcfg = cfg
+        super().__init__(seq2seq.Config(model="bahdanau", data=cfg.data, batch_size=cfg.batch_size,
+                                        beam_size=cfg.beam_size, dataset=cfg.dataset, train=cfg.train, heatmaps=0))
+
+    def _model(self, rng):
+        mc = model_config(self.tcfg, len(self.src_vocab), len(self.tgt_vocab), max_length=self.max_decode + 2)
+        return Translator(mc, rngs=nnx.Rngs(params=rng), decode_length=self.max_decode + 1)
+
+    def loss(self, params, batch, rng):
+        logits, _ = self.model(params)(batch["source"], batch["source_lengths"], batch["target_in"], rng=rng)
+        mask = (batch["target_out"] != seq2seq.PAD).astype(jnp.float32)
+        loss, nll = smoothed_nll(logits, batch["target_out"], mask, self.tcfg.label_smoothing)
+        return loss, {"nll": nll}
+
+    def evaluate(self, params) -> dict[str, float]:
+        metrics = super().evaluate(params)
+        return {k: v for k, v in metrics.items() if k not in ("aer", "inversion")}  # zeros weights: meaningless
+
+
+# --- character language model --------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def corpus() -> str:
+    """The Python documentation topics bundled with CPython (``pydoc_data.topics``), in sorted topic order."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+class CharLMTask:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        text = corpus()
+        cut = int(0.9 * len(text))
+        chars = sorted(set(text[:cut]))
+        self.vocab = ["<unk>"] + chars
+        index = {c: i for i, c in enumerate(self.vocab)}
+        self.train_ids = np.array([index.get(c, 0) for c in text[:cut]], np.int32)
+        self.test_ids = np.array([index.get(c, 0) for c in text[cut:cut + cfg.lm_eval_chars + 1]], np.int32)
+        self.mc = model_config(cfg, len(self.vocab), max_length=cfg.lm_length + 1)
+        self.graphdef = nnx.graphdef(TransformerLM(self.mc, rngs=nnx.Rngs(0)))
+
+    def model(self, params) -> TransformerLM:
+        return nnx.merge(self.graphdef, params)
+
+    def init(self, rng):
+        return nnx.state(TransformerLM(self.mc, rngs=nnx.Rngs(params=rng)), nnx.Param)
+
+    def batch(self, step: int):
+        rng = np.random.default_rng((self.cfg.train.seed, 7, step))
+        starts = rng.integers(0, len(self.train_ids) - self.cfg.lm_length - 1, self.cfg.batch_size)
+        return {"tokens": np.stack([self.train_ids[s:s + self.cfg.lm_length + 1] for s in starts])}
+
+    def loss(self, params, batch, rng):
+        tokens = batch["tokens"]
+        logits = self.model(params)(tokens[:, :-1], rng=rng)
+        loss, nll = smoothed_nll(logits, tokens[:, 1:], jnp.ones(tokens[:, 1:].shape), self.cfg.label_smoothing)
+        return loss, {"bits_per_char": nll / math.log(2.0)}
+
+    @functools.cached_property
+    def _nll(self):
+        return jax.jit(lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
+            self.model(p)(x[:, :-1]).astype(jnp.float32), x[:, 1:]))
+
+    def evaluate(self, params) -> dict[str, float]:
+        t = self.cfg.lm_length
+        n = (len(self.test_ids) - 1) // t
+        windows = np.stack([self.test_ids[i * t:i * t + t + 1] for i in range(n)])  # non-overlapping windows
+        total = sum(float(jnp.sum(self._nll(params, jnp.asarray(windows[s:s + 32])))) for s in range(0, n, 32))
+        return {"bits_per_char": total / (n * t) / math.log(2.0)}
+
+    def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
+        """Continue ``prompt`` by ``length`` characters, sampling from the KV-cached model."""
+        model = self.model(params)
+        index = {c: i for i, c in enumerate(self.vocab)}
+        ids = jnp.asarray([[index.get(c, 0) for c in prompt]], jnp.int32)
+        cache = model.init_cache(1, min(ids.shape[1] + length, self.mc.max_length))
+        steps = cache[0].key.shape[1] - ids.shape[1]
+        logits, cache = jax.jit(model.prefill)(ids, jnp.array([ids.shape[1]]), cache)
+        step = jax.jit(model.step)
+        key, out = jax.random.key(seed), []
+        for _ in range(steps):
+            key, sub = jax.random.split(key)
+            tok = jax.random.categorical(sub, logits / temperature)
+            out.append(self.vocab[int(tok[0])])
+            logits, cache = step(tok, cache)
+        return prompt + "".join(out)
+
+
+# --- runs ----------------------------------------------------------------------------------------------------------
+def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    start = time.perf_counter()
+    task = CharLMTask(cfg) if cfg.task == "lm" else TranslationTask(cfg)
+    config = {"experiment": "transformer", "preset": preset, **to_dict(cfg)}
+    summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
+    summary = {**summary, "wall_s": time.perf_counter() - start,
+               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params)))}
+    if jax.process_index() == 0:
+        if cfg.task == "lm":
+            text = task.sample(params, "The ", min(200, cfg.lm_length - 5))
+            (out / "samples.txt").write_text(text)
+            summary["sample"] = text
+        else:
+            seq2seq.write_samples(task, out / "samples.txt")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run_ablation(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    """Table 3 rows A and E at our scale: heads at fixed d_model, and learned positions (4 heads)."""
+    rows = {}
+    base = dataclasses.replace(cfg, task="translate")
+    variants = [(f"heads={h}", dataclasses.replace(base, net=dataclasses.replace(base.net, heads=h)))
+                for h in cfg.ablation_heads]
+    variants.append(("learned positions", dataclasses.replace(base, net=dataclasses.replace(
+        base.net, positions="learned"))))
+    for name, c in variants:
+        rows[name] = {**run_one(c, out / name.replace(" ", "_").replace("=", ""), preset, mesh), "heads": c.net.heads}
+    result = {"preset": preset, "d_model": cfg.net.d_model, "command": "python -m experiments.transformer " + " ".join(
+        sys.argv[1:]), "rows": rows}
+    if jax.process_index() == 0:
+        (out / "ablation.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def ablation_table(result: dict) -> str:
+    head = "| variant | head_dim | BLEU | perplexity | exact match | parameters | wall time |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for name, s in result["rows"].items():
+        e = s["eval"]
+        lines.append(f"| {name} | {result['d_model'] // s['heads']} | {e['bleu']:.1f} | {e['perplexity']:.3f} | "
+                     f"{e['exact_match']:.3f} | {s['parameters']:,} | {s['wall_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parsed = cli.parse("transformer", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    if parsed is None:
+        return None
+    cfg, out, preset, mesh = parsed
+    if cfg.task not in TASKS:
+        raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
+    out = Path(out)
+    if cfg.task == "ablation":
+        result = run_ablation(cfg, out, preset, mesh)
+        print(ablation_table(result))
+        return result
+    summary = run_one(cfg, out, preset, mesh)
+    print(f"transformer, {cfg.task} (preset {preset}): " + ", ".join(
+        f"{k} {v:.4g}" for k, v in summary["eval"].items()))
+    return summary
+
+
+def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
+    """README block: translate runs beside the RNN models' published comparison (same data, same budget),
+    the ablation table, the LM's bits per character and sample."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    parts = [f"Written by `python -m experiments.publish transformer {' '.join(map(str, run_dirs))} --block "
+             f"{block}` from the runs' JSON."]
+    for run in map(Path, run_dirs):
+        if (run / "ablation.json").exists():
+            result = json.loads((run / "ablation.json").read_text())
+            (results / f"{run.name}.ablation.json").write_text(json.dumps(result, indent=1))
+            first = next(iter(result["rows"].values()))
+            parts += ["", f"Ablation ({first['device']}; `{result['command']}`):", "", ablation_table(result)]
+            continue
+        config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
+        for f in ("config.json", "summary.json"):
+            (results / f"{run.name}.{f}").write_text((run / f).read_text())
+        e = summary["eval"]
+        if config["task"] == "lm":
+            parts += ["", f"Character LM on `pydoc_data.topics` ({summary['device']}, {summary['steps']} steps x "
+                      f"{config['batch_size']} windows of {config['lm_length']}, {summary['parameters']:,} "
+                      f"parameters, {summary['wall_s']:.0f} s): **{e['bits_per_char']:.3f} bits per character** on "
+                      "the held-out 10%. A sample (temperature 0.8):", "", "```text", summary["sample"], "```"]
+            continue
+        published = RESULTS / "seq2seq" / f"seq2seq_{config['data'].replace('-', '_')}" / "comparison.json"
+        rnn = json.loads(published.read_text()) if published.exists() else None
+        rows = ["| model | BLEU | chrF | exact match | perplexity | steps x batch | wall time |",
+                "|---|---|---|---|---|---|---|",
+                f"| transformer ({config['net']['layers']}+{config['net']['layers']} layers, d "
+                f"{config['net']['d_model']}) | {e['bleu']:.1f} | {e['chrf']:.1f} | {e['exact_match']:.3f} | "
+                f"{e['perplexity']:.3f} | {summary['steps']} x {config['batch_size']} | {summary['wall_s']:.0f} s |"]
+        if rnn:
+            rnn_batch = "?" if "batch_size" in rnn["command"] else seq2seq.PRESETS[rnn["preset"]]().batch_size
+            for name, s in rnn["summaries"].items():
+                r = s["eval"]
+                rows.append(f"| {name} (RNN, {repo_relative(published)}) | {r['bleu']:.1f} | {r['chrf']:.1f} | "
+                            f"{r['exact_match']:.3f} | {r['perplexity']:.3f} | {s['steps']} x {rnn_batch} | "
+                            f"{s.get('wall_s', float('nan')):.0f} s |")
+        parts += ["", f"Translation, `{config['data']}` ({summary['device']}):", "", *rows]
+    text = "\n".join(parts)
+    update_readme_block(block, text, readme)
+    return text
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
