@@ -319,10 +319,11 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
             rnn_batch = "?" if "batch_size" in rnn["command"] else seq2seq.PRESETS[rnn["preset"]]().batch_size
             for name, s in rnn["summaries"].items():
                 r = s["eval"]
-                rows.append(f"| {name} (RNN, {repo_relative(published)}) | {r['bleu']:.1f} | {r['chrf']:.1f} | "
+                rows.append(f"| {name} (RNN) | {r['bleu']:.1f} | {r['chrf']:.1f} | "
                             f"{r['exact_match']:.3f} | {r['perplexity']:.3f} | {s['steps']} x {rnn_batch} | "
                             f"{s.get('wall_s', float('nan')):.0f} s |")
-        parts += ["", f"Translation, `{config['data']}` ({summary['device']}):", "", *rows]
+        source = f"; the RNN rows are the published runs of `{repo_relative(published)}`" if rnn else ""
+        parts += ["", f"Translation, `{config['data']}` ({summary['device']}{source}):", "", *rows]
     text = "\n".join(parts)
     update_readme_block(block, text, readme)
     return text
