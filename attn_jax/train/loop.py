@@ -156,8 +156,9 @@ def _global_batch(batch, mesh):
     def put(x):
         x = np.asarray(x)
         sharding = batch_sharding(mesh, x.ndim)
-        ways = int(np.prod([mesh.shape[a] for a in sharding.spec[0]] if isinstance(sharding.spec[0], tuple)
-                           else [mesh.shape[sharding.spec[0]]] if sharding.spec[0] else [1]))
+        first = sharding.spec[0]
+        axes = first if isinstance(first, tuple) else (first,) if first else ()
+        ways = int(np.prod([mesh.shape[a] for a in axes]))
         if x.ndim == 0 or x.shape[0] % ways:
             raise ValueError(f"a batch leaf of shape {x.shape} cannot be split {ways} ways over the mesh's batch "
                              f"axes {sharding.spec[0]}; make the batch size a multiple of {ways}")
