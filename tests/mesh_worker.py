@@ -64,6 +64,13 @@ def main(out: str) -> None:
     result["restored_max_diff"] = max(float(np.max(np.abs(a - b)))
                                       for a, b in zip(flat(restored), kept["data=8"], strict=True))
     result["restored_specs"] = sorted({str(x.sharding.spec) for x in jax.tree.leaves(restored)})
+    from attn_jax.train.loop import _global_batch
+
+    try:
+        _global_batch({"x": np.zeros((6, 2))}, make_mesh("data=2,fsdp=2,model=2"))
+        result["indivisible_batch"] = "accepted"
+    except ValueError as err:
+        result["indivisible_batch"] = str(err)
     print(json.dumps(result))
 
 

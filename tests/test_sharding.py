@@ -68,3 +68,4 @@ def test_sharded_train_steps_equal_one_device_and_checkpoints_restore_onto_anoth
     assert any("model" in s for s in r["data=2,model=4"]["sharded"])  # parameters really are split
     assert any("fsdp" in s for s in r["fsdp=8"]["sharded"])
     assert r["restored_max_diff"] == 0.0 and any("model" in s for s in r["restored_specs"])
+    assert "cannot be split 4 ways" in r["indivisible_batch"]  # batch 6 over data=2 x fsdp=2
