@@ -17,7 +17,8 @@ mlp         "model"
 vocab       "model"
 =========== ======================
 
-A mesh axis is used at most once per array, and a dimension is only split over
+:func:`parse_rules` reads overrides such as ``"heads=none,batch=data+fsdp"`` (an
+experiment's ``train.sharding_rules``). A mesh axis is used at most once per array, and a dimension is only split over
 the mesh axes whose product divides it (otherwise that dimension stays
 replicated), so every config runs on every mesh shape: 2 KV heads on
 ``model=4`` are replicated, not an error.
@@ -61,6 +62,20 @@ def parse_mesh(text: str) -> dict[str, int]:
             raise ValueError(f"mesh axis {name!r} given twice in {text!r}")
         shape[name] = int(size)
     return shape
+
+
+def parse_rules(text: str) -> tuple[dict, dict]:
+    """Overrides of the rules table, ``"heads=none,mlp=model,batch=data+fsdp"`` (``+`` joins mesh axes, ``none``
+    replicates): returns (parameter rules, activation rules), each the default table with the overrides."""
+    over: dict[str, str | tuple[str, ...] | None] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        axes = tuple(a for a in value.split("+") if a and a != "none")
+        if not name or not value or any(a not in MESH_AXES for a in axes):
+            raise ValueError(f"bad sharding rule {part!r} in {text!r}: want LOGICAL=AXIS[+AXIS] or LOGICAL=none, "
+                             f"mesh axes {MESH_AXES}")
+        over[name] = None if not axes else axes[0] if len(axes) == 1 else axes
+    return {**DEFAULT_RULES, **over}, {**ACTIVATION_RULES, **over}
 
 
 def make_mesh(shape: Mapping[str, int] | str, devices: Sequence | None = None) -> Mesh:

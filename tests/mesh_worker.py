@@ -59,6 +59,13 @@ def main(out: str) -> None:
             "loss": summary["eval"]["loss"],
             "sharded": sorted({str(getattr(x.sharding, "spec", "single")) for x in jax.tree.leaves(params)}),
         }
+    # the rules table from the config: no tensor parallelism, the model axis replicates everything
+    import dataclasses
+
+    plain = dataclasses.replace(cfg, sharding_rules="heads=none,kv_heads=none,mlp=none,vocab=none")
+    _, params = train(LMTask(), plain, Path(out) / "rules", mesh=make_mesh("data=2,model=4"))
+    result["rules"] = {"max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(flat(params), base, strict=True)),
+                       "sharded": sorted({str(x.sharding.spec) for x in jax.tree.leaves(params)})}
     # the data=8 run's checkpoint, restored onto another mesh (a finished run is restored, not retrained)
     _, restored = train(LMTask(), cfg, Path(out) / "data=8", mesh=make_mesh("data=2,model=4"))
     result["restored_max_diff"] = max(float(np.max(np.abs(a - b)))

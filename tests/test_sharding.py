@@ -47,6 +47,16 @@ def test_logical_spec_follows_the_rules_and_divisibility():
         logical_spec(("embed",), (3, 4), m)
 
 
+def test_rules_overrides():
+    params, acts = sharding.parse_rules("heads=none,batch=data+seq, mlp=fsdp")
+    assert params["heads"] is None and params["batch"] == ("data", "seq") and params["mlp"] == "fsdp"
+    assert params["embed"] == "fsdp" and acts["embed"] is None  # defaults kept; activations keep embed whole
+    assert sharding.parse_rules("") == (sharding.DEFAULT_RULES, sharding.ACTIVATION_RULES)
+    for bad in ("heads", "heads=tensor", "=model"):
+        with pytest.raises(ValueError, match="bad sharding rule"):
+            sharding.parse_rules(bad)
+
+
 def test_constrain_is_the_identity_without_a_mesh():
     x = jax.numpy.ones((2, 3))
     assert sharding.constrain(x, ("batch", "embed")) is x
@@ -68,4 +78,5 @@ def test_sharded_train_steps_equal_one_device_and_checkpoints_restore_onto_anoth
     assert any("model" in s for s in r["data=2,model=4"]["sharded"])  # parameters really are split
     assert any("fsdp" in s for s in r["fsdp=8"]["sharded"])
     assert r["restored_max_diff"] == 0.0 and any("model" in s for s in r["restored_specs"])
+    assert r["rules"]["max_diff"] < 1e-5 and not any("model" in s for s in r["rules"]["sharded"])
     assert "cannot be split 4 ways" in r["indivisible_batch"]  # batch 6 over data=2 x fsdp=2

@@ -39,7 +39,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from attn_jax.sharding import batch_sharding, state_shardings, use_mesh
+from attn_jax.sharding import ACTIVATION_RULES, batch_sharding, parse_rules, state_shardings, use_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     tensorboard: bool = True  # also write TensorBoard event files when tensorboardX is installed
+    # overrides of attn_jax.sharding's rules table under a mesh, e.g. "heads=none,mlp=model,batch=data+fsdp"
+    sharding_rules: str = ""
 
 
 class Task(Protocol):
@@ -135,11 +137,11 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _place(params, optimizer, mesh):
+def _place(params, optimizer, mesh, rules):
     """Parameters on ``mesh`` by their logical names, and an optimizer state sharded like them."""
     if mesh is None:
         return params, optimizer.init(params), None, None
-    param_sh = state_shardings(params, mesh)
+    param_sh = state_shardings(params, mesh, rules)
     params = jax.device_put(params, param_sh)
     opt_state = jax.jit(optimizer.init)(params)  # moments inherit their parameter's sharding
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -148,14 +150,14 @@ def _place(params, optimizer, mesh):
     return params, jax.device_put(opt_state, opt_sh), param_sh, opt_sh
 
 
-def _global_batch(batch, mesh):
+def _global_batch(batch, mesh, rules=ACTIVATION_RULES):
     """The step's (global, identical on every process) host batch as arrays sharded over the batch axes."""
     if mesh is None:
         return batch
 
     def put(x):
         x = np.asarray(x)
-        sharding = batch_sharding(mesh, x.ndim)
+        sharding = batch_sharding(mesh, x.ndim, rules)
         first = sharding.spec[0]
         axes = first if isinstance(first, tuple) else (first,) if first else ()
         ways = int(np.prod([mesh.shape[a] for a in axes]))
@@ -182,7 +184,8 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
     if main_process:
         _check_config(out, config if config is not None else dataclasses.asdict(cfg))
     optimizer = make_optimizer(cfg)
-    params, opt_state, param_sh, opt_sh = _place(task.init(jax.random.key(cfg.seed)), optimizer, mesh)
+    param_rules, activation_rules = parse_rules(cfg.sharding_rules)
+    params, opt_state, param_sh, opt_sh = _place(task.init(jax.random.key(cfg.seed)), optimizer, mesh, param_rules)
     manager = ocp.CheckpointManager(
         (out / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True,
@@ -212,7 +215,7 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
     base_key = jax.random.key(cfg.seed + 1)
 
     def step(params, opt_state, batch, step):
-        with use_mesh(mesh):
+        with use_mesh(mesh, activation_rules):
             rng = jax.random.fold_in(base_key, step)
             (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
             updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -243,7 +246,8 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
                dynamic_ncols=True)
     t0, done = time.perf_counter(), 0
     for step in bar:
-        params, opt_state, loss, aux = step_fn(params, opt_state, _global_batch(task.batch(step), mesh),
+        params, opt_state, loss, aux = step_fn(params, opt_state, _global_batch(task.batch(step), mesh,
+                                                                                activation_rules),
                                                jnp.asarray(step, jnp.int32))
         done += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
