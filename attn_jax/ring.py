@@ -3,8 +3,10 @@
 Each of the P devices on the ring axis holds ``T/P`` query rows and ``S/P``
 key/value rows. In P steps every device combines its queries with the K/V
 block it currently holds (online softmax in float32) and passes the block to
-the next device; no device ever holds more than two K/V blocks, so memory is
-O(T/P) per device, forward and backward. The backward pass is a second ring
+the next device. A visiting block is itself consumed ``block_size`` key rows at
+a time, so no device ever holds more than two K/V blocks and one
+``[T/P, block_size]`` tile of logits: memory is O(T/P) per device, forward and
+backward (``tests/test_ring.py`` checks the compiled temporaries grow linearly). The backward pass is a second ring
 (a ``custom_vjp``): K, V and their gradient accumulators travel together and
 arrive home after P hops; nothing of size T is saved between the passes, only
 the output and the logsumexp.
@@ -69,20 +71,102 @@ def _chunks(layout: str) -> int:
     return 2 if layout == "zigzag" else 1
 
 
-def _block_forward(q, k, v, qpos, kpos, scale, causal, carry):
-    """Online-softmax update of ``carry = (o [B,K,G,T,H], m [B,K,G,T], l)`` with one K/V block."""
+def _split_keys(k: Array, v: Array, kpos: Array, sub: int):
+    """Cut a K/V block ``[B, S, K, H]`` into ``n`` sub-blocks of ``sub`` rows (the last one padded):
+    ``[n, B, sub, K, H]`` each, positions ``[n, sub]`` and validity ``[n, sub]``."""
+    s_len = k.shape[1]
+    n = -(-s_len // sub)
+    pad = n * sub - s_len
+
+    def cut(x):
+        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        return jnp.moveaxis(x.reshape(x.shape[0], n, sub, *x.shape[2:]), 1, 0)
+
+    valid = (jnp.arange(n * sub) < s_len).reshape(n, sub)
+    # Padding rows get the largest position so that they never lower a sub-block's first position.
+    kpos = jnp.pad(kpos, (0, pad), constant_values=jnp.iinfo(jnp.int32).max).reshape(n, sub)
+    return cut(k), cut(v), kpos, valid, pad
+
+
+def _allowed(qpos, kpos, valid, causal):
+    """``[T, sub]`` mask of the (query, key) pairs that attend."""
+    ok = jnp.broadcast_to(valid[None, :], (qpos.shape[0], kpos.shape[0]))
+    return ok & (qpos[:, None] >= kpos[None, :]) if causal else ok
+
+
+def _tile_forward(q, k, v, qpos, kpos, valid, scale, causal, masked, carry):
+    """Online-softmax update of ``carry = (o [B,K,G,T,Hv], m [B,K,G,T], l)`` with one ``[B, sub, K, H]`` tile."""
     o, m, l = carry
     s = jnp.einsum("bkgth,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * scale
-    if causal:
-        s = jnp.where(qpos[:, None] >= kpos[None, :], s, MASK_VALUE)
+    if masked:
+        ok = _allowed(qpos, kpos, valid, causal)
+        s = jnp.where(ok, s, MASK_VALUE)
     m_new = jnp.maximum(m, jnp.max(s, axis=-1))
     p = jnp.exp(s - m_new[..., None])
-    if causal:
-        p = jnp.where(qpos[:, None] >= kpos[None, :], p, 0.0)
+    if masked:
+        p = jnp.where(ok, p, 0.0)
     alpha = jnp.exp(m - m_new)
     l = l * alpha + jnp.sum(p, axis=-1)
     o = o * alpha[..., None] + jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
     return o, m_new, l
+
+
+def _visible(qpos, kpos):
+    """Whether any query of the chunk sees any key of the chunk under causal masking."""
+    return jnp.max(qpos) >= jnp.min(kpos)
+
+
+def _block_forward(q, k, v, qpos, kpos, scale, causal, sub, carry):
+    """Fold one visiting K/V block into ``carry``, ``sub`` key rows at a time: the logits held at
+    once are ``[B, K, G, T, sub]``, so memory grows with T (the local rows), not with T·S."""
+    ks, vs, kps, valid, pad = _split_keys(k, v, kpos, sub)
+    masked = causal or pad > 0
+
+    def body(j, carry):
+        upd = functools.partial(_tile_forward, q, ks[j], vs[j], qpos, kps[j], valid[j], scale, causal, masked)
+        return jax.lax.cond(_visible(qpos, kps[j]), upd, lambda c: c, carry) if causal else upd(carry)
+
+    return jax.lax.fori_loop(0, ks.shape[0], body, carry)
+
+
+def _block_backward(q, k, v, do, lse, delta, qpos, kpos, scale, causal, sub):
+    """Gradients of one (query rows, visiting K/V block) pair, ``sub`` key rows at a time
+    (FlashAttention-2's recurrences: P recomputed from the saved logsumexp)."""
+    ks, vs, kps, valid, pad = _split_keys(k, v, kpos, sub)
+    masked = causal or pad > 0
+
+    def tile(j):
+        kj, vj = ks[j].astype(jnp.float32), vs[j].astype(jnp.float32)
+        s = jnp.einsum("bkgth,bskh->bkgts", q, ks[j], preferred_element_type=jnp.float32) * scale
+        p = jnp.exp(s - lse[..., None])
+        if masked:
+            p = jnp.where(_allowed(qpos, kps[j], valid[j], causal), p, 0.0)
+        dv = jnp.einsum("bkgts,bkgth->bskh", p, do)
+        dp = jnp.einsum("bkgth,bskh->bkgts", do, vj)
+        ds = p * (dp - delta[..., None]) * scale
+        return (jnp.einsum("bkgts,bskh->bkgth", ds, kj), jnp.einsum("bkgts,bkgth->bskh", ds, q.astype(jnp.float32)),
+                dv)
+
+    def body(j, state):
+        dq, dk, dv = state
+        zeros = (jnp.zeros(dq.shape, jnp.float32), jnp.zeros(dk.shape[1:], jnp.float32),
+                 jnp.zeros(dv.shape[1:], jnp.float32))
+        dqj, dkj, dvj = jax.lax.cond(_visible(qpos, kps[j]), tile, lambda _: zeros, j) if causal else tile(j)
+        return dq + dqj, dk.at[j].set(dkj), dv.at[j].set(dvj)
+
+    init = (jnp.zeros(q.shape, jnp.float32), jnp.zeros(ks.shape, jnp.float32), jnp.zeros(vs.shape, jnp.float32))
+    dq, dk, dv = jax.lax.fori_loop(0, ks.shape[0], body, init)
+
+    def join(x):
+        x = jnp.moveaxis(x, 0, 1)
+        return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :k.shape[1]]
+
+    return dq, join(dk), join(dv)
+
+
+def _zero_grads(args):
+    """The gradients of a wholly masked pair: zeros shaped like (q, k, v) of ``args``."""
+    return tuple(jnp.zeros(x.shape, jnp.float32) for x in args[:3])
 
 
 def _pairs(q, k, qpos, kpos, c: int):
@@ -91,12 +175,7 @@ def _pairs(q, k, qpos, kpos, c: int):
     return [(a, b, qpos[a * tq:(a + 1) * tq], kpos[b * tk:(b + 1) * tk], tq, tk) for a in range(c) for b in range(c)]
 
 
-def _visible(qpos, kpos):
-    """Whether any query of the chunk sees any key of the chunk under causal masking."""
-    return jnp.max(qpos) >= jnp.min(kpos)
-
-
-def _forward(q, k, v, axis_name, causal, layout, scale):
+def _forward(q, k, v, axis_name, causal, layout, scale, sub):
     """Per-device forward: ``q [B,K,G,T,H]``, ``k/v [B,S,K,H]`` -> (o [B,K,G,T,Hv] f32 normalised, lse)."""
     parts = jax.lax.psum(1, axis_name)
     me = jax.lax.axis_index(axis_name)
@@ -117,7 +196,7 @@ def _forward(q, k, v, axis_name, causal, layout, scale):
             sl_q = slice(a * tq, (a + 1) * tq)
             kb, vb = k[:, bb * tk:(bb + 1) * tk], v[:, bb * tk:(bb + 1) * tk]
             carry = (o[..., sl_q, :], m[..., sl_q], l[..., sl_q])
-            upd = functools.partial(_block_forward, q[..., sl_q, :], kb, vb, qp, kp, scale, causal)
+            upd = functools.partial(_block_forward, q[..., sl_q, :], kb, vb, qp, kp, scale, causal, sub)
             new = jax.lax.cond(_visible(qp, kp), upd, lambda x: x, carry) if causal else upd(carry)
             o = o.at[..., sl_q, :].set(new[0])
             m, l = m.at[..., sl_q].set(new[1]), l.at[..., sl_q].set(new[2])
@@ -130,7 +209,7 @@ def _forward(q, k, v, axis_name, causal, layout, scale):
     return o / safe[..., None], lse
 
 
-def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale):
+def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub):
     parts = jax.lax.psum(1, axis_name)
     me = jax.lax.axis_index(axis_name)
     t, s_len = q.shape[3], k.shape[1]
@@ -143,18 +222,6 @@ def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale):
     dq = jnp.zeros(q.shape, jnp.float32)
     dk, dv = jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
 
-    def block(qb, kb, vb, dob, lseb, deltab, qp, kp):
-        s = jnp.einsum("bkgth,bskh->bkgts", qb, kb, preferred_element_type=jnp.float32) * scale
-        p = jnp.exp(s - lseb[..., None])
-        if causal:
-            p = jnp.where(qp[:, None] >= kp[None, :], p, 0.0)
-        dvb = jnp.einsum("bkgts,bkgth->bskh", p, dob)
-        dp = jnp.einsum("bkgth,bskh->bkgts", dob, vb.astype(jnp.float32))
-        ds = p * (dp - deltab[..., None]) * scale
-        dqb = jnp.einsum("bkgts,bskh->bkgth", ds, kb.astype(jnp.float32))
-        dkb = jnp.einsum("bkgts,bkgth->bskh", ds, qb.astype(jnp.float32))
-        return dqb, dkb, dvb
-
     def step(i, state):
         dq, k, v, dk, dv = state
         src = (me - i) % parts
@@ -162,10 +229,9 @@ def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale):
         for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
             sq, sk = slice(a * tq, (a + 1) * tq), slice(bb * tk, (bb + 1) * tk)
             args = (q[..., sq, :], k[:, sk], v[:, sk], do[..., sq, :], lse_safe[..., sq], delta[..., sq], qp, kp)
-            zeros = (jnp.zeros(q[..., sq, :].shape, jnp.float32), jnp.zeros(k[:, sk].shape, jnp.float32),
-                     jnp.zeros(v[:, sk].shape, jnp.float32))
-            dqb, dkb, dvb = (jax.lax.cond(_visible(qp, kp), lambda x: block(*x[0]), lambda x: x[1], (args, zeros))
-                             if causal else block(*args))
+            grads = functools.partial(_block_backward, scale=scale, causal=causal, sub=sub)
+            dqb, dkb, dvb = (jax.lax.cond(_visible(qp, kp), lambda a, g=grads: g(*a), _zero_grads, args)
+                             if causal else grads(*args))
             dq = dq.at[..., sq, :].add(dqb)
             dk, dv = dk.at[:, sk].add(dkb), dv.at[:, sk].add(dvb)
         k, v, dk, dv = jax.lax.ppermute((k, v, dk, dv), axis_name, perm)  # after P hops: home again
@@ -175,19 +241,19 @@ def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale):
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _ring(q, k, v, axis_name, causal, layout, scale):
-    return _forward(q, k, v, axis_name, causal, layout, scale)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _ring(q, k, v, axis_name, causal, layout, scale, sub):
+    return _forward(q, k, v, axis_name, causal, layout, scale, sub)[0]
 
 
-def _ring_fwd(q, k, v, axis_name, causal, layout, scale):
-    o, lse = _forward(q, k, v, axis_name, causal, layout, scale)
+def _ring_fwd(q, k, v, axis_name, causal, layout, scale, sub):
+    o, lse = _forward(q, k, v, axis_name, causal, layout, scale, sub)
     return o, (q, k, v, o, lse)
 
 
-def _ring_bwd(axis_name, causal, layout, scale, res, do):
+def _ring_bwd(axis_name, causal, layout, scale, sub, res, do):
     q, k, v, o, lse = res
-    dq, dk, dv = _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale)
+    dq, dk, dv = _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
@@ -195,15 +261,18 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 
 def ring_attention(query: Array, key: Array, value: Array, *, axis_name: str, is_causal: bool = False,
-                   layout: str = "contiguous", scale: float | None = None) -> Array:
+                   layout: str = "contiguous", scale: float | None = None, block_size: int = 512) -> Array:
     """Attention over a sequence sharded on ``axis_name``; call inside ``shard_map``.
 
     ``query [B, T, N, H]``, ``key/value [B, S, K, H]`` are this device's rows (T = S per device for causal);
     ``layout`` says how the global sequence is laid over the ring ("contiguous", or "zigzag" after
-    :func:`zigzag`). Returns ``[B, T, N, Hv]`` in the query's dtype.
+    :func:`zigzag`). Each visiting K/V block is consumed ``block_size`` key rows at a time, so the
+    largest intermediate is ``[B, N, T, block_size]``. Returns ``[B, T, N, Hv]`` in the query's dtype.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
     b, t, n, h = query.shape
     kh = key.shape[2]
     if n % kh:
@@ -212,21 +281,23 @@ def ring_attention(query: Array, key: Array, value: Array, *, axis_name: str, is
         raise ValueError(f"zigzag needs an even number of rows per device, got T={t}, S={key.shape[1]}")
     scale = h ** -0.5 if scale is None else scale
     q = jnp.moveaxis(query.reshape(b, t, kh, n // kh, h), 1, 3)  # [B, K, G, T, H]
-    o = _ring(q, key, value, axis_name, bool(is_causal), layout, float(scale))
+    sub = min(int(block_size), key.shape[1] // _chunks(layout))
+    o = _ring(q, key, value, axis_name, bool(is_causal), layout, float(scale), sub)
     return jnp.moveaxis(o, 3, 1).reshape(b, t, n, value.shape[-1]).astype(query.dtype)
 
 
 def ring_attention_sharded(query: Array, key: Array, value: Array, mesh: Mesh, *, axis: str = "seq",
-                           is_causal: bool = False, layout: str = "zigzag", scale: float | None = None) -> Array:
+                           is_causal: bool = False, layout: str = "zigzag", scale: float | None = None,
+                           block_size: int = 512) -> Array:
     """Global arrays in, global array out: lays the sequence out (zigzag when asked), runs
     :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order."""
     parts = mesh.shape[axis]
     if layout == "zigzag":
         query, key, value = (zigzag(x, parts) for x in (query, key, value))
     spec = P(None, axis, None, None)
-    fn = jax.shard_map(functools.partial(ring_attention, axis_name=axis, is_causal=is_causal, layout=layout,
-                                         scale=scale), mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)
+    local = functools.partial(ring_attention, axis_name=axis, is_causal=is_causal, layout=layout, scale=scale,
+                              block_size=block_size)
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
     sharding = NamedSharding(mesh, spec)
     out = fn(*(jax.device_put(x, sharding) for x in (query, key, value)))
     return unzigzag(out, parts) if layout == "zigzag" else out
