@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
@@ -204,20 +205,12 @@ class CharLMTask:
 
     def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
         """Continue ``prompt`` by ``length`` characters, sampling from the KV-cached model."""
-        model = self.model(params)
         index = {c: i for i, c in enumerate(self.vocab)}
         ids = jnp.asarray([[index.get(c, 0) for c in prompt]], jnp.int32)
-        cache = model.init_cache(1, min(ids.shape[1] + length, self.mc.max_length))
-        steps = cache[0].key.shape[1] - ids.shape[1]
-        logits, cache = jax.jit(model.prefill)(ids, jnp.array([ids.shape[1]]), cache)
-        step = jax.jit(model.step)
-        key, out = jax.random.key(seed), []
-        for _ in range(steps):
-            key, sub = jax.random.split(key)
-            tok = jax.random.categorical(sub, logits / temperature)
-            out.append(self.vocab[int(tok[0])])
-            logits, cache = step(tok, cache)
-        return prompt + "".join(out)
+        length = min(length, self.mc.max_length - ids.shape[1])
+        out = generate(self.model(params), ids, jnp.array([ids.shape[1]]), max_new_tokens=length, method="sample",
+                       rng=jax.random.key(seed), temperature=temperature)
+        return prompt + "".join(self.vocab[int(t)] for t in out.tokens[0])
 
 
 # --- runs ----------------------------------------------------------------------------------------------------------

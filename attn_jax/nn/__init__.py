@@ -1,7 +1,8 @@
 """Flax NNX modules over the attn_jax primitives."""
 
 from attn_jax.nn.attention import AdditiveAttention, LocalAttention, LuongAttention, masked_softmax
-from attn_jax.nn.decoding import Decoded, beam_search, greedy_decode
+from attn_jax.nn.decoding import Decoded, beam_search, greedy_decode, sample_decode
+from attn_jax.nn.generate import PromptedLM, generate
 from attn_jax.nn.ntm import NTM, LSTMBaseline, NTMState
 from attn_jax.nn.pointer import PointerMemory, PointerNetwork, PositionSeq2Seq
 from attn_jax.nn.recurrent import BiRNNEncoder
@@ -11,7 +12,7 @@ from attn_jax.nn.transformer import KVCache, MultiHeadAttention, Transformer, Tr
 __all__ = [
     "ATTENTIONS", "NTM", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LSTMBaseline",
     "LocalAttention", "LuongAttention", "LuongDecoder", "Memory", "NTMState", "PointerMemory", "PointerNetwork",
-    "PositionSeq2Seq",
+    "PositionSeq2Seq", "PromptedLM", "generate", "sample_decode",
     "KVCache", "MultiHeadAttention", "Seq2Seq", "Transformer", "TransformerConfig", "TransformerLM", "beam_search",
     "greedy_decode", "masked_softmax",
 ]

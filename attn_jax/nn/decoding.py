@@ -1,8 +1,9 @@
-"""Greedy and beam-search decoding for the encoder-decoders of :mod:`attn_jax.nn.seq2seq`, with alignments.
+"""Greedy, sampling and beam-search decoding for the encoder-decoders of :mod:`attn_jax.nn.seq2seq`, with
+alignments (and, through :mod:`attn_jax.nn.generate`, for decoder-only language models).
 
-Both work on any model with ``encode(source, lengths) -> memory``,
+All three work on any model with ``encode(source, lengths) -> memory``,
 ``initial_carry(memory)`` and ``step(carry, prev_tokens [B], memory) -> (carry,
-logits [B, V], weights [B, S])``; both run a fixed ``max_length`` steps under
+logits [B, V], weights [B, S])``; all run a fixed ``max_length`` steps under
 ``lax.scan`` (jit-friendly, no host round trips). After a hypothesis emits
 ``eos_id`` it emits ``pad_id`` with zero alignment. Beam search ranks finished
 hypotheses by ``log p / length ** length_penalty`` (length counts the EOS);
@@ -44,27 +45,56 @@ def _normalise(log_prob: Array, lengths: Array, length_penalty: float) -> Array:
     return log_prob / jnp.maximum(lengths, 1).astype(log_prob.dtype) ** length_penalty
 
 
-def greedy_decode(model, source: Array, source_lengths: Array, *, max_length: int, bos_id: int, eos_id: int,
-                  pad_id: int = 0, length_penalty: float = 1.0) -> Decoded:
-    """Arg-max decoding. ``source [B, S]`` int, ``source_lengths [B]``."""
+def _decode(model, source: Array, source_lengths: Array, choose, *, max_length: int, bos_id: int, eos_id: int,
+            pad_id: int, length_penalty: float) -> Decoded:
+    """One hypothesis per example; ``choose(logp [B, V], t) -> tokens [B]`` picks each step's token."""
     memory = model.encode(source, source_lengths)
     b = source.shape[0]
 
     def fn(m, state):
-        carry, prev, finished, log_prob, lengths = state
+        carry, prev, finished, log_prob, lengths, t = state
         carry, logits, weights = m.step(carry, prev, memory)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        tok = jnp.where(finished, pad_id, jnp.argmax(logp, axis=-1))
+        tok = jnp.where(finished, pad_id, choose(logp, t).astype(jnp.int32))
         log_prob = log_prob + jnp.where(finished, 0.0, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0])
         weights = jnp.where(finished[:, None], 0.0, weights)
         lengths = lengths + (~finished).astype(jnp.int32)
-        return (carry, tok, finished | (tok == eos_id), log_prob, lengths), (tok, weights)
+        return (carry, tok, finished | (tok == eos_id), log_prob, lengths, t + 1), (tok, weights)
 
     init = (model.initial_carry(memory), jnp.full((b,), bos_id, jnp.int32), jnp.zeros((b,), bool),
-            jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32))
-    (_, _, _, log_prob, lengths), (tokens, weights) = _scan(model, fn, init, max_length)
+            jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.asarray(0, jnp.int32))
+    (_, _, _, log_prob, lengths, _), (tokens, weights) = _scan(model, fn, init, max_length)
     return Decoded(tokens.T, jnp.swapaxes(weights, 0, 1), lengths, log_prob,
                    _normalise(log_prob, lengths, length_penalty))
+
+
+def greedy_decode(model, source: Array, source_lengths: Array, *, max_length: int, bos_id: int, eos_id: int,
+                  pad_id: int = 0, length_penalty: float = 1.0) -> Decoded:
+    """Arg-max decoding. ``source [B, S]`` int, ``source_lengths [B]``."""
+    return _decode(model, source, source_lengths, lambda logp, t: jnp.argmax(logp, axis=-1), max_length=max_length,
+                   bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, length_penalty=length_penalty)
+
+
+def sample_decode(model, source: Array, source_lengths: Array, *, rng: Array, max_length: int, bos_id: int,
+                  eos_id: int, pad_id: int = 0, temperature: float = 1.0, top_k: int | None = None,
+                  length_penalty: float = 1.0) -> Decoded:
+    """Ancestral sampling from ``softmax(logits / temperature)``, restricted to the ``top_k`` most likely tokens
+    when given; every example draws independently (step t uses ``fold_in(rng, t)``). ``log_prob`` is the
+    model's own (temperature 1) log-probability of the sampled tokens."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use greedy_decode for arg-max), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+    def choose(logp, t):
+        logits = logp / temperature
+        if top_k is not None:
+            kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
+            logits = jnp.where(logits >= kth, logits, -jnp.inf)
+        return jax.random.categorical(jax.random.fold_in(rng, t), logits)
+
+    return _decode(model, source, source_lengths, choose, max_length=max_length, bos_id=bos_id, eos_id=eos_id,
+                   pad_id=pad_id, length_penalty=length_penalty)
 
 
 def beam_search(model, source: Array, source_lengths: Array, *, beam_size: int, max_length: int, bos_id: int,
