@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attn_jax.nn import beam_search, greedy_decode
+from attn_jax.nn import beam_search, greedy_decode, sample_decode
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
 from attn_jax.positions import rope, segment_positions, sinusoidal
 
@@ -94,6 +94,17 @@ def test_encoder_decoder_cached_decoding_matches_teacher_forcing_and_padding_is_
     np.testing.assert_allclose(model(padded, prev, source_lengths=lengths), forced, atol=2e-4, rtol=2e-4)
     b = beam_search(model, src, lengths, beam_size=3, max_length=8, bos_id=0, eos_id=12, pad_id=0)
     assert np.all(np.asarray(b.score) >= np.asarray(out.score) - 1e-4)
+    # sampling: its log_prob is teacher forcing's on the drawn tokens; top_k=1 draws the greedy tokens
+    s = sample_decode(model, src, lengths, rng=jax.random.key(3), max_length=8, bos_id=0, eos_id=12, pad_id=0)
+    prev = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), s.tokens[:, :-1]], axis=1)
+    logp = np.asarray(jax.nn.log_softmax(model(src, prev, source_lengths=lengths)))
+    for i in range(2):
+        n = int(s.lengths[i])
+        drawn = np.take_along_axis(logp[i, :n], np.asarray(s.tokens[i, :n])[:, None], -1).sum()
+        assert float(s.log_prob[i]) == pytest.approx(float(drawn), abs=1e-3)
+    top1 = sample_decode(model, src, lengths, rng=jax.random.key(3), max_length=8, bos_id=0, eos_id=12, pad_id=0,
+                         top_k=1)
+    np.testing.assert_array_equal(top1.tokens, out.tokens)
 
 
 def test_encoder_decoder_packing_equals_separate_pairs():

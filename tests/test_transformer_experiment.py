@@ -25,8 +25,9 @@ def test_smoke_main_variant_translates(tmp_path):
 def test_one_step_lm_and_ablation_and_publish(tmp_path):
     lm = tf.main(TINY + ["--out", str(tmp_path / "lm"), "--set", "task=lm"])
     assert 0 < lm["eval"]["bits_per_char"] < 10 and lm["sample"].startswith("The ")
-    ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation"])
+    ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation", "--set", "ablation_steps=2"])
     assert list(ab["rows"]) == ["heads=1", "heads=2", "learned positions"]
+    assert all(r["steps"] == 2 for r in ab["rows"].values())  # ablation_steps overrides train.steps per row
     tr = tf.main(TINY + ["--out", str(tmp_path / "tr"), "--set", "data=dates"])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- tf:begin -->\n<!-- tf:end -->\n")
@@ -44,6 +45,8 @@ def test_one_step_lm_and_ablation_and_publish(tmp_path):
 def test_lm_corpus_is_the_bundled_python_docs():
     text = tf.corpus()
     assert len(text) > 100_000 and "for" in text and "class" in text
+    cfg = tf.smoke()
+    assert tf.CharLMTask(cfg).batch(0)["tokens"].shape == (cfg.lm_batch_size, cfg.lm_length + 1)
 
 
 def test_rsqrt_schedule_is_the_papers():
