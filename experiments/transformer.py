@@ -41,6 +41,7 @@ from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import repo_relative, update_readme_block
 from experiments import seq2seq
+from experiments.data import chars
 
 TASKS = ("translate", "ablation", "lm")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -156,24 +157,11 @@ class TranslationTask(seq2seq.Seq2SeqTask):
 
 
 # --- character language model --------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def corpus() -> str:
-    """The Python documentation topics bundled with CPython (``pydoc_data.topics``), in sorted topic order."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[k] for k in sorted(topics))
-
-
 class CharLMTask:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        text = corpus()
-        cut = int(0.9 * len(text))
-        chars = sorted(set(text[:cut]))
-        self.vocab = ["<unk>"] + chars
-        index = {c: i for i, c in enumerate(self.vocab)}
-        self.train_ids = np.array([index.get(c, 0) for c in text[:cut]], np.int32)
-        self.test_ids = np.array([index.get(c, 0) for c in text[cut:cut + cfg.lm_eval_chars + 1]], np.int32)
+        self.data = chars.CharCorpus(cfg.lm_eval_chars)
+        self.vocab = self.data.vocab
         self.mc = model_config(cfg, len(self.vocab), max_length=cfg.lm_length + 1)
         self.graphdef = nnx.graphdef(TransformerLM(self.mc, rngs=nnx.Rngs(0)))
 
@@ -185,8 +173,7 @@ class CharLMTask:
 
     def batch(self, step: int):
         rng = np.random.default_rng((self.cfg.train.seed, 7, step))
-        starts = rng.integers(0, len(self.train_ids) - self.cfg.lm_length - 1, self.cfg.lm_batch_size)
-        return {"tokens": np.stack([self.train_ids[s:s + self.cfg.lm_length + 1] for s in starts])}
+        return {"tokens": self.data.windows(rng, self.cfg.lm_batch_size, self.cfg.lm_length)}
 
     def loss(self, params, batch, rng):
         tokens = batch["tokens"]
@@ -200,16 +187,14 @@ class CharLMTask:
             self.model(p)(x[:, :-1]).astype(jnp.float32), x[:, 1:]))
 
     def evaluate(self, params) -> dict[str, float]:
-        t = self.cfg.lm_length
-        n = (len(self.test_ids) - 1) // t
-        windows = np.stack([self.test_ids[i * t:i * t + t + 1] for i in range(n)])  # non-overlapping windows
+        windows = self.data.eval_windows(self.cfg.lm_length)
+        n, t = windows.shape[0], windows.shape[1] - 1
         total = sum(float(jnp.sum(self._nll(params, jnp.asarray(windows[s:s + 32])))) for s in range(0, n, 32))
         return {"bits_per_char": total / (n * t) / math.log(2.0)}
 
     def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
         """Continue ``prompt`` by ``length`` characters, sampling from the KV-cached model."""
-        index = {c: i for i, c in enumerate(self.vocab)}
-        ids = jnp.asarray([[index.get(c, 0) for c in prompt]], jnp.int32)
+        ids = jnp.asarray(self.data.encode(prompt)[None])
         length = min(length, self.mc.max_length - ids.shape[1])
         out = generate(self.model(params), ids, jnp.array([ids.shape[1]]), max_new_tokens=length, method="sample",
                        rng=jax.random.key(seed), temperature=temperature)

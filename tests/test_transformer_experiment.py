@@ -11,6 +11,7 @@ from attn_jax.train import TrainConfig
 from attn_jax.train.loop import make_optimizer
 from experiments import publish
 from experiments import transformer as tf
+from experiments.data import chars
 
 TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false"]
 
@@ -43,7 +44,7 @@ def test_one_step_lm_and_ablation_and_publish(tmp_path):
 
 
 def test_lm_corpus_is_the_bundled_python_docs():
-    text = tf.corpus()
+    text = chars.corpus()
     assert len(text) > 100_000 and "for" in text and "class" in text
     cfg = tf.smoke()
     assert tf.CharLMTask(cfg).batch(0)["tokens"].shape == (cfg.lm_batch_size, cfg.lm_length + 1)

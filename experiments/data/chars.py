@@ -1,0 +1,51 @@
+"""Character-level text for language models: the Python documentation that ships with CPython.
+
+``pydoc_data.topics`` (the text behind ``help('topic')``, about 0.8 MB of English prose and code)
+is in every Python install, so nothing is downloaded. The first 90% (topics in sorted order) trains,
+the rest is held out; the vocabulary is the training split's characters plus ``<unk>`` (id 0).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+SOURCE = "pydoc_data.topics"
+
+
+@functools.lru_cache(maxsize=1)
+def corpus() -> str:
+    """The Python documentation topics bundled with CPython (``pydoc_data.topics``), in sorted topic order."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+class CharCorpus:
+    """``vocab`` (list of str), ``train_ids`` and ``test_ids`` (int32; ``eval_chars + 1`` held-out characters)."""
+
+    def __init__(self, eval_chars: int):
+        text = corpus()
+        cut = int(0.9 * len(text))
+        self.vocab = ["<unk>"] + sorted(set(text[:cut]))
+        self.index = {c: i for i, c in enumerate(self.vocab)}
+        self.train_ids = self.encode(text[:cut])
+        self.test_ids = self.encode(text[cut:cut + eval_chars + 1])
+        self.test_text = text[cut:cut + eval_chars + 1]
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array([self.index.get(c, 0) for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(self.vocab[int(i)] for i in ids)
+
+    def windows(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+        """``[batch, length + 1]`` random training windows (inputs are ``[:, :-1]``, targets ``[:, 1:]``)."""
+        starts = rng.integers(0, len(self.train_ids) - length - 1, batch)
+        return np.stack([self.train_ids[s:s + length + 1] for s in starts])
+
+    def eval_windows(self, length: int) -> np.ndarray:
+        """Non-overlapping held-out windows ``[n, length + 1]`` covering the first ``n·length`` test targets."""
+        n = (len(self.test_ids) - 1) // length
+        return np.stack([self.test_ids[i * length:i * length + length + 1] for i in range(n)])
