@@ -11,7 +11,8 @@ from attn_jax.nn.seq2seq import ATTENTIONS, BahdanauDecoder, LuongDecoder, Memor
 from attn_jax.nn.transformer import KVCache, MultiHeadAttention, Transformer, TransformerConfig, TransformerLM
 
 __all__ = [
-    "ATTENTIONS", "NTM", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LSTMBaseline", "LSTMN", "LSTMNState",
+    "ATTENTIONS", "NTM", "AdditiveAttention", "BahdanauDecoder", "BiRNNEncoder", "Decoded", "LSTMBaseline",
+    "LSTMN", "LSTMNState",
     "LocalAttention", "LuongAttention", "LuongDecoder", "Memory", "NTMState", "PointerMemory", "PointerNetwork",
     "PositionSeq2Seq", "PromptedLM", "generate", "sample_decode",
     "KVCache", "MultiHeadAttention", "Seq2Seq", "Transformer", "TransformerConfig", "TransformerLM", "beam_search",
