@@ -1,0 +1,273 @@
+"""SNAIL few-shot classification on rendered glyphs (Mishra et al. 2018, §5.1 at our scale).
+
+    python -m experiments.snail --preset smoke --out /tmp/snail         # main variant: snail, 5-way 1-shot
+    python -m experiments.snail --set models=snail,tc-only,attn-only     # the paper's ablation
+    python -m experiments.snail --set ways=20 --set shots=5 --set split=script
+    python -m experiments.snail --list
+
+Data: :mod:`experiments.data.glyphs` (characters of 13 scripts rendered from matplotlib's DejaVu
+fonts with random distortions, an Omniglot stand-in); classes split by character (default) or by
+script. An episode is N·K labelled images in random order and one query; the model reads the
+sequence of ``[embedding; one-hot label]`` and is trained with cross-entropy on the query.
+Each run writes, beside config.json, metrics.jsonl, checkpoints and summary.json, ``episode.png``
+(a test episode: the support set, the query, the prediction and the last attention block's weights
+from the query to each support image). Eval metrics: ``accuracy`` (test classes, ``eval_episodes``
+episodes) and ``train_accuracy`` (training classes, new drawings and episodes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
+from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train.config import to_dict
+from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
+from experiments.data import glyphs
+
+# Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
+PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: str = "snail"
+    models: tuple[str, ...] = ()  # comparison mode
+    ways: int = 5
+    shots: int = 1
+    split: str = "character"  # character | script
+    drawings: int = 20  # renderings per character (Omniglot: 20 drawers)
+    batch_size: int = 32  # episodes per step
+    eval_episodes: int = 1000
+    filters: int = 64  # embedding network
+    tc_filters: int = 128
+    key_sizes: tuple[int, ...] = (64, 256, 512)  # the three attention blocks
+    value_sizes: tuple[int, ...] = (32, 128, 256)
+    train: TrainConfig = TrainConfig(steps=800, optimizer="adam", learning_rate=1e-3, schedule="cosine",
+                                     warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=200)
+
+
+def smoke() -> Config:
+    return Config(drawings=4, batch_size=4, eval_episodes=32, filters=8, tc_filters=8, key_sizes=(8, 8, 8),
+                  value_sizes=(4, 4, 4), train=TrainConfig(steps=20, learning_rate=1e-3, log_every=5,
+                                                           checkpoint_every=10))
+
+
+def quick() -> Config:
+    return Config()
+
+
+def paper() -> Config:
+    """The paper's batch and longer training (it trains on Omniglot for far longer, with rotations as classes)."""
+    return Config(eval_episodes=5000, train=TrainConfig(steps=40_000, learning_rate=1e-3, schedule="cosine",
+                                                        warmup_steps=500, clip_norm=1.0, log_every=200,
+                                                        checkpoint_every=2000))
+
+
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
+VARIANTS = (f"variants: model={'|'.join(MODELS)}  ways=5|20  shots=1|5  split=character|script  "
+            "(main: snail, 5-way 1-shot, character split)")
+
+
+class FewShotTask:
+    def __init__(self, cfg: Config):
+        if cfg.model not in MODELS:
+            raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
+        if len(cfg.key_sizes) != len(cfg.value_sizes):
+            raise ValueError(f"key_sizes {cfg.key_sizes} and value_sizes {cfg.value_sizes} must pair up")
+        self.cfg = cfg
+        self.glyphs = glyphs.load(cfg.drawings)
+        self.train_classes, self.test_classes = self.glyphs.split(cfg.split)
+        for name, classes in (("train", self.train_classes), ("test", self.test_classes)):
+            if len(classes) < cfg.ways:
+                raise ValueError(f"{cfg.ways}-way episodes need {cfg.ways} {name} classes, the split has "
+                                 f"{len(classes)}")
+        if cfg.shots + 1 > cfg.drawings:
+            raise ValueError(f"shots {cfg.shots} + a query need {cfg.shots + 1} drawings, have {cfg.drawings}")
+        self.graphdef = nnx.graphdef(self._model(jax.random.key(0)))
+
+    def _model(self, rng) -> SNAILClassifier:
+        c = self.cfg
+        return SNAILClassifier(c.ways, c.shots, model=c.model, filters=c.filters, tc_filters=c.tc_filters,
+                               attention=tuple(zip(c.key_sizes, c.value_sizes, strict=True)),
+                               rngs=nnx.Rngs(params=rng))
+
+    def model(self, params) -> SNAILClassifier:
+        return nnx.merge(self.graphdef, params)
+
+    def init(self, rng):
+        return nnx.state(self._model(rng), nnx.Param)
+
+    def episodes(self, rng: np.random.Generator, classes: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+        return glyphs.episode(rng, self.glyphs, classes, self.cfg.ways, self.cfg.shots, batch)
+
+    def batch(self, step: int):
+        rng = np.random.default_rng((self.cfg.train.seed, 11, step))
+        return self.episodes(rng, self.train_classes, self.cfg.batch_size)
+
+    def loss(self, params, batch, rng):
+        del rng
+        logits = self.model(params)(batch["images"], batch["labels"])[:, -1]
+        target = batch["labels"][:, -1]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+        return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == target)}
+
+    @functools.cached_property
+    def _predict(self):
+        return jax.jit(lambda p, im, lab: jnp.argmax(self.model(p)(im, lab)[:, -1], -1))
+
+    def accuracy(self, params, classes: np.ndarray, episodes: int, seed: int) -> float:
+        rng, correct, done = np.random.default_rng((self.cfg.train.seed, seed)), 0, 0
+        while done < episodes:
+            n = min(64, episodes - done)
+            b = self.episodes(rng, classes, n)
+            correct += int(np.sum(np.asarray(self._predict(params, b["images"], b["labels"])) == b["labels"][:, -1]))
+            done += n
+        return correct / episodes
+
+    def evaluate(self, params) -> dict[str, float]:
+        n = self.cfg.eval_episodes
+        return {"accuracy": self.accuracy(params, self.test_classes, n, 12),
+                "train_accuracy": self.accuracy(params, self.train_classes, max(n // 4, 1), 13)}
+
+
+# --- plots ----------------------------------------------------------------------------------------------------------
+def plot_episode(task: FewShotTask, params, path: Path) -> None:
+    """A test episode: support images with labels, the query with its prediction, and the query's weights in
+    the last attention block (over the support images and itself)."""
+    b = task.episodes(np.random.default_rng(5), task.test_classes, 1)
+    model = task.model(params)
+    logits = model(b["images"], b["labels"])[0, -1]
+    attention = [layer for layer in model.layers if isinstance(layer, AttentionBlock)]
+    weights = None
+    if attention:
+        x = model.features(jnp.asarray(b["images"]), jnp.asarray(b["labels"]))
+        for layer in model.layers:
+            if layer is attention[-1]:
+                weights = np.asarray(layer.weights(x))[0, -1]
+                break
+            x = layer(x)
+    t = b["images"].shape[1]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, t, figsize=(1.3 * t, 1.9))
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(b["images"][0, i], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label = b["labels"][0, i]
+        title = f"label {label}" if i < t - 1 else f"query: {int(jnp.argmax(logits))}\n(true {label})"
+        if weights is not None:
+            title += f"\nattn {weights[i]:.2f}"
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(f"{task.cfg.model}, {task.cfg.ways}-way {task.cfg.shots}-shot, a test episode", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_learning_curves(runs: dict[str, Path], path: Path, title: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for model, out in runs.items():
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if "accuracy" in r]
+        ax.plot([r["step"] for r in rows], [r["accuracy"] for r in rows], label=f"{model} (train episodes)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("query accuracy")
+    save_line_plot(fig, ax, path, title)
+
+
+# --- runs -----------------------------------------------------------------------------------------------------------
+def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    start = time.perf_counter()
+    task = FewShotTask(cfg)
+    config = {"experiment": "snail", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
+    summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
+    summary = {**summary, "wall_s": time.perf_counter() - start,
+               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+               "classes": {"train": len(task.train_classes), "test": len(task.test_classes)}}
+    if jax.process_index() == 0:
+        plot_episode(task, params, out / "episode.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv=None) -> dict | None:
+    parsed = cli.parse("snail", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    if parsed is None:
+        return None
+    cfg, out, preset, mesh = parsed
+    models = cfg.models or (cfg.model,)
+    for m in models:
+        if m not in MODELS:
+            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(MODELS)}")
+    out = Path(out)
+    summaries, dirs = {}, {}
+    for m in models:
+        dirs[m] = out / m if cfg.models else out
+        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
+    if cfg.models and jax.process_index() == 0:
+        plot_learning_curves(dirs, out / "learning_curve.png",
+                             f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})")
+        (out / "comparison.json").write_text(json.dumps(
+            {"preset": preset, "ways": cfg.ways, "shots": cfg.shots, "split": cfg.split,
+             "batch_size": cfg.batch_size, "eval_episodes": cfg.eval_episodes,
+             "command": "python -m experiments.snail " + " ".join(argv if argv is not None else sys.argv[1:]),
+             "summaries": summaries}, indent=1))
+    print(f"\nsnail, {cfg.ways}-way {cfg.shots}-shot, {cfg.split} split, preset {preset}: query accuracy")
+    for m, s in summaries.items():
+        print(f"  {m}: test {s['eval']['accuracy']:.4f}, train classes {s['eval']['train_accuracy']:.4f}")
+    return summaries
+
+
+def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
+    """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
+    run_dir, results = Path(run_dir), Path(results)
+    comparison = stage_comparison(run_dir, results)
+    images = []
+    for model in comparison["summaries"]:
+        if (run_dir / model / "episode.png").exists():
+            shutil.copy(run_dir / model / "episode.png", results / f"episode_{model}.png")
+            images.append(f"episode_{model}.png")
+    if (run_dir / "learning_curve.png").exists():
+        shutil.copy(run_dir / "learning_curve.png", results / "learning_curve.png")
+        images.insert(0, "learning_curve.png")
+    summaries = comparison["summaries"]
+    first = next(iter(summaries.values()))
+    setting = (comparison["ways"], comparison["shots"])
+    paper = PAPER.get(setting)
+    rows = [f"| model | test accuracy ({comparison['eval_episodes']} episodes) | training-class accuracy | "
+            "parameters | wall time |", "|---|---|---|---|---|"]
+    for model, s in summaries.items():
+        e = s["eval"]
+        rows.append(f"| {model} | {100 * e['accuracy']:.1f}% | {100 * e['train_accuracy']:.1f}% | "
+                    f"{s['parameters']:,} | {s['wall_s']:.0f} s |")
+    if paper is not None:
+        rows.append(f"| SNAIL, the paper (Omniglot) | {paper}% | | | |")
+    classes = first["classes"]
+    text = "\n".join([
+        f"Device: {first['device']}; {setting[0]}-way {setting[1]}-shot, {comparison['split']} split "
+        f"({classes['train']} training / {classes['test']} test characters), preset `{comparison['preset']}`, "
+        f"{first['steps']} steps of {comparison['batch_size']} episodes; written by "
+        f"`python -m experiments.publish snail {run_dir} --block {block}` from `{comparison['command']}`.",
+        "", *rows, "",
+        *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images],
+    ])
+    update_readme_block(block, text, readme)
+    return text
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""experiments.snail: glyph data and episodes, the main variant at smoke, one step of the other variants, publish."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import publish, snail
+from experiments.data import glyphs
+
+TINY = ["--preset", "smoke", "--set", "train.progress=false"]
+
+
+def test_glyphs_are_distinct_characters_of_many_scripts_with_varied_drawings():
+    g = glyphs.load(4)
+    c = len(g.chars)
+    assert g.images.shape == (c, 4, 28, 28) and c > 600 and len(set(g.scripts)) == len(glyphs.SCRIPTS)
+    assert len(set(g.chars)) == c
+    ink = g.images.reshape(c, 4, -1).mean(-1)
+    assert np.all(ink > 5)  # every drawing has ink
+    first, second = g.images[:, 0].astype(float), g.images[:, 1].astype(float)
+    assert np.mean(np.abs(first - second)) > 5  # drawings of a character differ
+    train, test = g.split("character")
+    assert not set(train) & set(test) and len(train) + len(test) == c
+    train, test = g.split("script")
+    assert {g.scripts[i] for i in test} == set(glyphs.TEST_SCRIPTS)
+    assert not {g.scripts[i] for i in train} & set(glyphs.TEST_SCRIPTS)
+    with pytest.raises(ValueError, match="unknown split"):
+        g.split("drawer")
+
+
+def test_episodes_hold_n_classes_k_shots_and_a_query_of_one_of_them():
+    g = glyphs.load(4)
+    classes = np.arange(50)
+    b = glyphs.episode(np.random.default_rng(0), g, classes, ways=5, shots=2, batch=8)
+    assert b["images"].shape == (8, 11, 28, 28) and b["labels"].shape == (8, 11)
+    for labels, images in zip(b["labels"], b["images"], strict=True):
+        assert sorted(labels[:-1].tolist()) == sorted(list(range(5)) * 2)
+        q = labels[-1]
+        assert q in labels[:-1]
+        for i in np.flatnonzero(labels[:-1] == q):
+            assert not np.array_equal(images[i], images[-1])  # the query is another drawing
+
+
+def test_smoke_main_variant(tmp_path):
+    s = snail.main(TINY + ["--out", str(tmp_path)])["snail"]
+    assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
+    assert 0.0 <= s["eval"]["accuracy"] <= 1.0 and (tmp_path / "episode.png").stat().st_size > 0
+
+
+def test_one_step_ablation_other_settings_and_publish(tmp_path):
+    out = tmp_path / "abl"
+    summaries = snail.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set",
+                                   "models=snail,tc-only,attn-only"])
+    assert list(summaries) == ["snail", "tc-only", "attn-only"]
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- s:begin -->\n<!-- s:end -->\n")
+    publish.main(["snail", str(out), "--block", "s", "--readme", str(readme), "--results", str(tmp_path / "res")])
+    text = readme.read_text()
+    for m, s in summaries.items():
+        assert f"| {m} | {100 * s['eval']['accuracy']:.1f}% |" in text
+    assert "| SNAIL, the paper (Omniglot) | 99.07% |" in text
+    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["ways"] == 5
+    for setting in (["ways=20", "shots=1"], ["ways=5", "shots=3", "split=script"]):
+        sets = [x for kv in setting for x in ("--set", kv)]
+        s = snail.main(TINY + ["--out", str(tmp_path / "_".join(setting)), "--set", "train.steps=1",
+                               "--set", "eval_episodes=4", *sets])["snail"]
+        assert 0.0 <= s["eval"]["accuracy"] <= 1.0
+    with pytest.raises(SystemExit, match="unknown model"):
+        snail.main(TINY + ["--set", "model=lstm"])
+    with pytest.raises(ValueError, match="drawings"):
+        snail.main(TINY + ["--set", "shots=4", "--out", str(tmp_path / "x")])
