@@ -19,7 +19,8 @@ def main(argv=None) -> str:
     ap = argparse.ArgumentParser(prog="python -m experiments.publish")
     ap.add_argument("experiment", choices=["seq2seq", "ntm", "pointer", "transformer", "lstmn", "snail"])
     ap.add_argument("run_dir", type=Path, nargs="+",
-                    help="a comparison run's --out folder (holds comparison.json); pointer: one or more run folders")
+                    help="a comparison run's --out folder (holds comparison.json); pointer, transformer, snail: "
+                         "one or more run folders")
     ap.add_argument("--block", required=True, help="the README block to rewrite (<!-- NAME:begin -->)")
     ap.add_argument("--readme", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=None, help="default experiments/results/<experiment>/<block>")
@@ -27,14 +28,14 @@ def main(argv=None) -> str:
     from experiments import lstmn, ntm, pointer, seq2seq, snail, transformer
 
     results = args.results or RESULTS / args.experiment / args.block
-    if args.experiment in ("pointer", "transformer"):
-        publish = pointer.publish if args.experiment == "pointer" else transformer.publish
+    if args.experiment in ("pointer", "transformer", "snail"):
+        publish = {"pointer": pointer.publish, "transformer": transformer.publish, "snail": snail.publish}[
+            args.experiment]
         text = publish(args.run_dir, results, args.block, args.readme)
     else:
         if len(args.run_dir) != 1:
             ap.error(f"{args.experiment} publishes one comparison run folder")
-        publish = {"seq2seq": seq2seq.publish, "ntm": ntm.publish, "lstmn": lstmn.publish,
-                   "snail": snail.publish}[args.experiment]
+        publish = {"seq2seq": seq2seq.publish, "ntm": ntm.publish, "lstmn": lstmn.publish}[args.experiment]
         text = publish(args.run_dir[0], results, args.block, args.readme)
     print(text)
     return text

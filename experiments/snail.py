@@ -232,9 +232,7 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
-def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
-    run_dir, results = Path(run_dir), Path(results)
+def _ablation(run_dir: Path, results: Path, block: str) -> list[str]:
     comparison = stage_comparison(run_dir, results)
     images = []
     for model in comparison["summaries"]:
@@ -247,24 +245,51 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     summaries = comparison["summaries"]
     first = next(iter(summaries.values()))
     setting = (comparison["ways"], comparison["shots"])
-    paper = PAPER.get(setting)
     rows = [f"| model | test accuracy ({comparison['eval_episodes']} episodes) | training-class accuracy | "
             "parameters | wall time |", "|---|---|---|---|---|"]
     for model, s in summaries.items():
         e = s["eval"]
         rows.append(f"| {model} | {100 * e['accuracy']:.1f}% | {100 * e['train_accuracy']:.1f}% | "
                     f"{s['parameters']:,} | {s['wall_s']:.0f} s |")
-    if paper is not None:
-        rows.append(f"| SNAIL, the paper (Omniglot) | {paper}% | | | |")
+    if setting in PAPER:
+        rows.append(f"| SNAIL, the paper (Omniglot) | {PAPER[setting]}% | | | |")
     classes = first["classes"]
-    text = "\n".join([
-        f"Device: {first['device']}; {setting[0]}-way {setting[1]}-shot, {comparison['split']} split "
-        f"({classes['train']} training / {classes['test']} test characters), preset `{comparison['preset']}`, "
-        f"{first['steps']} steps of {comparison['batch_size']} episodes; written by "
-        f"`python -m experiments.publish snail {run_dir} --block {block}` from `{comparison['command']}`.",
-        "", *rows, "",
-        *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images],
-    ])
+    return [f"Ablation ({first['device']}): {setting[0]}-way {setting[1]}-shot, {comparison['split']} split "
+            f"({classes['train']} training / {classes['test']} test characters), preset `{comparison['preset']}`, "
+            f"{first['steps']} steps of {comparison['batch_size']} episodes, from `{comparison['command']}`.",
+            "", *rows, "", *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]]
+
+
+def _settings(run_dirs: list[Path], results: Path) -> list[str]:
+    rows = ["| setting | split | steps x episodes | test accuracy | training-class accuracy | the paper (Omniglot) | "
+            "wall time |", "|---|---|---|---|---|---|---|"]
+    device = ""
+    for run in run_dirs:
+        config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
+        for f in ("config.json", "summary.json"):
+            (results / f"{run.name}.{f}").write_text((run / f).read_text())
+        setting, e, device = (config["ways"], config["shots"]), summary["eval"], summary["device"]
+        paper = f"{PAPER[setting]}%" if setting in PAPER else "–"
+        rows.append(f"| {config['model']}, {setting[0]}-way {setting[1]}-shot | {config['split']} | "
+                    f"{summary['steps']} x {config['batch_size']} | {100 * e['accuracy']:.1f}% | "
+                    f"{100 * e['train_accuracy']:.1f}% | {paper} | {summary['wall_s']:.0f} s |")
+    return [f"N-way K-shot settings ({device}; each trained separately, the episode batch shrunk as episodes "
+            "grow so that every run sees about the same number of images):", "", *rows]
+
+
+def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
+    """README block from an ablation run (holds comparison.json) and/or single-setting runs."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    parts = [f"Written by `python -m experiments.publish snail {' '.join(map(str, run_dirs))} --block {block}` "
+             "from the runs' JSON."]
+    for run in [r for r in run_dirs if (r / "comparison.json").exists()]:
+        parts += ["", *_ablation(run, results, block)]
+    singles = [r for r in run_dirs if not (r / "comparison.json").exists()]
+    if singles:
+        parts += ["", *_settings(singles, results)]
+    text = "\n".join(parts)
     update_readme_block(block, text, readme)
     return text
 

@@ -55,19 +55,24 @@ def test_one_step_ablation_other_settings_and_publish(tmp_path):
     summaries = snail.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set",
                                    "models=snail,tc-only,attn-only"])
     assert list(summaries) == ["snail", "tc-only", "attn-only"]
+    singles = {}
+    for setting in (["ways=20", "shots=1"], ["ways=5", "shots=3", "split=script"]):
+        sets = [x for kv in setting for x in ("--set", kv)]
+        singles[tmp_path / "_".join(setting)] = snail.main(
+            TINY + ["--out", str(tmp_path / "_".join(setting)), "--set", "train.steps=1", "--set", "eval_episodes=4",
+                    *sets])["snail"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- s:begin -->\n<!-- s:end -->\n")
-    publish.main(["snail", str(out), "--block", "s", "--readme", str(readme), "--results", str(tmp_path / "res")])
+    publish.main(["snail", str(out), *map(str, singles), "--block", "s", "--readme", str(readme), "--results",
+                  str(tmp_path / "res")])
     text = readme.read_text()
     for m, s in summaries.items():
         assert f"| {m} | {100 * s['eval']['accuracy']:.1f}% |" in text
     assert "| SNAIL, the paper (Omniglot) | 99.07% |" in text
     assert json.loads((tmp_path / "res" / "comparison.json").read_text())["ways"] == 5
-    for setting in (["ways=20", "shots=1"], ["ways=5", "shots=3", "split=script"]):
-        sets = [x for kv in setting for x in ("--set", kv)]
-        s = snail.main(TINY + ["--out", str(tmp_path / "_".join(setting)), "--set", "train.steps=1",
-                               "--set", "eval_episodes=4", *sets])["snail"]
-        assert 0.0 <= s["eval"]["accuracy"] <= 1.0
+    s = singles[tmp_path / "ways=20_shots=1"]
+    assert f"| snail, 20-way 1-shot | character | 1 x 4 | {100 * s['eval']['accuracy']:.1f}% |" in text
+    assert "| 97.64% |" in text and "| snail, 5-way 3-shot | script |" in text
     with pytest.raises(SystemExit, match="unknown model"):
         snail.main(TINY + ["--set", "model=lstm"])
     with pytest.raises(ValueError, match="drawings"):
