@@ -34,7 +34,7 @@ from flax import nnx
 from attn_jax.nn.lstmn import LSTMN
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
+from attn_jax.train.report import plot_metric_curves, pyplot, repo_relative, stage_comparison, update_readme_block
 from experiments.data import chars
 
 MODELS = ("lstmn", "lstm")
@@ -216,18 +216,6 @@ def plot_attention(task: CharLMTask, params, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(runs: dict[str, Path], path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for model, out in runs.items():
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        train_rows = [r for r in rows if "bits_per_char" in r]
-        ax.plot([r["step"] for r in train_rows], [r["bits_per_char"] for r in train_rows], label=f"{model} (train)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits per character")
-    save_line_plot(fig, ax, path, title)
-
-
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     start = time.perf_counter()
@@ -251,17 +239,11 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    models = cfg.models or (cfg.model,)
-    for m in models:
-        if m not in MODELS:
-            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(MODELS)}")
+    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
     out = Path(out)
-    summaries, dirs = {}, {}
-    for m in models:
-        dirs[m] = out / m if cfg.models else out
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     if cfg.models and jax.process_index() == 0:
-        plot_learning_curves(dirs, out / "learning_curve.png", f"character LM on {chars.SOURCE} ({preset})")
+        plot_metric_curves(dirs, "bits_per_char", out / "learning_curve.png",
+                           f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
         (out / "comparison.json").write_text(json.dumps(
             {"preset": preset, "batch_size": cfg.batch_size, "length": cfg.length,
              "command": "python -m experiments.lstmn " + " ".join(argv if argv is not None else sys.argv[1:]),

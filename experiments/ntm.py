@@ -37,7 +37,14 @@ from flax import nnx
 from attn_jax.nn.ntm import NTM, LSTMBaseline
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
+from attn_jax.train.report import (
+    plot_metric_curves,
+    pyplot,
+    repo_relative,
+    save_line_plot,
+    stage_comparison,
+    update_readme_block,
+)
 from experiments.data import ntm_tasks
 
 MODELS = ("ntm", "lstm")
@@ -196,16 +203,8 @@ def repeat_generalisation(d: TaskConfig) -> list[tuple[int, int]]:
 
 # --- plots --------------------------------------------------------------------------------------------------------
 def plot_learning_curves(runs: dict[str, Path], batch_size: int, path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for model, out in runs.items():
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        rows = [r for r in rows if "bits" in r]
-        ax.plot([r["step"] * batch_size for r in rows], [r["bits"] for r in rows], label=model)
-    ax.set_xlabel("sequences seen")
-    ax.set_ylabel("cost per sequence (bits)")
-    ax.set_yscale("log")
-    save_line_plot(fig, ax, path, title)
+    plot_metric_curves(runs, "bits", path, title, "cost per sequence (bits)", x_per_step=batch_size,
+                       xlabel="sequences seen", log_y=True)
 
 
 def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, path: Path) -> None:
@@ -268,17 +267,10 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    models = cfg.models or (cfg.model,)
-    for m in models:
-        if m not in MODELS:
-            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(MODELS)}")
     if cfg.task not in ntm_tasks.TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(ntm_tasks.TASKS)}")
+    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
     out = Path(out)
-    summaries, dirs = {}, {}
-    for m in models:
-        dirs[m] = out / m if cfg.models else out
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     if cfg.models:
         plot_learning_curves(dirs, cfg.batch_size, out / "learning_curve.png", f"{cfg.task} ({preset})")
         if cfg.task == "copy":

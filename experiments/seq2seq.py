@@ -364,19 +364,10 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    for m in cfg.models or (cfg.model,):
-        if m not in ATTENTIONS:
-            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(ATTENTIONS)}")
     if cfg.data not in DATASETS:
         raise SystemExit(f"unknown data {cfg.data!r}; valid: {', '.join(DATASETS)}")
+    summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
     out = Path(out)
-    models = cfg.models or (cfg.model,)
-    summaries = {}
-    for m in models:
-        run_out = out / m if cfg.models else out
-        if cfg.models:
-            print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {run_out}")
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), run_out, preset, mesh)
     buckets = cfg.dataset.length_buckets or DEFAULT_BUCKETS[cfg.data]
     counts = next(iter(summaries.values()))["bucket_counts"]
     plot_bleu_by_length(summaries, buckets, counts, out / "bleu_by_length.png",
@@ -389,7 +380,7 @@ def main(argv=None) -> dict | None:
              "summaries": summaries}, indent=1))
     print(f"\n{cfg.data}, preset {preset}: test BLEU by source length (tokens)\n{table}\n")
     print(f"plots: {out / 'bleu_by_length.png'}"
-          + "".join(f", {(out / m if cfg.models else out) / 'alignments.png'}" for m in models if m != "none"))
+          + "".join(f", {(out / m if cfg.models else out) / 'alignments.png'}" for m in summaries if m != "none"))
     return summaries
 
 

@@ -34,7 +34,7 @@ from flax import nnx
 from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
+from attn_jax.train.report import plot_metric_curves, pyplot, repo_relative, stage_comparison, update_readme_block
 from experiments.data import glyphs
 
 # Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
@@ -177,18 +177,6 @@ def plot_episode(task: FewShotTask, params, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(runs: dict[str, Path], path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for model, out in runs.items():
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        rows = [r for r in rows if "accuracy" in r]
-        ax.plot([r["step"] for r in rows], [r["accuracy"] for r in rows], label=f"{model} (train episodes)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("query accuracy")
-    save_line_plot(fig, ax, path, title)
-
-
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     start = time.perf_counter()
@@ -209,18 +197,12 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    models = cfg.models or (cfg.model,)
-    for m in models:
-        if m not in MODELS:
-            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(MODELS)}")
+    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
     out = Path(out)
-    summaries, dirs = {}, {}
-    for m in models:
-        dirs[m] = out / m if cfg.models else out
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     if cfg.models and jax.process_index() == 0:
-        plot_learning_curves(dirs, out / "learning_curve.png",
-                             f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})")
+        plot_metric_curves(dirs, "accuracy", out / "learning_curve.png",
+                           f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})",
+                           "query accuracy (training episodes)")
         (out / "comparison.json").write_text(json.dumps(
             {"preset": preset, "ways": cfg.ways, "shots": cfg.shots, "split": cfg.split,
              "batch_size": cfg.batch_size, "eval_episodes": cfg.eval_episodes,

@@ -11,6 +11,7 @@ config has a ``train: TrainConfig`` field) and a function building its
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -76,6 +77,24 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
     mesh = make_mesh(args.mesh) if args.mesh else None
     out = args.out or Path("runs") / name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Run(cfg, out, args.preset, mesh)
+
+
+def run_models(run: Run, run_one: Callable[..., dict], valid: tuple[str, ...]) -> tuple[dict, dict]:
+    """The ``model`` / ``models`` convention: run ``run_one(cfg, out, preset, mesh)`` for ``cfg.model``, or for each
+    of ``cfg.models`` in ``out/<model>`` (comparison mode). Returns (summaries, run folders) by model name."""
+    cfg, out, preset, mesh = run
+    models = cfg.models or (cfg.model,)
+    for m in models:
+        if m not in valid:
+            raise SystemExit(f"unknown model {m!r}; valid: {', '.join(valid)}")
+    out = Path(out)
+    summaries, dirs = {}, {}
+    for m in models:
+        dirs[m] = out / m if cfg.models else out
+        if cfg.models:
+            print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {dirs[m]}")
+        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
+    return summaries, dirs
 
 
 def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],

@@ -54,3 +54,21 @@ def save_line_plot(fig, ax, path: Path, title: str, dpi: int = 120) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
+
+
+def plot_metric_curves(runs: dict[str, Path], key: str, path: Path, title: str, ylabel: str, *,
+                       x_per_step: float = 1.0, xlabel: str = "step", label: str = "{name}",
+                       log_y: bool = False) -> None:
+    """One line per run: the training ``key`` logged in each run folder's ``metrics.jsonl``, against the step
+    (times ``x_per_step``, e.g. the batch size for "examples seen")."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, out in runs.items():
+        rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if key in r]
+        ax.plot([r["step"] * x_per_step for r in rows], [r[key] for r in rows], label=label.format(name=name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    save_line_plot(fig, ax, path, title)
