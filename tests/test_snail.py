@@ -55,18 +55,23 @@ def test_classifier_is_causal_over_the_episode(model):
     assert kinds == {"snail": {"AttentionBlock", "TCBlock"}, "tc-only": {"TCBlock"},
                      "attn-only": {"AttentionBlock"}}[model]
     t = clf.length
-    images = jax.random.uniform(jax.random.key(4), (1, t, 28, 28))
-    labels = jnp.array([[0, 1, 2, 0, 1, 2, 1]])
+    images = jax.random.uniform(jax.random.key(4), (3, t, 28, 28))  # 3 episodes: standardised across them
+    labels = jnp.array([[0, 1, 2, 0, 1, 2, 1], [2, 1, 0, 0, 1, 2, 0], [1, 1, 0, 2, 0, 2, 2]])
     logits = clf(images, labels)
-    assert logits.shape == (1, t, 3)
+    assert logits.shape == (3, t, 3)
     # the query's label is hidden from the model
-    np.testing.assert_allclose(clf(images, labels.at[0, -1].set(0)), logits, atol=1e-6)
-    jac = jax.jacobian(lambda im: clf(im, labels)[0].sum(-1))(images)[:, 0]  # [T_out, T_in, H, W]
+    np.testing.assert_allclose(clf(images, labels.at[:, -1].set(0)), logits, atol=1e-6)
+    jac = jax.jacobian(lambda im: clf(im, labels)[0].sum(-1))(images)[:, 0]  # [T_out, T_in, H, W] of episode 0
     norms = np.asarray(jnp.abs(jac).sum((-1, -2)))
     assert np.all(norms[np.triu(np.ones((t, t), bool), k=1)] == 0.0)
     assert np.all(np.diag(norms) > 0.0) and norms[-1, 0] > 0.0  # the query sees the first support image
 
 
-def test_classifier_errors():
+def test_classifier_errors_and_unstandardised_single_episodes():
     with pytest.raises(ValueError, match="unknown model"):
         SNAILClassifier(5, 1, model="lstm", rngs=nnx.Rngs(0))
+    kw = dict(filters=8, tc_filters=8, attention=((8, 4), (8, 4), (8, 4)), rngs=nnx.Rngs(0))
+    images, labels = jnp.ones((1, 3, 28, 28)), jnp.array([[0, 1, 0]])
+    with pytest.raises(ValueError, match="batch 1"):
+        SNAILClassifier(2, 1, **kw)(images, labels)
+    assert SNAILClassifier(2, 1, standardize=False, **kw)(images, labels).shape == (1, 3, 2)

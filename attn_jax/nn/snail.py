@@ -136,14 +136,18 @@ class ConvEmbedding(nnx.Module):
 
 class SNAILClassifier(nnx.Module):
     """N-way K-shot: ``images [B, T, H, W]`` (T = N·K + 1, the query last), ``labels [B, T]`` int (the query's
-    ignored) -> logits ``[B, T, N]`` (the query's prediction is ``[:, -1]``)."""
+    ignored) -> logits ``[B, T, N]`` (the query's prediction is ``[:, -1]``).
+
+    The paper's embedding uses BatchNorm; per-image GroupNorm alone left our model at chance for 500 steps
+    (the embeddings of different images start nearly identical), so by default the embeddings are also
+    standardised across the batch's episodes at each step (:meth:`features`)."""
 
     def __init__(self, ways: int, shots: int, *, rngs: nnx.Rngs, model: str = "snail", filters: int = 64,
                  tc_filters: int = 128, attention: tuple[tuple[int, int], ...] = ((64, 32), (256, 128), (512, 256)),
-                 implementation: str | None = None):
+                 implementation: str | None = None, standardize: bool = True):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
-        self.ways, self.shots, self.model = ways, shots, model
+        self.ways, self.shots, self.model, self.standardize = ways, shots, model, standardize
         self.length = ways * shots + 1
         self.embed = ConvEmbedding(filters, rngs=rngs)
         c = filters + ways
@@ -159,9 +163,17 @@ class SNAILClassifier(nnx.Module):
         self.head = nnx.Linear(c, ways, rngs=rngs)
 
     def features(self, images: Array, labels: Array) -> Array:
-        """``[embedding; one-hot label]`` per step, the last step's label zeroed: ``[B, T, F + N]``."""
+        """``[embedding; one-hot label]`` per step, the last step's label zeroed: ``[B, T, F + N]``.
+
+        With ``standardize`` each embedding feature is standardised over the episodes of the batch, separately
+        at every step t (batch normalisation without running statistics, taken across episodes, never across
+        time, so step t still sees nothing later). It needs several episodes per batch."""
         b, t = labels.shape
         e = self.embed(images.reshape(b * t, *images.shape[2:], 1).astype(jnp.float32)).reshape(b, t, -1)
+        if self.standardize:
+            if b < 2:
+                raise ValueError(f"standardize=True normalises over the episodes of a batch: got batch {b}")
+            e = (e - e.mean(0)) * jax.lax.rsqrt(e.var(0) + 1e-5)
         onehot = jax.nn.one_hot(labels, self.ways) * (jnp.arange(t) < t - 1)[None, :, None]
         return jnp.concatenate([e, onehot], axis=-1)
 
