@@ -43,3 +43,11 @@ def test_alignment_error_rate():
     # target tokens with no gold link at all are not scored
     none = [[frozenset()] * 3]
     assert np.isnan(tm.alignment_error_rate(perfect, none, none))
+
+
+def test_bleu_n_by_hand():
+    from attn_jax.train.text_metrics import bleu
+
+    h, r = [["a", "b", "c", "d"], ["a", "b"]], [["a", "b", "c", "e"], ["a", "c"]]
+    assert bleu(h, r, 1) == pytest.approx(100 * 4 / 6)  # unigram precision 4/6, no brevity penalty
+    assert bleu(h, r, 2) == pytest.approx(100 * (4 / 6 * 2 / 4) ** 0.5)  # bigrams: ab, bc of ab bc cd ab

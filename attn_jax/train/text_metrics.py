@@ -15,16 +15,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU (0-100) over pre-tokenised sequences."""
-    import sacrebleu
+def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], max_order: int = 4) -> float:
+    """Corpus BLEU (0-100) over pre-tokenised sequences; ``max_order`` n gives BLEU-n (cumulative: the geometric
+    mean of the 1..n-gram precisions, as captioning papers report BLEU-1..4)."""
+    from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     if not hypotheses:
         return float("nan")
-    return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], [[" ".join(r) for r in references]],
-                                       tokenize="none").score)
+    metric = BLEU(tokenize="none", max_ngram_order=max_order)
+    return float(metric.corpus_score([" ".join(h) for h in hypotheses], [[" ".join(r) for r in references]]).score)
 
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:

@@ -1,0 +1,28 @@
+"""REINFORCE (Williams 1992) for hard attention: the score-function gradient as a surrogate loss term.
+
+For actions ``s`` sampled from ``p_θ`` with reward ``R(s)``, ``∇ E[R] = E[(R - b) ∇ log p_θ(s)]`` for any
+baseline ``b`` that does not depend on ``s``. :func:`score_function_surrogate` returns a term whose
+gradient is the single-sample estimate and whose value is zero, so adding it to a loss changes the
+gradient and not the reported number. Show, Attend and Tell (§4.1) uses ``R = log p(y | s, a)``, a
+moving-average baseline (:func:`ema`) and an entropy bonus on the attention distribution.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def score_function_surrogate(log_p_actions: Array, reward: Array, baseline: Array | float = 0.0) -> Array:
+    """``(R - b) · log p(s)`` with ``R`` and ``b`` held constant, minus its own value: zero-valued, with gradient
+    ``(R - b) ∇ log p(s)``. Shapes broadcast (e.g. ``[B]`` each); maximise it (or minimise its negative)."""
+    advantage = jax.lax.stop_gradient(jnp.asarray(reward) - baseline)
+    term = advantage * log_p_actions
+    return term - jax.lax.stop_gradient(term)
+
+
+def ema(baseline: Array | float, value: Array | float, decay: float = 0.9) -> Array:
+    """The moving-average baseline's update ``b ← decay · b + (1 - decay) · value``."""
+    return decay * jnp.asarray(baseline) + (1.0 - decay) * jnp.asarray(value)

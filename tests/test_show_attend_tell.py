@@ -1,0 +1,71 @@
+"""Show, Attend and Tell: attention weights, soft context with the gate, hard sampling, the penalty."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attn_jax.nn.show_attend_tell import ShowAttendTell, doubly_stochastic_penalty
+
+KW = dict(features=8, hidden=16, embed=8, attention_features=8)
+
+
+def _model(attention):
+    return ShowAttendTell(11, attention=attention, rngs=nnx.Rngs(0), **KW)
+
+
+def test_soft_context_is_the_gated_expectation_and_weights_are_distributions():
+    m = _model("soft")
+    images = jax.random.uniform(jax.random.key(1), (2, 16, 32))
+    a = m.encoder(images)
+    assert a.shape == (2, 4 * 8, 8) and m.encoder.grid(16, 32) == (4, 8)
+    keys = m.w_a(a)
+    carry = m.initial_state(a)
+    _, logits, (alpha, loc, logp, ent, beta) = m.step(carry, jnp.array([1, 1]), a, keys)
+    np.testing.assert_allclose(alpha.sum(-1), 1.0, atol=1e-6)
+    # recompute eq. 4 and the gated context by hand
+    c, h = carry
+    e = np.asarray(m.v(jnp.tanh(keys + m.w_h(h)[:, None])))[..., 0]
+    ref = np.exp(e - e.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(alpha, ref, atol=1e-6)
+    np.testing.assert_allclose(beta, jax.nn.sigmoid(m.f_beta(h))[:, 0], atol=1e-6)
+    assert np.all(np.asarray(loc) == -1) and np.all(np.asarray(logp) == 0)
+    lg, trace = m(images, jnp.array([[1, 3, 4], [1, 5, 6]]))
+    assert lg.shape == (2, 3, 11) and trace.alphas.shape == (2, 3, 32)
+    np.testing.assert_allclose(lg[:, 0], logits, atol=1e-5)
+
+
+def test_hard_attention_samples_locations_half_the_time_and_reports_their_log_probability():
+    m = _model("hard")
+    images = jax.random.uniform(jax.random.key(2), (256, 16, 32))
+    tokens = jnp.ones((256, 4), jnp.int32)
+    _, tr = m(images, tokens, rng=jax.random.key(3))
+    sampled = np.asarray(tr.locations) >= 0
+    assert 0.4 < sampled.mean() < 0.6  # the paper's 0.5 probability of the expected context
+    alphas, locs = np.asarray(tr.alphas), np.asarray(tr.locations)
+    picked = np.take_along_axis(alphas, np.maximum(locs, 0)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(tr.log_p_locations)[sampled], np.log(picked[sampled]), atol=1e-5)
+    assert np.all(np.asarray(tr.log_p_locations)[~sampled] == 0)
+    with pytest.raises(ValueError, match="rng"):
+        m(images[:1], tokens[:1])
+
+
+def test_no_attention_ignores_the_attention_parameters():
+    m = _model("none")
+    images = jax.random.uniform(jax.random.key(4), (2, 16, 32))
+    grads = nnx.grad(lambda m: jnp.sum(m(images, jnp.array([[1, 2], [3, 4]]))[0] ** 2))(m)
+    assert float(jnp.abs(grads["w_a"]["kernel"][...]).sum()) == 0.0
+    assert float(jnp.abs(grads["encoder"]["convs"][0]["kernel"][...]).sum()) > 0.0
+    with pytest.raises(ValueError, match="unknown attention"):
+        ShowAttendTell(5, attention="local", rngs=nnx.Rngs(0))
+
+
+def test_doubly_stochastic_penalty_by_hand():
+    alphas = jnp.array([[[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])  # [1, T=3, L=3]
+    mask = jnp.array([[1.0, 1.0, 0.0]])  # the third step is padding
+    # coverage = [0.5, 1.5, 0] -> (0.5)^2 + (-0.5)^2 + 1^2
+    np.testing.assert_allclose(doubly_stochastic_penalty(alphas, mask), [1.5])
