@@ -91,27 +91,30 @@ class ShowAttendTell(nnx.Module):
         scores = self.v(jnp.tanh(keys + self.w_h(h)[:, None]))[..., 0]
         return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
 
-    def step(self, carry, token: Array, a: Array, keys: Array, rng: Array | None = None):
-        """One word: ``carry = (c, h)``, ``token [B]`` (y_{t-1}) -> ``(carry, logits [B, V], trace fields)``."""
+    def step(self, carry, token: Array, a: Array, keys: Array, rng: Array | None = None, expected: bool = False):
+        """One word: ``carry = (c, h)``, ``token [B]`` (y_{t-1}) -> ``(carry, logits [B, V], trace fields)``.
+        ``expected``: hard attention takes the expected context (deterministic decoding)."""
         c, h = carry
         b, n = a.shape[:2]
         alpha = self.weights(keys, h)
         entropy = -jnp.sum(alpha * jnp.log(jnp.maximum(alpha, 1e-30)), axis=-1)
         beta = jnp.ones((b,), jnp.float32)
         location, log_p = jnp.full((b,), -1, jnp.int32), jnp.zeros((b,), jnp.float32)
-        expected = jnp.einsum("bl,bld->bd", alpha.astype(a.dtype), a)
+        z_expected = jnp.einsum("bl,bld->bd", alpha.astype(a.dtype), a)
         if self.attention == "none":
             z = a.mean(axis=1)
         elif self.attention == "soft":
             beta = jax.nn.sigmoid(self.f_beta(h))[:, 0]
-            z = beta[:, None] * expected
+            z = beta[:, None] * z_expected
+        elif expected:
+            z = z_expected
         else:
             if rng is None:
                 raise ValueError('attention="hard" needs an rng for sampling locations (teacher forcing and decoding)')
             k_loc, k_mix = jax.random.split(rng)
             sampled = jax.random.categorical(k_loc, jnp.log(jnp.maximum(alpha, 1e-30)))
             use_expected = jax.random.bernoulli(k_mix, self.expected_prob, (b,))
-            z = jnp.where(use_expected[:, None], expected, a[jnp.arange(b), sampled])
+            z = jnp.where(use_expected[:, None], z_expected, a[jnp.arange(b), sampled])
             location = jnp.where(use_expected, -1, sampled)
             log_p = jnp.where(use_expected, 0.0, jnp.log(jnp.maximum(alpha[jnp.arange(b), sampled], 1e-30)))
         e = self.embed(token)

@@ -73,6 +73,8 @@ class Task(Protocol):
 
     def evaluate(self, params: Any) -> Mapping[str, float]: ...
 
+    # optional: ``optimizer(cfg) -> optax.GradientTransformation`` replaces :func:`make_optimizer`
+
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     if cfg.schedule == "cosine":
@@ -183,7 +185,8 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
     main_process = jax.process_index() == 0
     if main_process:
         _check_config(out, config if config is not None else dataclasses.asdict(cfg))
-    optimizer = make_optimizer(cfg)
+    # a task may bring its own optimizer (e.g. a non-gradient update for part of its state); else the config's
+    optimizer = task.optimizer(cfg) if hasattr(task, "optimizer") else make_optimizer(cfg)
     param_rules, activation_rules = parse_rules(cfg.sharding_rules)
     params, opt_state, param_sh, opt_sh = _place(task.init(jax.random.key(cfg.seed)), optimizer, mesh, param_rules)
     manager = ocp.CheckpointManager(
