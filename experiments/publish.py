@@ -18,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(prog="python -m experiments.publish")
     ap.add_argument("experiment", choices=["seq2seq", "ntm", "pointer", "transformer", "lstmn", "snail",
-                                           "show_attend_tell"])
+                                           "show_attend_tell", "sagan"])
     ap.add_argument("run_dir", type=Path, nargs="+",
                     help="a comparison run's --out folder (holds comparison.json); pointer, transformer, snail: "
                          "one or more run folders")
@@ -26,7 +26,7 @@ def main(argv=None) -> str:
     ap.add_argument("--readme", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=None, help="default experiments/results/<experiment>/<block>")
     args = ap.parse_args(argv)
-    from experiments import lstmn, ntm, pointer, seq2seq, show_attend_tell, snail, transformer
+    from experiments import lstmn, ntm, pointer, sagan, seq2seq, show_attend_tell, snail, transformer
 
     results = args.results or RESULTS / args.experiment / args.block
     if args.experiment in ("pointer", "transformer", "snail"):
@@ -37,7 +37,7 @@ def main(argv=None) -> str:
         if len(args.run_dir) != 1:
             ap.error(f"{args.experiment} publishes one comparison run folder")
         publish = {"seq2seq": seq2seq.publish, "ntm": ntm.publish, "lstmn": lstmn.publish,
-                   "show_attend_tell": show_attend_tell.publish}[args.experiment]
+                   "show_attend_tell": show_attend_tell.publish, "sagan": sagan.publish}[args.experiment]
         text = publish(args.run_dir[0], results, args.block, args.readme)
     print(text)
     return text

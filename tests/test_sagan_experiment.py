@@ -1,0 +1,70 @@
+"""experiments.sagan: the main variant at smoke, one step of the others, publish, the players' gradients, FD."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attn_jax.nn.sagan import hinge_losses
+from experiments import publish, sagan
+
+TINY = ["--preset", "smoke", "--set", "train.progress=false"]
+
+
+def test_smoke_main_variant(tmp_path):
+    s = sagan.main(TINY + ["--out", str(tmp_path)])["16"]
+    assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
+    assert set(s["eval"]) == {"classifier_fd", "sample_accuracy", "classifier_test_accuracy"}
+    assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "attention.png").stat().st_size > 0
+
+
+def test_one_step_comparison_and_publish(tmp_path):
+    out = tmp_path / "cmp"
+    summaries = sagan.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set", "models=none,8"])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- g:begin -->\n<!-- g:end -->\n")
+    publish.main(["sagan", str(out), "--block", "g", "--readme", str(readme), "--results", str(tmp_path / "res")])
+    text = readme.read_text()
+    assert f"| none | {summaries['none']['eval']['classifier_fd']:.2f} |" in text and "| 8 x 8 |" in text
+    assert "| 22.98 |" in text  # the paper's feat8 FID beside ours
+    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["size"] == 16
+    with pytest.raises(SystemExit, match="unknown model"):
+        sagan.main(TINY + ["--set", "model=4"])
+
+
+def test_each_player_gets_the_gradient_of_its_own_loss_and_the_reported_loss_is_the_generators():
+    task = sagan.GANTask(dataclasses.replace(sagan.smoke(), model="8"))
+    params = task.init(jax.random.key(0))
+    batch = task.batch(0)
+    (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, None)
+    assert float(loss) == pytest.approx(float(aux["g_loss"]), abs=1e-6)
+
+    def scores(p):
+        g = nnx.merge(task.g_def, p["g"])
+        d = nnx.merge(task.d_def, p["d"])
+        fake = g(batch["z"], batch["fake_labels"])
+        return d(batch["images"], batch["labels"]), d(fake, batch["fake_labels"])
+
+    grad_d = jax.grad(lambda p: hinge_losses(*scores(p))[0])(params)["d"]
+    grad_g = jax.grad(lambda p: hinge_losses(*scores(p))[1])(params)["g"]
+    for got, want in ((grads["d"], grad_d), (grads["g"], grad_g)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 3))
+    assert sagan.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert sagan.frechet_distance(a, a + np.array([1.0, 2.0, 0.0])) == pytest.approx(5.0, rel=1e-6)
+    # N(0, I) vs N(0, 4I) in 3-D: trace(I + 4I - 2·2I) = 3
+    assert sagan.frechet_distance(a, 2.0 * rng.standard_normal((4000, 3))) == pytest.approx(3.0, abs=0.3)
+    images, labels = sagan.images_at(16)
+    assert images.shape == (1797, 16, 16, 1) and images.min() == -1.0 and images.max() == 1.0
+    assert jnp.asarray(labels).max() == 9
