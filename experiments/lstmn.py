@@ -244,10 +244,8 @@ def main(argv=None) -> dict | None:
     if cfg.models and jax.process_index() == 0:
         plot_metric_curves(dirs, "bits_per_char", out / "learning_curve.png",
                            f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
-        (out / "comparison.json").write_text(json.dumps(
-            {"preset": preset, "batch_size": cfg.batch_size, "length": cfg.length,
-             "command": "python -m experiments.lstmn " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "summaries": summaries}, indent=1))
+        cli.save_comparison(out, "lstmn", argv, summaries, preset=preset, batch_size=cfg.batch_size,
+                            length=cfg.length)
     print(f"\nlstmn, preset {preset}: held-out bits per character")
     for m, s in summaries.items():
         print(f"  {m} (hidden {s['hidden']}, {s['parameters']:,} parameters): {s['eval']['bits_per_char']:.4f}")

@@ -140,7 +140,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import linalg
 
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ridge = 1e-6 * np.eye(a.shape[1])  # dead (constant) features make the covariances singular
+    cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
     root = linalg.sqrtm(cov_a @ cov_b)
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * np.real(root)))
 
@@ -297,10 +298,8 @@ def main(argv=None) -> dict | None:
     summaries, _ = cli.run_models(parsed, run_one, MODELS)
     out = Path(out)
     if cfg.models and jax.process_index() == 0:
-        (out / "comparison.json").write_text(json.dumps(
-            {"preset": preset, "size": cfg.size, "batch_size": cfg.batch_size, "eval_samples": cfg.eval_samples,
-             "command": "python -m experiments.sagan " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "summaries": summaries}, indent=1))
+        cli.save_comparison(out, "sagan", argv, summaries, preset=preset, size=cfg.size, batch_size=cfg.batch_size,
+                            eval_samples=cfg.eval_samples)
     print(f"\nsagan, preset {preset}:")
     for m, s in summaries.items():
         print(f"  attention {m}: " + ", ".join(f"{k} {v:.4g}" for k, v in s["eval"].items()))

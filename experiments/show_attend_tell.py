@@ -246,10 +246,8 @@ def main(argv=None) -> dict | None:
     summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
     out = Path(out)
     if cfg.models and jax.process_index() == 0:
-        (out / "comparison.json").write_text(json.dumps(
-            {"preset": preset, "batch_size": cfg.batch_size, "eval_size": cfg.eval_size,
-             "command": "python -m experiments.show_attend_tell " + " ".join(
-                 argv if argv is not None else sys.argv[1:]), "summaries": summaries}, indent=1))
+        cli.save_comparison(out, "show_attend_tell", argv, summaries, preset=preset, batch_size=cfg.batch_size,
+                            eval_size=cfg.eval_size)
     print(f"\nshow_attend_tell, preset {preset}: test captions")
     for m, s in summaries.items():
         print(f"  {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in s["eval"].items()))

@@ -205,11 +205,8 @@ def main(argv=None) -> dict | None:
         plot_metric_curves(dirs, "accuracy", out / "learning_curve.png",
                            f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})",
                            "query accuracy (training episodes)")
-        (out / "comparison.json").write_text(json.dumps(
-            {"preset": preset, "ways": cfg.ways, "shots": cfg.shots, "split": cfg.split,
-             "batch_size": cfg.batch_size, "eval_episodes": cfg.eval_episodes,
-             "command": "python -m experiments.snail " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "summaries": summaries}, indent=1))
+        cli.save_comparison(out, "snail", argv, summaries, preset=preset, ways=cfg.ways, shots=cfg.shots,
+                            split=cfg.split, batch_size=cfg.batch_size, eval_episodes=cfg.eval_episodes)
     print(f"\nsnail, {cfg.ways}-way {cfg.shots}-shot, {cfg.split} split, preset {preset}: query accuracy")
     for m, s in summaries.items():
         print(f"  {m}: test {s['eval']['accuracy']:.4f}, train classes {s['eval']['train_accuracy']:.4f}")

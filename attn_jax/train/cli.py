@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,6 +97,13 @@ def run_models(run: Run, run_one: Callable[..., dict], valid: tuple[str, ...]) -
             print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {dirs[m]}")
         summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     return summaries, dirs
+
+
+def save_comparison(out: Path, name: str, argv, summaries: Mapping[str, dict], **fields) -> None:
+    """``out/comparison.json`` of a ``models=...`` run: ``fields``, the command line and every model's summary."""
+    command = f"python -m experiments.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
+    (Path(out) / "comparison.json").write_text(json.dumps({**fields, "command": command, "summaries": summaries},
+                                                          indent=1))
 
 
 def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],
