@@ -169,10 +169,8 @@ class CharLMTask:
         return jax.jit(lambda p, x: optax.softmax_cross_entropy_with_integer_labels(self.model(p)(x[:, :-1]), x[:, 1:]))
 
     def evaluate(self, params) -> dict[str, float]:
-        windows = self.data.eval_windows(self.cfg.length)
-        n, t = windows.shape[0], windows.shape[1] - 1
-        total = sum(float(jnp.sum(self._nll(params, jnp.asarray(windows[s:s + 64])))) for s in range(0, n, 64))
-        return {"bits_per_char": total / (n * t) / math.log(2.0)}
+        nll = functools.partial(self._nll, params)
+        return {"bits_per_char": self.data.bits_per_char(nll, self.cfg.length, 64)}
 
     def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
         """Feed ``prompt`` then draw ``length`` characters, one step at a time under ``lax.scan``."""

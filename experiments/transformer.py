@@ -187,10 +187,8 @@ class CharLMTask:
             self.model(p)(x[:, :-1]).astype(jnp.float32), x[:, 1:]))
 
     def evaluate(self, params) -> dict[str, float]:
-        windows = self.data.eval_windows(self.cfg.lm_length)
-        n, t = windows.shape[0], windows.shape[1] - 1
-        total = sum(float(jnp.sum(self._nll(params, jnp.asarray(windows[s:s + 32])))) for s in range(0, n, 32))
-        return {"bits_per_char": total / (n * t) / math.log(2.0)}
+        nll = functools.partial(self._nll, params)
+        return {"bits_per_char": self.data.bits_per_char(nll, self.cfg.lm_length, 32)}
 
     def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
         """Continue ``prompt`` by ``length`` characters, sampling from the KV-cached model."""

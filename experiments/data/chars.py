@@ -8,6 +8,7 @@ the rest is held out; the vocabulary is the training split's characters plus ``<
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -49,3 +50,11 @@ class CharCorpus:
         """Non-overlapping held-out windows ``[n, length + 1]`` covering the first ``n·length`` test targets."""
         n = (len(self.test_ids) - 1) // length
         return np.stack([self.test_ids[i * length:i * length + length + 1] for i in range(n)])
+
+    def bits_per_char(self, nll, length: int, batch: int) -> float:
+        """Held-out bits per character: ``nll(windows [b, length + 1]) -> [b, length]`` natural-log losses,
+        summed over :meth:`eval_windows` in batches of ``batch``."""
+        windows = self.eval_windows(length)
+        n = windows.shape[0]
+        total = sum(float(np.sum(nll(windows[s:s + batch]))) for s in range(0, n, batch))
+        return total / (n * length) / math.log(2.0)
