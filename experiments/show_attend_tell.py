@@ -9,6 +9,11 @@ left-to-right order and above/below; test canvases use held-out digit images). T
 cross-entropy; soft adds the doubly stochastic penalty ``penalty · Σ_i (1 - Σ_t α_ti)²``; hard optimises the
 variational bound by REINFORCE: reward ``log p(y | s)``, a moving-average baseline (decay 0.9), an entropy
 bonus, and the expected context on half of the steps. Decoding is greedy (hard: the expected context).
+The encoder is three VGG-style blocks (two 3x3 convs each) over the canvas plus two coordinate channels, giving
+a 4 x 8 grid of 8 px cells that each see 36 px: a cell must see a whole digit (16 or 24 px) for hard attention
+to name it from one cell, and the annotations must say where they are for a left-to-right caption. (A first
+encoder, one conv per block, 8 x 16 cells seeing 10 px and no coordinates, left soft and hard attention near
+uniform and below the no-attention baseline.)
 Each run writes ``attention.png`` (a test canvas with the attention map of every generated word: Figs. 2-3
 analogue) and ``samples.txt``. Eval metrics: ``bleu_1`` .. ``bleu_4`` and ``exact_match`` on
 ``eval_size`` test canvases.
@@ -50,7 +55,7 @@ class NetConfig:
     hidden: int = 128
     embed: int = 32
     attention: int = 64
-    encoder_blocks: int = 2  # 32 x 64 canvas -> 8 x 16 = 128 annotation vectors
+    encoder_blocks: int = 3  # 32 x 64 canvas -> 4 x 8 = 32 annotation vectors of 8 x 8 px cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Config:
     baseline_decay: float = 0.9
     expected_prob: float = 0.5
     net: NetConfig = NetConfig()
-    train: TrainConfig = TrainConfig(steps=1500, optimizer="adam", learning_rate=2e-3, schedule="cosine",
+    train: TrainConfig = TrainConfig(steps=3000, optimizer="adam", learning_rate=2e-3, schedule="cosine",
                                      warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=500)
 
 
@@ -254,6 +259,12 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
+def _read_samples(path: Path) -> list[tuple[str, str]]:
+    """(reference, model caption) pairs from a run's ``samples.txt``."""
+    lines = [ln.split(":", 1)[1].strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return list(zip(lines[::2], lines[1::2], strict=True))
+
+
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
     """README block from a comparison run: BLEU-1..4 and exact match beside the paper's Table 1, and the maps."""
     run_dir, results = Path(run_dir), Path(results)
@@ -273,11 +284,16 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     for model, sets in PAPER.items():
         for name, scores in sets.items():
             rows.append(f"| the paper, {model} ({name}) | " + " | ".join(map(str, scores)) + " | | |")
+    examples = ["```text"]
+    captions = {m: _read_samples(run_dir / m / "samples.txt") for m in summaries}
+    for k, (ref, _) in enumerate(next(iter(captions.values()))[:4]):
+        examples += [f"reference: {ref}"] + [f"{m + ':':10} {c[k][1]}" for m, c in captions.items()] + [""]
+    examples[-1] = "```"
     text = "\n".join([
         f"Device: {first['device']}; preset `{comparison['preset']}`, {first['steps']} steps of "
         f"{comparison['batch_size']} canvases, {comparison['eval_size']} test canvases (held-out digit images); "
         f"written by `python -m experiments.publish show_attend_tell {run_dir} --block {block}` from "
-        f"`{comparison['command']}`.", "", *rows, "",
+        f"`{comparison['command']}`.", "", *rows, "", "The first test canvases (greedy decoding):", "", *examples, "",
         *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]])
     update_readme_block(block, text, readme)
     return text

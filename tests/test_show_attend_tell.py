@@ -8,13 +8,29 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attn_jax.nn.show_attend_tell import ShowAttendTell, doubly_stochastic_penalty
+from attn_jax.nn.show_attend_tell import GridEncoder, ShowAttendTell, doubly_stochastic_penalty
 
-KW = dict(features=8, hidden=16, embed=8, attention_features=8)
+KW = dict(features=8, hidden=16, embed=8, attention_features=8, encoder_blocks=2)
 
 
 def _model(attention):
     return ShowAttendTell(11, attention=attention, rngs=nnx.Rngs(0), **KW)
+
+
+def test_grid_encoder_widths_grid_and_coordinate_channels():
+    enc = GridEncoder(16, rngs=nnx.Rngs(0))  # 3 blocks of 2 convs, widths 4, 8, 16
+    assert [c.out_features for c in enc.convs] == [4, 4, 8, 8, 16, 16] and enc.convs[0].in_features == 3
+    blank = jnp.zeros((1, 32, 64))
+    a = enc(blank)
+    assert a.shape == (1, 4 * 8, 16) and enc.grid(32, 64) == (4, 8)
+    grid = np.asarray(a).reshape(4, 8, 16)
+    # a blank canvas: without coordinates the interior cells (away from the zero padding) are identical;
+    # with them every cell differs, so annotations say where they are
+    assert not np.allclose(grid[1, 3], grid[1, 4])
+    plain = GridEncoder(16, rngs=nnx.Rngs(0), coords=False)
+    g = np.asarray(plain(jax.random.uniform(jax.random.key(0), (1, 32, 64)) * 0 + 0.5)).reshape(4, 8, 16)
+    np.testing.assert_allclose(g[1, 3], g[1, 4], atol=1e-6)
+    assert plain.convs[0].in_features == 1
 
 
 def test_soft_context_is_the_gated_expectation_and_weights_are_distributions():
