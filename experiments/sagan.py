@@ -80,7 +80,7 @@ def paper() -> Config:
 
 
 PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
-VARIANTS = f"variants: model={'|'.join(MODELS)} (attention's feature-map side; main: 16)"
+VARIANTS = f"variants: model={'|'.join(MODELS)} (or attention=...: the feature-map side; main: 16)"
 
 
 def images_at(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -292,7 +292,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("sagan", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("sagan", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                         aliases={"attention": "model"})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

@@ -91,7 +91,8 @@ def paper() -> Config:
 
 
 PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
-VARIANTS = f"variants: model={'|'.join(ATTENTIONS)}  (main: soft; models=soft,hard,none compares them)"
+VARIANTS = (f"variants: model={'|'.join(ATTENTIONS)} (or attention=...; main: soft; models=soft,hard,none "
+            "compares them)")
 
 
 class CaptionTask:
@@ -244,7 +245,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("show_attend_tell", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("show_attend_tell", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                         aliases={"attention": "model"})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

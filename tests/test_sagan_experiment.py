@@ -36,6 +36,8 @@ def test_one_step_comparison_and_publish(tmp_path):
     assert json.loads((tmp_path / "res" / "comparison.json").read_text())["size"] == 16
     with pytest.raises(SystemExit, match="unknown model"):
         sagan.main(TINY + ["--set", "model=4"])
+    with pytest.raises(SystemExit, match="unknown model"):  # the spelling: attention= is model=
+        sagan.main(TINY + ["--set", "attention=4"])
 
 
 def test_each_player_gets_the_gradient_of_its_own_loss_and_the_reported_loss_is_the_generators():

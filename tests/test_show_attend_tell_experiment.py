@@ -40,6 +40,8 @@ def test_one_step_comparison_and_publish(tmp_path):
     assert json.loads((tmp_path / "res" / "comparison.json").read_text())["eval_size"] == 16
     with pytest.raises(SystemExit, match="unknown model"):
         sat.main(TINY + ["--set", "model=local"])
+    with pytest.raises(SystemExit, match="unknown model"):  # the spelling: attention= is model=
+        sat.main(TINY + ["--set", "attention=local"])
 
 
 def test_hard_attention_baseline_is_a_moving_average_and_adds_nothing_to_the_loss():

@@ -62,13 +62,22 @@ class Run(NamedTuple):
     mesh: Mesh | None
 
 
+def _unalias(item: str, aliases: Mapping[str, str]) -> str:
+    key, sep, value = item.partition("=")
+    plural = {f"{a}s": f"{k}s" for a, k in aliases.items()}
+    return f"{aliases.get(key, plural.get(key, key))}{sep}{value}"
+
+
 def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, default_preset: str = "quick",
-          variants: str | None = None) -> Run | None:
+          variants: str | None = None, aliases: Mapping[str, str] | None = None) -> Run | None:
     """Parse the shared command line, or return None after ``--list`` printed the keys.
 
-    Starts the multi-process runtime first when asked (flags or environment, :mod:`attn_jax.train.distributed`),
-    then builds the ``--mesh`` over all devices of all processes."""
+    ``aliases`` maps other names of a config key to it (``{"attention": "model"}`` lets ``--set attention=hard``
+    mean ``--set model=hard``; ``attentions=...`` then means ``models=...``). Starts the multi-process runtime
+    first when asked (flags or environment, :mod:`attn_jax.train.distributed`), then builds the ``--mesh`` over all
+    devices of all processes."""
     args = parser(name, presets, default_preset).parse_args(argv)
+    args.sets = [_unalias(item, aliases or {}) for item in args.sets]
     if args.list:
         if variants:
             print(variants)
