@@ -34,7 +34,14 @@ from flax import nnx
 from attn_jax.nn.lstmn import LSTMN
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves, pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import (
+    parameter_count,
+    plot_metric_curves,
+    pyplot,
+    repo_relative,
+    stage_comparison,
+    update_readme_block,
+)
 from experiments.data import chars
 
 MODELS = ("lstmn", "lstm")
@@ -221,7 +228,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     config = {"experiment": "lstmn", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     summary = {**summary, "wall_s": time.perf_counter() - start,
-               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+               "parameters": parameter_count(params),
                "hidden": task.model(params).hidden}
     if jax.process_index() == 0:
         summary["sample"] = task.sample(params, "The ", 200)

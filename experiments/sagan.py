@@ -39,7 +39,7 @@ from flax import nnx
 from attn_jax.nn.sagan import Discriminator, Generator, hinge_losses
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
 from experiments.data import digit_canvas
 
 MODELS = ("none", "8", "16")
@@ -282,7 +282,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     config = {"experiment": "sagan", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     summary = {**summary, "wall_s": time.perf_counter() - start,
-               "parameters": {k: int(sum(np.size(x) for x in jax.tree.leaves(v))) for k, v in params.items()}}
+               "parameters": {k: parameter_count(v) for k, v in params.items()}}
     if jax.process_index() == 0:
         plot_samples(task, params, out / "samples.png")
         if cfg.model != "none":

@@ -40,7 +40,7 @@ from attn_jax.reinforce import score_function_surrogate
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
-from attn_jax.train.report import pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
 from attn_jax.train.text_metrics import bleu, exact_match
 from experiments.data import digit_canvas as dc
 
@@ -231,7 +231,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     config = {"experiment": "show_attend_tell", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     summary = {**summary, "wall_s": time.perf_counter() - start,
-               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params["model"])))}
+               "parameters": parameter_count(params["model"])}
     if jax.process_index() == 0:
         test = task.test_set()
         hyps, _ = task.captions(params, test["images"][:20])

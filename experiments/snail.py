@@ -34,7 +34,14 @@ from flax import nnx
 from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves, pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import (
+    parameter_count,
+    plot_metric_curves,
+    pyplot,
+    repo_relative,
+    stage_comparison,
+    update_readme_block,
+)
 from experiments.data import glyphs
 
 # Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
@@ -186,7 +193,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     config = {"experiment": "snail", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     summary = {**summary, "wall_s": time.perf_counter() - start,
-               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+               "parameters": parameter_count(params),
                "classes": {"train": len(task.train_classes), "test": len(task.test_classes)}}
     if jax.process_index() == 0:
         plot_episode(task, params, out / "episode.png")

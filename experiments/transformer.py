@@ -39,7 +39,7 @@ from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import repo_relative, update_readme_block
+from attn_jax.train.report import parameter_count, repo_relative, update_readme_block
 from experiments import seq2seq
 from experiments.data import chars
 
@@ -206,7 +206,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     config = {"experiment": "transformer", "preset": preset, **to_dict(cfg)}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     summary = {**summary, "wall_s": time.perf_counter() - start,
-               "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params)))}
+               "parameters": parameter_count(params)}
     if jax.process_index() == 0:
         if cfg.task == "lm":
             text = task.sample(params, "The ", min(200, cfg.lm_length - 5))

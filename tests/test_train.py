@@ -138,3 +138,10 @@ def test_tensorboard_events_when_tensorboardx_is_installed(tmp_path, monkeypatch
     from attn_jax.train.loop import tensorboard_writer
 
     assert tensorboard_writer(tmp_path) is None
+
+
+def test_parameter_count_counts_every_scalar_of_a_pytree():
+    from attn_jax.train.report import parameter_count
+
+    tree = {"w": np.zeros((3, 4)), "b": np.zeros(4), "nested": [np.zeros(()), {"k": np.ones((2, 2, 2))}]}
+    assert parameter_count(tree) == 12 + 4 + 1 + 8 and parameter_count({}) == 0

@@ -8,6 +8,14 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+def parameter_count(tree) -> int:
+    """The number of scalars in a pytree of arrays (a model's parameters): the ``parameters`` of a summary."""
+    import jax
+    import numpy as np
+
+    return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
 def update_readme_block(name: str, text: str, readme: Path | None = None) -> None:
     """Replace the README's ``<!-- name:begin -->`` ... ``<!-- name:end -->`` block with ``text``."""
     readme = README if readme is None else Path(readme)
