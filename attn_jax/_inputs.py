@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.masks import MaskSpec, normalize_window
+from attn_jax.masks import MaskSpec, normalize_window, visible_keys
 
 Array = jax.Array
 
@@ -94,6 +94,8 @@ def check_qkv(query, key, value) -> tuple[tuple[int, ...], int, int, int, int, i
     t, n, h = qs[-3:]
     s, k, hk = ks[-3:]
     sv, kv, hv = vs[-3:]
+    if h == 0:
+        raise ValueError(f"head_dim must be positive, got query {qs} with H=0")
     if hk != h:
         raise ValueError(f"query and key head_dim differ: query {qs} has H={h}, key {ks} has H={hk}")
     if sv != s:
@@ -142,7 +144,12 @@ def _broadcast_4d(x, name: str, full: tuple[int, ...], batch_ndim: int) -> Array
 
 
 def check_lengths(x, name: str, batch: tuple[int, ...], limit: int) -> Array | None:
-    """Validate ``[*B]`` integer lengths; returns ``[prod(B)]`` int32 or None."""
+    """Validate ``[*B]`` integer lengths in ``[0, limit]``; returns ``[prod(B)]`` int32 or None.
+
+    Concrete lengths outside ``[0, limit]`` raise ValueError (whatever their
+    integer dtype: nothing wraps to int32). Traced lengths cannot be checked;
+    they are clipped to ``[0, limit]`` before the cast, the documented meaning.
+    """
     if x is None:
         return None
     xs, dt = _shape(x), _dtype(x)
@@ -152,9 +159,11 @@ def check_lengths(x, name: str, batch: tuple[int, ...], limit: int) -> Array | N
     if xs not in allowed:
         raise ValueError(f"{name} must have shape [*B] = {batch}, got {xs}")
     arr = _concrete(x)
-    if arr is not None and arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must be non-negative, got {arr}")
-    return jnp.asarray(x, jnp.int32).reshape(-1)
+    if arr is not None and arr.size and (arr.min() < 0 or arr.max() > limit):
+        raise ValueError(f"{name} must be non-negative and at most {limit} (lie in [0, {limit}]), got {arr}")
+    if arr is not None:
+        return jnp.asarray(arr.astype(np.int32)).reshape(-1)
+    return jnp.clip(x, 0, limit).astype(jnp.int32).reshape(-1)
 
 
 def check_segment_ids(q_ids, kv_ids, batch: tuple[int, ...], t: int, s: int):
@@ -211,15 +220,19 @@ def normalize(
     q_len = check_lengths(query_seq_lengths, "query_seq_lengths", batch, t)
     kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, s)
     q_seg, kv_seg = check_segment_ids(q_segment_ids, kv_segment_ids, batch, t, s)
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
     if scale is None:
         scale = 1.0 / math.sqrt(h)
-    elif not isinstance(scale, (int, float, np.floating, np.integer)):
+    elif not isinstance(scale, (int, float, np.floating, np.integer)) or isinstance(scale, bool):
         raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
+    elif not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     if logits_soft_cap is not None:
-        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)):
+        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)) or isinstance(logits_soft_cap, bool):
             raise TypeError(f"logits_soft_cap must be a Python float, got {logits_soft_cap!r}")
-        if logits_soft_cap <= 0:
-            raise ValueError(f"logits_soft_cap must be positive, got {logits_soft_cap}")
+        if not math.isfinite(logits_soft_cap) or logits_soft_cap <= 0:
+            raise ValueError(f"logits_soft_cap must be positive and finite, got {logits_soft_cap}")
         logits_soft_cap = float(logits_soft_cap)
     spec = MaskSpec(
         is_causal=bool(is_causal),
@@ -229,10 +242,18 @@ def normalize(
         q_segment_ids=q_seg,
         kv_segment_ids=kv_seg,
     )
+    key, value = flatten_batch(key, nb), flatten_batch(value, nb)
+    if t and s:
+        # Keys no query may see are selected away here, once for every implementation:
+        # a cache slot past its length may hold NaN, and 0 * NaN = NaN in P @ V.
+        visible = visible_keys(spec, mask, t, s, key.shape[2])
+        if visible is not None:
+            key = jnp.where(visible[..., None], key, jnp.zeros((), key.dtype))
+            value = jnp.where(visible[..., None], value, jnp.zeros((), value.dtype))
     return Problem(
         query=flatten_batch(query, nb),
-        key=flatten_batch(key, nb),
-        value=flatten_batch(value, nb),
+        key=key,
+        value=value,
         bias=bias,
         mask=mask,
         spec=spec,

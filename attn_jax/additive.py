@@ -35,6 +35,7 @@ from attn_jax.masks import (
     empty_rows_to_neg_inf,
     online_softmax_finish,
     online_softmax_step,
+    visible_keys,
 )
 from attn_jax.xla import softmax_stats
 
@@ -285,6 +286,10 @@ def additive_attention(
     """
     batch = _check(query, key, value, w_q, w_k, v, mask)
     kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, _shape(key)[-2])
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
+    if implementation is not None and not isinstance(implementation, str):
+        raise TypeError(f"implementation must be None or a name, got {implementation!r}")
     if isinstance(implementation, str):
         implementation = _ALIASES.get(implementation, implementation)
     if implementation not in (None, *_NAMES):
@@ -302,10 +307,6 @@ def additive_attention(
             implementation = "pallas"
         else:  # on CPU the kernel only runs interpreted (a test tool)
             implementation = "xla" if 4 * b * t * s * a <= DENSE_FEATURES_LIMIT_BYTES else "chunked"
-    acc = compute_dtype(q.dtype)
-    qp = jnp.einsum("BTD,DA->BTA", q, w_q, preferred_element_type=acc).astype(acc)
-    kp = jnp.einsum("BSD,DA->BSA", k, w_k, preferred_element_type=acc).astype(acc)
-    w = jnp.asarray(v).astype(acc)
     mask3 = None
     if mask is not None:
         m = jnp.asarray(mask)
@@ -315,6 +316,23 @@ def additive_attention(
         else:
             mask3 = flatten_batch(jnp.broadcast_to(m, batch + m.shape[nb:]), nb)
     spec = MaskSpec(is_causal=bool(is_causal), kv_lengths=kv_len)
+    if 0 in (b, t, s):  # nothing to compute, or S = 0: every row is empty
+        results = [jnp.zeros(batch + (t, val.shape[-1]), q.dtype)]
+        if return_residual:
+            results.append(jnp.full(batch + (t,), -jnp.inf, q.dtype))
+        if return_weights:
+            results.append(jnp.zeros(batch + (t, s), q.dtype))
+        return results[0] if len(results) == 1 else tuple(results)
+    # Keys no query may see are selected away (where, not a zero weight: 0 * NaN = NaN),
+    # so garbage stored past a length or under an all-False mask column reaches nothing.
+    visible = visible_keys(spec, None if mask3 is None else mask3[:, None], t, s, 1)
+    if visible is not None:
+        k = jnp.where(visible, k, jnp.zeros((), k.dtype))
+        val = jnp.where(visible, val, jnp.zeros((), val.dtype))
+    acc = compute_dtype(q.dtype)
+    qp = jnp.einsum("BTD,DA->BTA", q, w_q, preferred_element_type=acc).astype(acc)
+    kp = jnp.einsum("BSD,DA->BSA", k, w_k, preferred_element_type=acc).astype(acc)
+    w = jnp.asarray(v).astype(acc)
 
     weights = None
     if implementation == "xla":

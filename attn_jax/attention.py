@@ -52,9 +52,22 @@ NAMES = (
 ALIASES = {"xla_chunked": "chunked", "triton": "pallas_triton"}
 
 
+def _implementation_names(implementation) -> tuple[str, ...] | None:
+    """``None``, a name, or a list/tuple of names -> a tuple of names (or None); else TypeError."""
+    if implementation is None:
+        return None
+    if isinstance(implementation, str):
+        return (implementation,)
+    if not isinstance(implementation, (list, tuple)) or not all(isinstance(n, str) for n in implementation):
+        raise TypeError(
+            f"implementation must be None, a name or a list/tuple of names, got {implementation!r}"
+        )
+    if not implementation:
+        raise ValueError("implementation must not be an empty sequence")
+    return tuple(implementation)
+
+
 def _canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise ValueError(f"implementation must be a string or a sequence of strings, got {name!r}")
     if name == "mosaic":
         return "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_mosaic_gpu"
     name = ALIASES.get(name, name)
@@ -160,10 +173,7 @@ def _choose(implementation, p: Problem, return_residual: bool) -> str:
             )
             return "chunked"
         return "xla"
-    names = [implementation] if isinstance(implementation, str) else list(implementation)
-    if not names:
-        raise ValueError("implementation must not be an empty sequence")
-    names = [_canonical(n) for n in names]
+    names = [_canonical(n) for n in implementation]
     reasons = []
     for name in names:
         reason = _reason(name, p, return_residual)
@@ -220,10 +230,27 @@ def dot_product_attention(
     Returns:
       ``[*B, T, N, Hv]`` in the query dtype; with ``return_residual`` also the
       logsumexp ``[*B, T, N]`` (query dtype, differentiable). A row with nothing
-      to attend to gives zeros, residual ``-inf`` and zero gradients.
+      to attend to gives zeros, residual ``-inf`` and zero gradients; that
+      includes a row whose bias is ``-inf`` on every key, and every row when
+      ``S = 0``. Zero-size ``*B``, ``T`` or ``N`` give an empty result.
+
+    Garbage in keys nobody may see: a key that one argument alone hides from
+    every query of its sequence (past ``key_value_seq_lengths``, beyond the
+    reach of causal/window within ``query_seq_lengths``, a segment id no query
+    carries, a ``mask`` column False for every query of its kv head) is
+    selected away before the weighted sum, so NaN or inf stored in its K or V
+    reaches no output and no gradient, in every implementation. A key that
+    some query may see is a real input: NaN there may reach outputs through
+    ``P @ V`` (as ``0 * NaN = NaN``), also in rows that do not attend to it.
+
+    Scalars and lengths: ``scale`` and ``logits_soft_cap`` must be finite;
+    ``is_causal`` a bool; concrete lengths must lie in ``[0, T]`` / ``[0, S]``
+    (traced ones are clipped into that range, never wrapped).
 
     Raises:
-      ValueError / TypeError: malformed arguments (before any computation).
+      ValueError / TypeError: malformed arguments (before any computation),
+        including ``H = 0``, non-finite scalars, and an ``implementation`` that
+        is not None, a name or a list/tuple of names (TypeError).
       UnsupportedError: a requested implementation cannot serve the arguments.
 
     >>> import jax.numpy as jnp
@@ -231,8 +258,7 @@ def dot_product_attention(
     >>> dot_product_attention(q, kv, kv, is_causal=True).shape
     (2, 5, 4, 8)
     """
-    if implementation is not None and not isinstance(implementation, str):
-        implementation = tuple(implementation)
+    implementation = _implementation_names(implementation)
     p = normalize(
         query,
         key,
@@ -249,7 +275,12 @@ def dot_product_attention(
         logits_soft_cap=logits_soft_cap,
     )
     name = _choose(implementation, p, return_residual)
-    out, lse = _run(name, p, return_residual)
+    b, t, s_len, n, _, _, hv = p.dims
+    if 0 in (b, t, s_len, n):  # nothing to compute, or S = 0: every row is empty
+        out = jnp.zeros((b, t, n, hv), p.query.dtype)
+        lse = jnp.full((b, t, n), -jnp.inf, p.query.dtype)
+    else:
+        out, lse = _run(name, p, return_residual)
     batch = p.batch_shape
     t, n, hv = out.shape[1:]
     out = out.reshape(batch + (t, n, hv))
@@ -260,8 +291,7 @@ def dot_product_attention(
 
 def implementation_for(implementation: Any, *args, return_residual: bool = False, **kwargs) -> str:
     """The implementation name ``dot_product_attention`` would use (for logs/benchmarks)."""
+    implementation = _implementation_names(implementation)
     p = normalize(*args, **kwargs)
-    if implementation is not None and not isinstance(implementation, str):
-        implementation = tuple(implementation)
     return _choose(implementation, p, return_residual)
 

@@ -84,8 +84,11 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
     """
     acc = compute_dtype(qc.dtype)
     cq, ck = qc.shape[1], kc.shape[1]
-    s = jnp.einsum("BTKGH,BSKH->BKGTS", qc, kc, preferred_element_type=acc).astype(acc)
-    s = s * jnp.asarray(st.scale, acc)
+    # The scale goes on q, not on the logits: XLA:CPU fuses ``logits * scale - max`` into
+    # an FMA, whose unrounded product differs from the rounded logit the max saw by up to
+    # half an ulp, which is > 88 (exp's range) once logits pass ~1e9 (e.g. scale=3e8).
+    qs = qc.astype(acc) * jnp.asarray(st.scale, acc)
+    s = jnp.einsum("BTKGH,BSKH->BKGTS", qs, kc.astype(acc), preferred_element_type=acc).astype(acc)
     if bias is not None:
         blk = _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
         s = s + blk.astype(acc)
@@ -197,7 +200,7 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
             lse_c = jax.lax.dynamic_slice_in_dim(lse, q0, cq, axis=3)
             delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=3)
             s, tanh, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
-            p = jnp.exp(s - lse_c[..., None])
+            p = jnp.exp(jnp.minimum(s - lse_c[..., None], 0.0))  # <= 1 exactly; rounding may not overflow
             if keep is not None:
                 p = jnp.where(keep, p, 0.0)
             dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p, doc)

@@ -14,11 +14,13 @@ Two cache layouts: contiguous ``key_cache [B, S, K, H]``, or paged
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax._inputs import _dtype, _is_float, _is_int, _shape
+from attn_jax._inputs import _concrete, _dtype, _is_float, _is_int, _shape
 from attn_jax.attention import dot_product_attention
 from attn_jax.errors import UnsupportedError
 
@@ -26,7 +28,8 @@ Array = jax.Array
 _ALIASES = {"pallas_triton": "pallas", "triton": "pallas"}
 
 
-def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap):
+def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, scale) -> int:
+    """Validate the arguments; returns the cache capacity per sequence."""
     qs, ks, vs = _shape(query), _shape(key_cache), _shape(value_cache)
     if len(qs) != 3:
         raise ValueError(f"query must be [B, N, H], got shape {qs}")
@@ -50,6 +53,8 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap):
         raise TypeError(f"key_value_seq_lengths must be an integer array, got dtype {_dtype(lengths)}")
     if _shape(lengths) != (b,):
         raise ValueError(f"key_value_seq_lengths must be [B] = {(b,)}, got {_shape(lengths)}")
+    if h == 0:
+        raise ValueError(f"head_dim must be positive, got query {qs} with H=0")
     if page_table is None:
         if ks[0] != b:
             raise ValueError(f"contiguous key_cache must be [B, S, K, H] with B={b}, got {ks}")
@@ -58,15 +63,28 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap):
             raise TypeError(f"page_table must be an integer array, got dtype {_dtype(page_table)}")
         if len(_shape(page_table)) != 2 or _shape(page_table)[0] != b:
             raise ValueError(f"page_table must be [B, max_pages] with B={b}, got {_shape(page_table)}")
-    if logits_soft_cap is not None and not logits_soft_cap > 0:
-        raise ValueError(f"logits_soft_cap must be positive, got {logits_soft_cap}")
-    try:
-        arr = np.asarray(lengths)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return
+        table = _concrete(page_table)
+        if table is not None and table.size and table.max() >= ks[0]:
+            bad = tuple(int(i) for i in np.argwhere(table >= ks[0])[0])
+            raise ValueError(
+                f"page_table{list(bad)} = {table[bad]} is not a page of the pool of P={ks[0]} pages "
+                f"(entries must lie in [0, {ks[0]}), or be negative for 'no page')"
+            )
+    if logits_soft_cap is not None:
+        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)) or isinstance(logits_soft_cap, bool):
+            raise TypeError(f"logits_soft_cap must be a Python float, got {logits_soft_cap!r}")
+        if not math.isfinite(logits_soft_cap) or logits_soft_cap <= 0:
+            raise ValueError(f"logits_soft_cap must be positive and finite, got {logits_soft_cap}")
+    if scale is not None:
+        if not isinstance(scale, (int, float, np.floating, np.integer)) or isinstance(scale, bool):
+            raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
+    arr = _concrete(lengths)
     capacity = ks[1] if page_table is None else ks[1] * _shape(page_table)[1]
-    if arr.size and (arr.min() < 0 or arr.max() > capacity):
+    if arr is not None and arr.size and (arr.min() < 0 or arr.max() > capacity):
         raise ValueError(f"key_value_seq_lengths must lie in [0, {capacity}], got {arr}")
+    return capacity
 
 
 def decode_attention(
@@ -86,21 +104,37 @@ def decode_attention(
       query: ``[B, N, H]``.
       key_cache: ``[B, S, K, H]`` (contiguous) or ``[P, page_size, K, H]`` (paged).
       value_cache: like key_cache with ``Hv`` last.
-      key_value_seq_lengths: ``[B]`` valid tokens per sequence (0 gives zeros).
-      scale: default ``1 / sqrt(H)``; logits_soft_cap: ``c · tanh(logits / c)``.
-      page_table: ``[B, max_pages]`` int, selects the paged layout.
+      key_value_seq_lengths: ``[B]`` valid tokens per sequence, in ``[0, capacity]``
+        (capacity ``S``, or ``max_pages · page_size``); 0 gives zeros. Concrete
+        values outside raise ValueError; traced ones are clipped into it.
+      scale: default ``1 / sqrt(H)``; logits_soft_cap: ``c · tanh(logits / c)``;
+        both finite (concrete non-finite values raise ValueError).
+      page_table: ``[B, max_pages]`` int, selects the paged layout. Entry
+        ``page_table[b, i]`` is the pool page holding tokens ``i·page_size ..``
+        of sequence ``b``. A negative entry means "no page": its tokens are not
+        attended (as if masked) and nothing is read for them. An entry ``>= P``
+        raises ValueError (naming it) when the table is concrete; under ``jit``
+        it is treated as "no page" too. No entry ever makes another page's
+        tokens part of the result.
       implementation: None, "xla" or "pallas" (module docstring).
 
     Returns:
-      ``[B, N, Hv]`` in the query dtype.
+      ``[B, N, Hv]`` in the query dtype. Slots past a sequence's length and
+      missing pages are selected away before the weighted sum: NaN or inf
+      stored there never reaches the output. A cache with no slot (``S = 0``
+      or no pages) gives zeros.
     """
-    _check(query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap)
+    capacity = _check(query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap, scale)
     if implementation is not None:
         if not isinstance(implementation, str):
-            raise ValueError(f"implementation must be a string, got {implementation!r}")
+            raise TypeError(f"implementation must be None or a name, got {implementation!r}")
         implementation = _ALIASES.get(implementation, implementation)
         if implementation not in ("xla", "pallas"):
             raise ValueError(f"unknown implementation {implementation!r} for decode_attention; known: xla, pallas")
+    lengths = jnp.clip(jnp.asarray(key_value_seq_lengths), 0, capacity).astype(jnp.int32)
+    b, n, _ = _shape(query)
+    if 0 in (b, n, capacity):  # nothing to compute, or no slot to read: zeros
+        return jnp.zeros((b, n, _shape(value_cache)[3]), query.dtype)
     backend = jax.default_backend()
     if implementation is None:
         implementation = "pallas" if backend == "gpu" else "xla"
@@ -114,13 +148,19 @@ def decode_attention(
         from attn_jax.kernels import decode_triton
 
         return decode_triton.decode_attention(
-            query, key_cache, value_cache, jnp.asarray(key_value_seq_lengths), page_table,
+            query, key_cache, value_cache, lengths, page_table,
             scale=scale, logits_soft_cap=logits_soft_cap, interpret=backend == "cpu")
-    if page_table is not None:
-        b = query.shape[0]
-        key_cache = key_cache[page_table].reshape(b, -1, *key_cache.shape[2:])
-        value_cache = value_cache[page_table].reshape(b, -1, *value_cache.shape[2:])
-    out = dot_product_attention(query[:, None], key_cache, value_cache, scale=scale,
-                                key_value_seq_lengths=jnp.asarray(key_value_seq_lengths),
-                                logits_soft_cap=logits_soft_cap, implementation="xla")
+    mask = None
+    if page_table is not None:  # gather each sequence's pages; a missing page is masked, never read
+        pages = jnp.asarray(page_table)
+        present = (pages >= 0) & (pages < key_cache.shape[0])
+        safe = jnp.clip(pages, 0, key_cache.shape[0] - 1)
+        key_cache = key_cache[safe].reshape(b, -1, *key_cache.shape[2:])
+        value_cache = value_cache[safe].reshape(b, -1, *value_cache.shape[2:])
+        mask = jnp.repeat(present, _shape(value_cache)[1] // pages.shape[1], axis=1)[:, None, None, :]
+    # dot_product_attention selects away (where, not a zero weight) every key the lengths or
+    # the missing pages hide, so garbage in those slots never reaches the output.
+    out = dot_product_attention(query[:, None], key_cache, value_cache, mask=mask, scale=scale,
+                                key_value_seq_lengths=lengths, logits_soft_cap=logits_soft_cap,
+                                implementation="xla")
     return out[:, 0]

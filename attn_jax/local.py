@@ -58,6 +58,10 @@ def local_attention_weights(
     Returns:
       ``[B, T, S]`` weights; rows whose window holds no valid key are zeros.
     """
+    if not jnp.issubdtype(jnp.result_type(scores), jnp.floating):
+        raise TypeError(f"scores must be a floating array, got dtype {jnp.result_type(scores)}")
+    if jnp.ndim(scores) < 2:
+        raise ValueError(f"scores must be [B, T, S], got shape {jnp.shape(scores)}")
     if not isinstance(half_window, int) or isinstance(half_window, bool) or half_window < 0:
         raise ValueError(f"half_window must be a non-negative int, got {half_window!r}")
     if center.shape != scores.shape[:-1]:

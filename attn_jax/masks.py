@@ -194,7 +194,9 @@ def online_softmax_step(m, l, s, keep):
     """
     m_new = jnp.maximum(m, jnp.max(s, axis=-1))
     alpha = jnp.exp(m - m_new)
-    p = jnp.exp(s - m_new[..., None])
+    # s - m_new <= 0 in exact arithmetic; the clamp keeps a recomputed logit that
+    # rounds one ulp above the running max (an ulp is 256 at 2e9) from overflowing exp.
+    p = jnp.exp(jnp.minimum(s - m_new[..., None], 0.0))
     if keep is not None:
         p = jnp.where(keep, p, 0.0)
     return m_new, alpha, p, alpha * l + jnp.sum(p, axis=-1)
@@ -223,3 +225,50 @@ def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:
     if keep is None:
         return jnp.ones((1, q_len, kv_len), bool)
     return jnp.broadcast_to(keep, (keep.shape[0], q_len, kv_len))
+
+
+def visible_keys(spec: MaskSpec, mask: Array | None, t: int, s: int, num_kv_heads: int) -> Array | None:
+    """Which keys some query may see: ``[B or 1, S, K or 1]`` bool, or None (all may).
+
+    A key is invisible when one argument alone excludes it for every query of
+    its sequence: it lies at or beyond ``kv_lengths``; causal or the window's
+    right edge keep every query (within ``q_lengths``) short of it; its segment
+    id is carried by no query; or ``mask`` (``[Bb, Nb, Tb, Sb]``, heads grouped
+    by kv head) is False in its whole column. Implementations select such keys
+    away (``where``, not a zero weight, since ``0 * NaN = NaN``), so garbage in a
+    cache slot nobody may read never reaches an output or a gradient. A key that
+    passes every test alone but is excluded for each query by a combination of
+    arguments counts as visible.
+    """
+    k_pos = jnp.arange(s, dtype=jnp.int32)[None, :]  # [1, S]
+    vis = None
+    if spec.kv_lengths is not None:
+        vis = and_masks(vis, k_pos < spec.kv_lengths[:, None])
+    q_reach = None  # one past the last key a query may see, from causal / window: [B or 1, 1]
+    q_max = jnp.full((1, 1), t, jnp.int32) if spec.q_lengths is None else spec.q_lengths[:, None]
+    if spec.is_causal:
+        q_reach = q_max
+    elif spec.window is not None:
+        q_reach = q_max + spec.window[1]
+    if q_reach is not None and (spec.q_lengths is not None or t + (0 if spec.is_causal else spec.window[1]) < s):
+        vis = and_masks(vis, k_pos < q_reach)
+    if spec.q_lengths is not None:
+        vis = and_masks(vis, q_max > 0)
+    if spec.q_segment_ids is not None:
+        q_ids, kv_ids = spec.q_segment_ids, spec.kv_segment_ids
+        if spec.q_lengths is not None:  # rows past a query length carry no id: repeat row 0's
+            rows = jnp.arange(t, dtype=jnp.int32)[None, :]
+            q_ids = jnp.where(rows < spec.q_lengths[:, None], q_ids, q_ids[:, :1])
+        ids = jnp.sort(q_ids, axis=1)
+        at = jax.vmap(jnp.searchsorted)(ids, kv_ids)
+        found = jnp.take_along_axis(ids, jnp.clip(at, 0, t - 1), axis=1) == kv_ids
+        vis = and_masks(vis, found)
+    if vis is not None:
+        vis = vis[:, :, None]  # [B or 1, S, 1]
+    if mask is not None:
+        bb, nb, tb, sb = mask.shape
+        kb = 1 if nb == 1 else num_kv_heads
+        grouped = mask.reshape(bb, kb, nb // kb, tb, sb)
+        col = jnp.swapaxes(jnp.any(grouped, axis=(2, 3)), 1, 2)  # [Bb, Sb, Kb]
+        vis = and_masks(vis, col)
+    return vis

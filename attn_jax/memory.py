@@ -30,9 +30,16 @@ _EPS = 1e-8
 _TINY = 1e-30
 
 
-def _check_weighting(name: str, w: Array, n: int | None = None) -> None:
-    if w.ndim != 2 or (n is not None and w.shape[-1] != n):
-        raise ValueError(f"{name} must be [B, N]{'' if n is None else f' with N={n}'}, got {w.shape}")
+def _check_weighting(name: str, w: Array, n: int | None = None, b: int | None = None) -> None:
+    """``w`` must be ``[B, N]`` with the given B and N: a batch mismatch is an error, never a broadcast."""
+    want = ", ".join(f"{d}={v}" for d, v in (("B", b), ("N", n)) if v is not None)
+    if jnp.ndim(w) != 2 or (n is not None and w.shape[-1] != n) or (b is not None and w.shape[0] != b):
+        raise ValueError(f"{name} must be [B, N]{f' with {want}' if want else ''}, got {jnp.shape(w)}")
+
+
+def _check_memory(memory: Array) -> None:
+    if jnp.ndim(memory) != 3:
+        raise ValueError(f"memory must be [B, N, M], got {jnp.shape(memory)}")
 
 
 def _safe_norm(x: Array) -> Array:
@@ -64,7 +71,7 @@ def content_weights(memory: Array, key: Array, beta: Array) -> Array:
 def interpolate(w_content: Array, w_prev: Array, gate: Array) -> Array:
     """``g · w_content + (1 - g) · w_prev`` with ``gate [B]`` in [0, 1]."""
     _check_weighting("w_content", w_content)
-    _check_weighting("w_prev", w_prev, w_content.shape[-1])
+    _check_weighting("w_prev", w_prev, w_content.shape[-1], w_content.shape[0])
     gate = jnp.asarray(gate)
     if gate.shape != w_content.shape[:1]:
         raise ValueError(f"gate must be [B] = {w_content.shape[:1]}, got {gate.shape}")
@@ -100,18 +107,22 @@ def sharpen(w: Array, gamma: Array) -> Array:
 
 def address(memory: Array, w_prev: Array, key: Array, beta: Array, gate: Array, s: Array, gamma: Array) -> Array:
     """The full addressing pipeline (Fig. 2): content -> interpolation -> shift -> sharpening. ``[B, N]``."""
+    _check_memory(memory)
+    _check_weighting("w_prev", w_prev, memory.shape[1], memory.shape[0])
     return sharpen(shift(interpolate(content_weights(memory, key, beta), w_prev, gate), s), gamma)
 
 
 def read(memory: Array, w: Array) -> Array:
     """Eq. 3.1: ``r = Σ_i w_i M_i``: ``[B, M]``."""
-    _check_weighting("w", w, memory.shape[1])
+    _check_memory(memory)
+    _check_weighting("w", w, memory.shape[1], memory.shape[0])
     return jnp.einsum("bn,bnm->bm", w, memory)
 
 
 def write(memory: Array, w: Array, erase: Array, add: Array) -> Array:
     """Eqs. 3.2-3.4: ``M ∘ (1 - w eᵀ) + w aᵀ`` with ``erase [B, M]`` in [0, 1] and ``add [B, M]``."""
-    _check_weighting("w", w, memory.shape[1])
+    _check_memory(memory)
+    _check_weighting("w", w, memory.shape[1], memory.shape[0])
     if erase.shape != (memory.shape[0], memory.shape[2]) or add.shape != erase.shape:
         raise ValueError(f"erase and add must be [B, M] = {(memory.shape[0], memory.shape[2])}, "
                          f"got {erase.shape}, {add.shape}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -28,8 +29,27 @@ Array = jax.Array
 COSINE_EPS = 1e-8
 
 
+def _check_pair(q, k, *, same_width: bool = True) -> None:
+    """``q [..., T, Dq]`` and ``k [..., S, Dk]``: rank >= 2, batch dims that broadcast, Dq == Dk if asked."""
+    qs, ks = jnp.shape(q), jnp.shape(k)
+    if len(qs) < 2 or len(ks) < 2:
+        raise ValueError(f"q must be [..., T, D] and k [..., S, D] (rank >= 2), got q {qs}, k {ks}")
+    if same_width and qs[-1] != ks[-1]:
+        raise ValueError(f"q and k must share their last dim D, got q {qs}, k {ks}")
+    try:
+        np.broadcast_shapes(qs[:-2], ks[:-2])
+    except ValueError:
+        raise ValueError(f"the batch dims of q {qs} and k {ks} do not broadcast") from None
+
+
+def _check_weight(name: str, w, want: tuple[int, ...], meaning: str) -> None:
+    if jnp.shape(w) != want:
+        raise ValueError(f"{name} must be {meaning} = {want}, got {jnp.shape(w)}")
+
+
 def dot(q: Array, k: Array) -> Array:
     """``q [..., T, D]``, ``k [..., S, D]`` -> ``q kᵀ`` ``[..., T, S]``."""
+    _check_pair(q, k)
     return jnp.einsum("...td,...sd->...ts", q, k)
 
 
@@ -40,6 +60,8 @@ def scaled_dot(q: Array, k: Array) -> Array:
 
 def general(q: Array, k: Array, w: Array) -> Array:
     """Bilinear ``q W kᵀ``: ``q [..., T, Dq]``, ``k [..., S, Dk]``, ``w [Dq, Dk]``."""
+    _check_pair(q, k, same_width=False)
+    _check_weight("w", w, (jnp.shape(q)[-1], jnp.shape(k)[-1]), "[Dq, Dk]")
     return jnp.einsum("...td,de,...se->...ts", q, w, k)
 
 
@@ -50,6 +72,12 @@ def additive(q: Array, k: Array, w_q: Array, w_k: Array, v: Array) -> Array:
     ``v [A]``. Dense: holds ``[..., T, S, A]``; fine for small S (pointer
     networks). ``attn_jax.additive_attention(implementation="chunked")`` avoids it.
     """
+    _check_pair(q, k, same_width=False)
+    a = jnp.shape(v)
+    if len(a) != 1:
+        raise ValueError(f"v must be [A], got shape {a}")
+    _check_weight("w_q", w_q, (jnp.shape(q)[-1], a[0]), "[Dq, A]")
+    _check_weight("w_k", w_k, (jnp.shape(k)[-1], a[0]), "[Dk, A]")
     qp = q @ w_q
     kp = k @ w_k
     return jnp.tanh(qp[..., :, None, :] + kp[..., None, :, :]) @ v
@@ -68,9 +96,15 @@ def cosine(q: Array, k: Array, beta: Array | float = 1.0) -> Array:
     """
     cos = dot(q, k) / (_norm(q)[..., :, None] * _norm(k)[..., None, :])
     beta = jnp.asarray(beta, cos.dtype)
+    try:
+        np.broadcast_shapes(beta.shape + (1,), cos.shape)
+    except ValueError:
+        raise ValueError(f"beta of shape {beta.shape} does not broadcast to [..., T] = {cos.shape[:-1]}") from None
     return beta[..., None] * cos
 
 
 def location(q: Array, w: Array) -> Array:
     """Location-based ``softmax(W q)`` logits: ``q [..., T, Dq]``, ``w [Dq, S]`` -> ``[..., T, S]``."""
+    if jnp.ndim(q) < 1 or jnp.ndim(w) != 2 or jnp.shape(w)[0] != jnp.shape(q)[-1]:
+        raise ValueError(f"w must be [Dq, S] with Dq = q's last dim, got q {jnp.shape(q)}, w {jnp.shape(w)}")
     return q @ w

@@ -56,6 +56,8 @@ def attention(p: Problem) -> tuple[Array, Array]:
     if not p.spec.is_empty:
         keep = dense_mask(p.spec, t, s_len)[:, None, None]
     keep = and_masks(keep, group_heads(p.mask, k))
+    if p.bias is not None:  # a -inf bias masks its key; a row it empties is an empty row
+        keep = and_masks(keep, s > -jnp.inf)
     if keep is not None:
         s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
     if keep is None:  # no row can be empty: the plain softmax (XLA:CPU fuses its gradient far better)

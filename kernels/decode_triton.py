@@ -34,18 +34,25 @@ def _kernel(q_ref, k_ref, v_ref, pt_ref, len_ref, o_ref, lse_ref, *, scale, soft
     first = split * pages_per_split
     last = jnp.minimum(first + pages_per_split, (length + page - 1) // page)
 
+    num_pages = k_ref.shape[0]
+
     def body(p, carry):
         o, m, l = carry
         page_id = pt_ref[p]
-        k = k_ref[page_id, :, :]
+        present = (page_id >= 0) & (page_id < num_pages)  # else "no page": masked, never used
+        page_id = jnp.clip(page_id, 0, num_pages - 1)
+        # Slots past the length or in a missing page are selected away (not weighted by 0:
+        # 0 * NaN = NaN), so garbage stored there never reaches the output.
+        slot = (p * page + jax.lax.broadcasted_iota(jnp.int32, (page, 1), 0) < length) & present
+        k = jnp.where(slot, k_ref[page_id, :, :], 0)
         s = dot(q, k, trans_b=True) * scale
         if soft_cap is not None:
             s = soft_cap * jnp.tanh(s / soft_cap)
         pos = p * page + jax.lax.broadcasted_iota(jnp.int32, (g, page), 1)
-        keep = pos < length
+        keep = (pos < length) & present
         s = jnp.where(keep, s, MASK_VALUE)
         m, alpha, prob, l = online_softmax_step(m, l, s, keep)
-        v = v_ref[page_id, :, :]
+        v = jnp.where(slot, v_ref[page_id, :, :], 0)
         return alpha[:, None] * o + dot(prob.astype(v.dtype), v), m, l
 
     init = (jnp.zeros((g, v_ref.shape[-1]), jnp.float32), jnp.full((g,), MASK_VALUE, jnp.float32),
