@@ -6,16 +6,23 @@
 An experiment calls :func:`main` with its presets (name -> config factory; the
 config has a ``train: TrainConfig`` field) and a function building its
 :class:`~attn_jax.train.loop.Task` from a config.
+
+The config is built and validated (:func:`attn_jax.train.config.validate`, the
+``TrainConfig`` rules) before ``--out`` is created. An experiment's ``main``
+holds its run folder for the whole run with :func:`run_dir`: it refuses a folder
+of the other kind (a single run's folder for ``models=...``, a comparison's for a
+single run) before anything is written, and locks it
+(:func:`attn_jax.train.rundir.hold`) so a second run on it fails at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
-import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +30,7 @@ from jax.sharding import Mesh
 
 from attn_jax.sharding import make_mesh
 from attn_jax.train import config as config_lib
-from attn_jax.train import distributed
+from attn_jax.train import distributed, rundir
 from attn_jax.train.loop import train
 
 
@@ -90,9 +97,21 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
     return Run(cfg, out, args.preset, mesh)
 
 
+@contextlib.contextmanager
+def run_dir(run: Run, comparison: bool | None = None) -> Iterator[Path]:
+    """Hold ``run.out`` for the body: refuse it when it holds the other kind of run
+    (:func:`attn_jax.train.rundir.check_kind`; ``comparison`` defaults to whether ``cfg.models`` is set), then lock
+    it (creating it). Wrap everything an experiment's ``main`` writes, plots and comparison files included."""
+    comparison = bool(getattr(run.cfg, "models", ())) if comparison is None else comparison
+    rundir.check_kind(run.out, comparison)
+    with rundir.hold(run.out):
+        yield Path(run.out)
+
+
 def run_models(run: Run, run_one: Callable[..., dict], valid: tuple[str, ...]) -> tuple[dict, dict]:
     """The ``model`` / ``models`` convention: run ``run_one(cfg, out, preset, mesh)`` for ``cfg.model``, or for each
-    of ``cfg.models`` in ``out/<model>`` (comparison mode). Returns (summaries, run folders) by model name."""
+    of ``cfg.models`` in ``out/<model>`` (comparison mode). Returns (summaries, run folders) by model name.
+    The folder is held (:func:`run_dir`) for the loop; hold it in ``main`` too to cover what follows."""
     cfg, out, preset, mesh = run
     models = cfg.models or (cfg.model,)
     for m in models:
@@ -100,19 +119,25 @@ def run_models(run: Run, run_one: Callable[..., dict], valid: tuple[str, ...]) -
             raise SystemExit(f"unknown model {m!r}; valid: {', '.join(valid)}")
     out = Path(out)
     summaries, dirs = {}, {}
-    for m in models:
-        dirs[m] = out / m if cfg.models else out
-        if cfg.models:
-            print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {dirs[m]}")
-        summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
+    with run_dir(run):
+        for m in models:
+            dirs[m] = out / m if cfg.models else out
+            if cfg.models:
+                print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {dirs[m]}")
+            summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
     return summaries, dirs
 
 
 def save_comparison(out: Path, name: str, argv, summaries: Mapping[str, dict], **fields) -> None:
-    """``out/comparison.json`` of a ``models=...`` run: ``fields``, the command line and every model's summary."""
-    command = f"python -m experiments.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
-    (Path(out) / "comparison.json").write_text(json.dumps({**fields, "command": command, "summaries": summaries},
-                                                          indent=1))
+    """``out/comparison.json`` of a ``models=...`` run: ``fields``, the command line and every model's summary
+    (written atomically)."""
+    rundir.write_json(Path(out) / "comparison.json", {**fields, "command": command_line(name, argv),
+                                                       "summaries": summaries})
+
+
+def command_line(name: str, argv) -> str:
+    """``python -m experiments.<name> <argv>`` (``sys.argv[1:]`` when ``argv`` is None): the run's command."""
+    return f"python -m experiments.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
 def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callable[[Any], Any],
@@ -121,7 +146,8 @@ def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callabl
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    summary, _ = train(make_task(cfg), cfg.train, out,
-                       config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)}, mesh=mesh)
+    with run_dir(parsed, comparison=False):
+        summary, _ = train(make_task(cfg), cfg.train, out,
+                           config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)}, mesh=mesh)
     print(f"{name}: final train loss {summary['final_train_loss']:.4f}; eval {summary['eval']}; wrote {out}")
     return summary

@@ -4,11 +4,19 @@ An experiment defines a frozen dataclass (nested dataclasses allowed) and a dict
 of presets, name -> function returning a config. :func:`build` picks a preset
 and applies overrides; an unknown preset or key is an error that lists the valid
 ones, and values are parsed to the field's type (int, float, bool, str, tuples).
+
+:func:`build` then validates the whole config (:func:`validate`) before anything
+is created or written: every float is finite (no NaN or infinite rate, weight,
+probability), every integer is >= 0, and a size (a field named ``size``,
+``batch``, ``*_size``, ``*_sizes`` or ``*_batch``) is >= 1. A dataclass may add
+its own rules in ``__post_init__`` (``TrainConfig`` does: steps >= 1,
+``log_every`` >= 1, ...); a value it rejects is reported with its ``--set`` key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -43,7 +51,7 @@ def _parse(value: str, typ: Any, key: str):
     raise ValueError(f"--set {key}: fields of type {typ} cannot be set from the command line")
 
 
-def override(cfg, key: str, value: str):
+def override(cfg, key: str, value: str, _prefix: str = ""):
     """Return ``cfg`` with dotted ``key`` set to ``value`` (a string parsed to the field's type)."""
     head, _, rest = key.partition(".")
     types = _field_types(type(cfg))
@@ -53,11 +61,36 @@ def override(cfg, key: str, value: str):
     if rest:
         if not dataclasses.is_dataclass(current):
             raise ValueError(f"config key {head!r} has no sub-keys (asked for {key!r})")
-        return dataclasses.replace(cfg, **{head: override(current, rest, value)})
+        return dataclasses.replace(cfg, **{head: override(current, rest, value, f"{_prefix}{head}.")})
     if dataclasses.is_dataclass(current):
         raise ValueError(f"config key {key!r} is a group; set one of: "
                          f"{', '.join(sorted(f'{key}.{k}' for k in keys(current)))}")
-    return dataclasses.replace(cfg, **{head: _parse(value, types[head], key)})
+    parsed = _parse(value, types[head], _prefix + key)
+    try:  # the dataclass's own rules (__post_init__)
+        return dataclasses.replace(cfg, **{head: parsed})
+    except ValueError as err:
+        raise ValueError(f"--set {_prefix}{key}={value}: {err}") from None
+
+
+def _is_size(name: str) -> bool:
+    return name in ("size", "batch") or name.endswith(("_size", "_sizes", "_batch"))
+
+
+def validate(cfg, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the key of the first nonsense number in ``cfg`` (see the module docstring)."""
+    for f in dataclasses.fields(cfg):
+        v, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            validate(v, f"{key}.")
+            continue
+        for x in v if isinstance(v, tuple) else (v,):
+            if isinstance(x, bool):
+                continue
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"config key {key} = {v!r}: must be a finite number")
+            if isinstance(x, int) and x < (1 if _is_size(f.name) else 0):
+                what = "a size" if _is_size(f.name) else "a count"
+                raise ValueError(f"config key {key} = {v!r}: {what} must be >= {1 if _is_size(f.name) else 0}")
 
 
 def keys(cfg, prefix: str = "") -> list[str]:
@@ -84,12 +117,13 @@ def parse_sets(items: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def build(presets: Mapping[str, Callable[[], Any]], preset: str, sets: Iterable[str] = ()):
-    """The preset's config with every ``--set`` applied, in order."""
+    """The preset's config with every ``--set`` applied, in order, then :func:`validate`-d."""
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(presets)}")
     cfg = presets[preset]()
     for key, value in parse_sets(sets):
         cfg = override(cfg, key, value)
+    validate(cfg)
     return cfg
 
 

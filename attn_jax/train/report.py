@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attn_jax.train.rundir import read_metrics, write_json
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -40,7 +42,7 @@ def stage_comparison(run_dir: Path, results: Path) -> dict:
     """Read a comparison run's ``comparison.json`` and copy it into the ``results`` folder (created)."""
     comparison = json.loads((Path(run_dir) / "comparison.json").read_text())
     Path(results).mkdir(parents=True, exist_ok=True)
-    (Path(results) / "comparison.json").write_text(json.dumps(comparison, indent=1))
+    write_json(Path(results) / "comparison.json", comparison)
     return comparison
 
 
@@ -72,8 +74,7 @@ def plot_metric_curves(runs: dict[str, Path], key: str, path: Path, title: str, 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, out in runs.items():
-        rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-        rows = [r for r in rows if key in r]
+        rows = [r for r in read_metrics(Path(out) / "metrics.jsonl") if key in r]
         ax.plot([r["step"] * x_per_step for r in rows], [r[key] for r in rows], label=label.format(name=name))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
