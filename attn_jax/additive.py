@@ -28,16 +28,14 @@ import numpy as np
 
 from attn_jax._inputs import _dtype, _is_float, _shape, check_lengths, compute_dtype, flatten_batch
 from attn_jax.errors import UnsupportedError
-from attn_jax.masks import (
-    MASK_VALUE,
-    MaskSpec,
-    and_masks,
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, visible_keys
+from attn_jax.softmax import (
     empty_rows_to_neg_inf,
+    masked_softmax_stats,
     online_softmax_finish,
     online_softmax_step,
-    visible_keys,
+    recomputed_probabilities,
 )
-from attn_jax.xla import softmax_stats
 
 Array = jax.Array
 
@@ -128,7 +126,6 @@ def _core_bwd(st, res, cot):
     padded = sp > st.kv_len
     dout = dout.astype(acc)
     delta = jnp.sum(dout * out, axis=-1) - dlse.astype(acc)
-    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
 
     def body(j, carry):
         dqp, dkp, dval, dw = carry
@@ -136,10 +133,7 @@ def _core_bwd(st, res, cot):
         kpc = jax.lax.dynamic_slice_in_dim(kp, k0, ck, axis=1)
         vc = jax.lax.dynamic_slice_in_dim(value, k0, ck, axis=1).astype(acc)
         feats, e = _chunk_scores(qp, kpc, w)
-        p = jnp.exp(e - lse_safe[..., None])
-        keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
-        if keep is not None:
-            p = jnp.where(keep, p, 0.0)
+        p = recomputed_probabilities(e, lse, _keep(spec, mask, k0, t, ck, st.kv_len, padded))
         dval = jax.lax.dynamic_update_slice_in_dim(dval, jnp.einsum("BTS,BTD->BSD", p, dout), k0, axis=1)
         ds = p * (jnp.einsum("BTD,BSD->BTS", dout, vc) - delta[..., None])
         dw = dw + jnp.einsum("BTSA,BTS->A", feats, ds)
@@ -178,9 +172,7 @@ def _chunked_weights(qp, kp, w, mask, spec, lse, st: _Static):
     def one(j):
         k0 = jnp.asarray(j * ck, jnp.int32)
         _, e = _chunk_scores(qp, jax.lax.dynamic_slice_in_dim(kp, k0, ck, axis=1), w)
-        p = jnp.exp(e - jnp.where(jnp.isfinite(lse), lse, 0.0)[..., None])
-        keep = _keep(spec, mask, k0, t, ck, st.kv_len, padded)
-        return p if keep is None else jnp.where(keep, p, 0.0)
+        return recomputed_probabilities(e, lse, _keep(spec, mask, k0, t, ck, st.kv_len, padded))
 
     ws = jax.lax.map(one, jnp.arange(kp.shape[1] // ck, dtype=jnp.int32))  # [nk, B, T, ck]
     return jnp.moveaxis(ws, 0, 2).reshape(qp.shape[0], t, -1)
@@ -200,7 +192,7 @@ def _dense(qp, kp, value, w, keep):
     e = jnp.tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ w
     if keep is not None:
         e = jnp.where(keep, e, MASK_VALUE)
-    p, l_safe, lse = softmax_stats(e, keep)
+    p, l_safe, lse = masked_softmax_stats(e, keep)
     weights = p / l_safe[..., None]
     return jnp.einsum("BTS,BSD->BTD", weights, value.astype(acc)), lse, weights
 

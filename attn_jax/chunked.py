@@ -25,14 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax._inputs import Problem, compute_dtype, group_heads
-from attn_jax.masks import (
-    MASK_VALUE,
-    MaskSpec,
-    and_masks,
-    empty_rows_to_neg_inf,
-    online_softmax_finish,
-    online_softmax_step,
-)
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
+from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
 Array = jax.Array
 
@@ -200,9 +194,7 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
             lse_c = jax.lax.dynamic_slice_in_dim(lse, q0, cq, axis=3)
             delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=3)
             s, tanh, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
-            p = jnp.exp(jnp.minimum(s - lse_c[..., None], 0.0))  # <= 1 exactly; rounding may not overflow
-            if keep is not None:
-                p = jnp.where(keep, p, 0.0)
+            p = recomputed_probabilities(s, lse_c, keep)
             dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p, doc)
             dp = jnp.einsum("BTKGH,BSKH->BKGTS", doc, vc.astype(acc_t))
             ds = p * (dp - delta_c[..., None])

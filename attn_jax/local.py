@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.masks import MASK_VALUE
-from attn_jax.xla import softmax_stats
+from attn_jax.softmax import masked_softmax_stats
 
 Array = jax.Array
 
@@ -79,7 +79,7 @@ def local_attention_weights(
         keep = keep & (jnp.arange(s_len) < lengths[..., None, None])
     acc = jnp.promote_types(scores.dtype, jnp.float32)
     s = jnp.where(keep, scores.astype(acc), MASK_VALUE)
-    p, l_safe, _ = softmax_stats(s, keep)
+    p, l_safe, _ = masked_softmax_stats(s, keep)
     weights = p / l_safe[..., None]
     if gaussian:
         sigma = half_window / 2.0

@@ -9,7 +9,8 @@ implementation evaluates the predicate only on the block it is working on
 (:meth:`MaskSpec.key_block_range`, :meth:`MaskSpec.query_block_range`).
 
 This module imports jax only: the Pallas kernels in ``attn_jax.kernels`` use it
-too, so the mask predicate and block-skipping arithmetic exist exactly once.
+too (with :mod:`attn_jax.softmax`, the online-softmax bookkeeping), so the mask
+predicate and block-skipping arithmetic exist exactly once.
 
 Positions are top-left aligned, as ``jax.nn.dot_product_attention``: query ``i``
 and key ``j`` are compared as integers, so ``is_causal`` means ``j <= i`` even
@@ -178,45 +179,6 @@ class MaskSpec:
             lo = jnp.maximum(lo, (k_start - right) // block_q)
             hi = jnp.minimum(hi, (last_k + left) // block_q + 1)
         return jnp.asarray(jnp.maximum(lo, 0), jnp.int32), jnp.asarray(jnp.maximum(hi, 0), jnp.int32)
-
-
-# --- online softmax bookkeeping (shared by the chunked path and the kernels) ---------------
-
-
-def online_softmax_step(m, l, s, keep):
-    """Fold one block of logits into the running max ``m`` and normaliser ``l``.
-
-    ``s``: ``[..., rows, cols]`` logits, already MASK_VALUE where ``keep`` (bool,
-    broadcastable, or None) is False; ``m``/``l``: ``[..., rows]``, starting at
-    MASK_VALUE and 0. Returns ``(m_new, alpha, p, l_new)``: the caller rescales
-    its accumulator by ``alpha`` and adds ``p @ v``. Masked entries of ``p`` are
-    exactly 0, so a row that has seen nothing keeps ``l == 0``.
-    """
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-    alpha = jnp.exp(m - m_new)
-    # s - m_new <= 0 in exact arithmetic; the clamp keeps a recomputed logit that
-    # rounds one ulp above the running max (an ulp is 256 at 2e9) from overflowing exp.
-    p = jnp.exp(jnp.minimum(s - m_new[..., None], 0.0))
-    if keep is not None:
-        p = jnp.where(keep, p, 0.0)
-    return m_new, alpha, p, alpha * l + jnp.sum(p, axis=-1)
-
-
-def online_softmax_finish(acc, m, l):
-    """Normalise the accumulator ``[..., rows, H]``; returns ``(out, lse)``.
-
-    Rows that saw no key (``l == 0``) give zeros and ``lse = MASK_VALUE`` (finite,
-    so padding rows never create infinities; callers turn it into ``-inf`` for
-    rows the user masked).
-    """
-    empty = l == 0.0
-    l_safe = jnp.where(empty, 1.0, l)
-    return acc / l_safe[..., None], jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
-
-
-def empty_rows_to_neg_inf(lse):
-    """Report rows whose internal logsumexp is MASK_VALUE (saw no key) as ``-inf``."""
-    return jnp.where(lse <= 0.5 * MASK_VALUE, -jnp.inf, lse)
 
 
 def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:

@@ -35,6 +35,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from attn_jax.masks import MASK_VALUE
+from attn_jax.softmax import (
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    recomputed_probabilities,
+)
 
 Array = jax.Array
 LAYOUTS = ("contiguous", "zigzag")
@@ -98,15 +104,10 @@ def _tile_forward(q, k, v, qpos, kpos, valid, scale, causal, masked, carry):
     """Online-softmax update of ``carry = (o [B,K,G,T,Hv], m [B,K,G,T], l)`` with one ``[B, sub, K, H]`` tile."""
     o, m, l = carry
     s = jnp.einsum("bkgth,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    ok = _allowed(qpos, kpos, valid, causal) if masked else None
     if masked:
-        ok = _allowed(qpos, kpos, valid, causal)
         s = jnp.where(ok, s, MASK_VALUE)
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-    p = jnp.exp(s - m_new[..., None])
-    if masked:
-        p = jnp.where(ok, p, 0.0)
-    alpha = jnp.exp(m - m_new)
-    l = l * alpha + jnp.sum(p, axis=-1)
+    m_new, alpha, p, l = online_softmax_step(m, l, s, ok)
     o = o * alpha[..., None] + jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
     return o, m_new, l
 
@@ -138,9 +139,7 @@ def _block_backward(q, k, v, do, lse, delta, qpos, kpos, scale, causal, sub):
     def tile(j):
         kj, vj = ks[j].astype(jnp.float32), vs[j].astype(jnp.float32)
         s = jnp.einsum("bkgth,bskh->bkgts", q, ks[j], preferred_element_type=jnp.float32) * scale
-        p = jnp.exp(s - lse[..., None])
-        if masked:
-            p = jnp.where(_allowed(qpos, kps[j], valid[j], causal), p, 0.0)
+        p = recomputed_probabilities(s, lse, _allowed(qpos, kps[j], valid[j], causal) if masked else None)
         dv = jnp.einsum("bkgts,bkgth->bskh", p, do)
         dp = jnp.einsum("bkgth,bskh->bkgts", do, vj)
         ds = p * (dp - delta[..., None]) * scale
@@ -204,9 +203,8 @@ def _forward(q, k, v, axis_name, causal, layout, scale, sub):
         return o, m, l, k, v
 
     o, m, l, _, _ = jax.lax.fori_loop(0, parts, step, (o, m, l, k, v))
-    safe = jnp.where(l > 0, l, 1.0)
-    lse = jnp.where(l > 0, m + jnp.log(safe), -jnp.inf)
-    return o / safe[..., None], lse
+    o, lse = online_softmax_finish(o, m, l)
+    return o, empty_rows_to_neg_inf(lse)
 
 
 def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub):
@@ -218,7 +216,6 @@ def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub):
     perm = [(i, (i + 1) % parts) for i in range(parts)]
     do = do.astype(jnp.float32)
     delta = jnp.sum(do * o, axis=-1)  # [B,K,G,T]
-    lse_safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
     dq = jnp.zeros(q.shape, jnp.float32)
     dk, dv = jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
 
@@ -228,7 +225,7 @@ def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub):
         kpos = _positions(src, s_len, parts, layout)
         for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
             sq, sk = slice(a * tq, (a + 1) * tq), slice(bb * tk, (bb + 1) * tk)
-            args = (q[..., sq, :], k[:, sk], v[:, sk], do[..., sq, :], lse_safe[..., sq], delta[..., sq], qp, kp)
+            args = (q[..., sq, :], k[:, sk], v[:, sk], do[..., sq, :], lse[..., sq], delta[..., sq], qp, kp)
             grads = functools.partial(_block_backward, scale=scale, causal=causal, sub=sub)
             dqb, dkb, dvb = (jax.lax.cond(_visible(qp, kp), lambda a, g=grads: g(*a), _zero_grads, args)
                              if causal else grads(*args))

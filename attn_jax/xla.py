@@ -12,27 +12,9 @@ import jax.numpy as jnp
 
 from attn_jax._inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, and_masks, dense_mask
+from attn_jax.softmax import masked_softmax_stats
 
 Array = jax.Array
-
-
-def softmax_stats(s: Array, keep: Array | None) -> tuple[Array, Array, Array]:
-    """Masked softmax pieces over the last axis.
-
-    ``s``: logits ``[..., S]`` already set to MASK_VALUE where masked; ``keep``
-    broadcastable bool or None. Returns unnormalised ``p`` ``[..., S]``, the
-    safe normaliser ``l`` (1 where a row is empty) and the logsumexp (``-inf``
-    where a row is empty). Empty rows give ``p == 0`` and zero gradients.
-    """
-    m = jax.lax.stop_gradient(jnp.max(s, axis=-1))
-    p = jnp.exp(s - m[..., None])
-    if keep is not None:
-        p = jnp.where(keep, p, 0.0)
-    l = jnp.sum(p, axis=-1)
-    empty = l == 0
-    l_safe = jnp.where(empty, 1.0, l)
-    lse = jnp.where(empty, -jnp.inf, m + jnp.log(l_safe))
-    return p, l_safe, lse
 
 
 def attention(p: Problem) -> tuple[Array, Array]:
@@ -63,7 +45,7 @@ def attention(p: Problem) -> tuple[Array, Array]:
     if keep is None:  # no row can be empty: the plain softmax (XLA:CPU fuses its gradient far better)
         probs, lse = jax.nn.softmax(s, axis=-1), jax.nn.logsumexp(s, axis=-1)
     else:
-        probs, l_safe, lse = softmax_stats(s, keep)
+        probs, l_safe, lse = masked_softmax_stats(s, keep)
         probs = probs / l_safe[..., None]
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, p.value.astype(acc))
     out = out.reshape(b, t, n, hv).astype(p.query.dtype)

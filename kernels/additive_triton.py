@@ -32,15 +32,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis
-from attn_jax.masks import (
-    MASK_VALUE,
-    MaskSpec,
-    and_masks,
-    empty_rows_to_neg_inf,
-    online_softmax_finish,
-    online_softmax_step,
-    position_predicate,
-)
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
+from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +121,7 @@ def _ds(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do, lse, delta, q0, 
     e = _scores(qp_ref, kp_ref, w_ref, q_rows, k_rows, num_a_chunks, block_a)
     keep = _keep(q0, k0, bq, bk, None if kvid_ref is None else kvid_ref[k_rows],
                  _mask_tile(mask_ref, q_rows, k_rows), causal)
-    p = jnp.exp(e - lse[:, None])
-    if keep is not None:
-        p = jnp.where(keep, p, 0.0)
+    p = recomputed_probabilities(e, lse, keep)
     v = val_ref[k_rows, :]
     dp = dot(do, v, trans_b=True)
     return p, p * (dp - delta[:, None])

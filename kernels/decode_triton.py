@@ -23,7 +23,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from attn_jax.kernels._tiles import MIN_BLOCK, dot, is_pow2, pad_axis
-from attn_jax.masks import MASK_VALUE, online_softmax_finish, online_softmax_step
+from attn_jax.masks import MASK_VALUE
+from attn_jax.softmax import merge_partials, online_softmax_finish, online_softmax_step
 
 
 def _kernel(q_ref, k_ref, v_ref, pt_ref, len_ref, o_ref, lse_ref, *, scale, soft_cap, pages_per_split, page):
@@ -119,11 +120,7 @@ def decode_attention(query, key_cache, value_cache, key_value_seq_lengths, page_
         compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
         interpret=interpret, debug=debug, name="attn_jax_decode",
     )(q, k_pool, v_pool, page_table.astype(jnp.int32), key_value_seq_lengths.astype(jnp.int32))
-    # Merge the splits: weights exp(lse_s - lse) (an empty split has lse = MASK_VALUE, weight 0).
-    m = jnp.max(lse, axis=2, keepdims=True)
-    w = jnp.exp(lse - m)
-    total = jnp.sum(w, axis=2, keepdims=True)
-    out = jnp.sum(o * (w / jnp.where(total == 0, 1.0, total))[..., None], axis=2)
+    out, _ = merge_partials(o, lse, axis=2)  # an empty split (lse = MASK_VALUE) has weight 0
     out = jnp.where((key_value_seq_lengths > 0)[:, None, None, None], out, 0.0)
     return out[:, :, :g, :hv].reshape(b, n, hv).astype(query.dtype)
 

@@ -28,13 +28,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from attn_jax.kernels._tiles import pad_axis, position_ids, reduce_to_bias
-from attn_jax.masks import (
-    MASK_VALUE,
-    MaskSpec,
-    and_masks,
-    empty_rows_to_neg_inf,
-    position_predicate,
-)
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
+from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
 LANES, SUBLANES = 128, 8
 
@@ -105,12 +100,7 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
         if keep is not None:
             s = jnp.where(keep, s, MASK_VALUE)
         m_prev, l_prev = m_scr[:, :1], l_scr[:, :1]  # [bq, 1]; lanes hold copies
-        m_new = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
-        alpha = jnp.exp(m_prev - m_new)
-        p = jnp.exp(s - m_new)
-        if keep is not None:
-            p = jnp.where(keep, p, 0.0)
-        l_new = alpha * l_prev + jnp.sum(p, axis=1, keepdims=True)
+        m_new, alpha, p, l_new = online_softmax_step(m_prev, l_prev, s, keep, keepdims=True)
         v = v_ref[...]
         pv = jax.lax.dot_general(p.astype(v.dtype), v, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
         acc_scr[...] = alpha * acc_scr[...] + pv
@@ -119,20 +109,15 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
 
     @pl.when(j == pl.num_programs(3) - 1)
     def _finish():
-        l = l_scr[:, :1]
-        empty = l == 0.0
-        l_safe = jnp.where(empty, 1.0, l)
-        o_ref[...] = (acc_scr[...] / l_safe).astype(o_ref.dtype)
-        lse = jnp.where(empty, MASK_VALUE, m_scr[:, :1] + jnp.log(l_safe))
+        out, lse = online_softmax_finish(acc_scr[...], m_scr[:, :1], l_scr[:, :1], keepdims=True)
+        o_ref[...] = out.astype(o_ref.dtype)
         lse_ref[...] = jnp.broadcast_to(lse, lse_ref.shape)
 
 
 def _ds_block(q, k, v, do, lse, delta, bias, i, j, bq, bk, qid_ref, kvid_ref, mask_ref, st):
     s, tanh = _logits(q, k, bias, st.scale, st.soft_cap)
     keep = _keep(i, j, bq, bk, qid_ref, kvid_ref, mask_ref, st.causal, st.window)
-    p = jnp.exp(s - lse)
-    if keep is not None:
-        p = jnp.where(keep, p, 0.0)
+    p = recomputed_probabilities(s, lse, keep, keepdims=True)
     dp = jax.lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
     ds = p * (dp - delta)
     if tanh is not None:

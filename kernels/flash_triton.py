@@ -43,15 +43,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, position_ids, reduce_to_bias
-from attn_jax.masks import (
-    MASK_VALUE,
-    MaskSpec,
-    and_masks,
-    empty_rows_to_neg_inf,
-    online_softmax_finish,
-    online_softmax_step,
-    position_predicate,
-)
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
+from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +205,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
             s, tanh = _block_logits(q, k, _bias_tile(bias_ref, qs, slice(None), g), scale=scale, soft_cap=soft_cap)
             keep = _block_keep(q0, k0, block_q, bk, None if qid_ref is None else qid_ref[qs], kv_ids,
                                _bias_tile(mask_ref, qs, slice(None), g), causal=causal, window=window)
-            p = jnp.exp(s - lse_ref[g, qs][:, None])
-            if keep is not None:
-                p = jnp.where(keep, p, 0.0)
+            p = recomputed_probabilities(s, lse_ref[g, qs], keep)
             dv = dv + dot(p.astype(do.dtype), do, trans_a=True)
             dp = dot(do, v, trans_b=True)
             ds = p * (dp - delta_ref[g, qs][:, None])
@@ -248,9 +239,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_re
         s, tanh = _block_logits(q, k, _bias_tile(bias_ref, slice(None), ks), scale=scale, soft_cap=soft_cap)
         keep = _block_keep(q0, k0, bq, block_k, q_ids, None if kvid_ref is None else kvid_ref[ks],
                            _bias_tile(mask_ref, slice(None), ks), causal=causal, window=window)
-        p = jnp.exp(s - lse[:, None])
-        if keep is not None:
-            p = jnp.where(keep, p, 0.0)
+        p = recomputed_probabilities(s, lse, keep)
         dp = dot(do, v, trans_b=True)
         ds = p * (dp - delta[:, None])
         if tanh is not None:

@@ -92,7 +92,8 @@ def test_empty_spec_masks_nothing():
 
 
 def test_online_softmax_blocks_equal_full_softmax(rng):
-    from attn_jax.masks import MASK_VALUE, online_softmax_finish, online_softmax_step
+    from attn_jax.masks import MASK_VALUE
+    from attn_jax.softmax import online_softmax_finish, online_softmax_step
 
     s = rng.normal(size=(3, 10)).astype(np.float32)
     keep = rng.random((3, 10)) > 0.3

@@ -25,7 +25,7 @@ from attn_jax import scores as score_fns
 from attn_jax.additive import additive_attention
 from attn_jax.local import local_attention_weights, predictive_center
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
-from attn_jax.xla import softmax_stats
+from attn_jax.softmax import masked_softmax_stats
 
 Array = jax.Array
 _init = nnx.initializers.lecun_normal()
@@ -41,7 +41,7 @@ def masked_softmax(scores: Array, keep) -> Array:
     s = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
     if keep is not None:
         s = jnp.where(keep, s, MASK_VALUE)
-    p, l_safe, _ = softmax_stats(s, keep)
+    p, l_safe, _ = masked_softmax_stats(s, keep)
     return (p / l_safe[..., None]).astype(scores.dtype)
 
 
