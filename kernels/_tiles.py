@@ -1,8 +1,16 @@
-"""Small helpers shared by the Triton-style kernels: tile sizes, tile matmuls, padding."""
+"""What the kernels share besides masks and softmax: tile sizes, tile matmuls, padding, ids, the VJP plumbing.
+
+Every kernel module (flash_triton, flash_tpu, additive_triton, decode_triton)
+imports jax, :mod:`attn_jax.masks`, :mod:`attn_jax.softmax` and this module only.
+"""
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 MIN_BLOCK = 16  # tl.dot needs every tile dimension >= 16
@@ -67,3 +75,42 @@ def reduce_to_bias(ds, bias):
     """Sum a ``[B, N, Tp, Sp]`` logits gradient over the axes ``bias`` broadcasts (size 1)."""
     axes = tuple(a for a in range(ds.ndim) if bias.shape[a] == 1 and ds.shape[a] != 1)
     return jnp.sum(ds, axis=axes, keepdims=True).astype(bias.dtype)
+
+
+def default_num_warps(head_dim: int) -> int:
+    """Warps per program of the Triton-style attention kernels: 4 up to head dim 64, else 8."""
+    return 4 if max(MIN_BLOCK, pl.next_power_of_2(head_dim)) <= 64 else 8
+
+
+def padded_tile(length: int, block: int) -> tuple[int, int]:
+    """``(tile, padded length)``: a power-of-two tile >= MIN_BLOCK no longer than ``block`` or the
+    length needs, and the length rounded up to a whole number of tiles (padding is masked)."""
+    tile = max(MIN_BLOCK, min(block, pl.next_power_of_2(length)))
+    return tile, pl.cdiv(length, tile) * tile
+
+
+def fused_vjp(forward, backward, num_differentiable: int):
+    """A ``jax.custom_vjp`` fused attention ``f(*arrays, static) -> (out, lse)``.
+
+    The first ``num_differentiable`` arrays get gradients, the rest (ids, masks)
+    none; ``static`` is hashable. ``forward(*arrays, static) -> (out, lse)``;
+    ``backward(static, arrays, out, lse, dout, dlse)`` returns the gradients of
+    the differentiable arrays. The residuals are the inputs, the output and the
+    logsumexp, as FlashAttention-2 saves them.
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def fused(static, *arrays):
+        return forward(*arrays, static)
+
+    def fused_fwd(static, *arrays):
+        out, lse = forward(*arrays, static)
+        return (out, lse), (arrays, out, lse)
+
+    def fused_bwd(static, res, cot):
+        arrays, out, lse = res
+        grads = backward(static, arrays, out, lse, *cot)
+        return (*grads, *([None] * (len(arrays) - num_differentiable)))
+
+    fused.defvjp(fused_fwd, fused_bwd)
+    return lambda *args: fused(args[-1], *args[:-1])

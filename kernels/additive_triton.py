@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, fused_vjp, pad_axis, padded_tile
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
 from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
@@ -224,12 +224,12 @@ def _common_specs(mask, kv_ids, t_block, s_block, t_index, s_index, tp, sp, a, d
     ]
 
 
-def _call(kernel, grid, in_specs, out_specs, out_shape, st, name, *args):
+def _call(kernel, grid, in_specs, out_specs, out_shape, st, name, *args, cost=None):
     return pl.pallas_call(
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         compiler_params=plgpu.CompilerParams(num_warps=st.block_sizes.num_warps,
                                              num_stages=st.block_sizes.num_stages),
-        interpret=st.interpret, debug=st.debug, name=name,
+        interpret=st.interpret, debug=st.debug, name=name, cost_estimate=cost,
     )(*args)
 
 
@@ -246,7 +246,8 @@ def _forward(qp, kp, val, w, mask, kv_ids, st: _Static):
     out_specs = [pl.BlockSpec((None, bq, dv), lambda i, bi: (bi, i, 0)),
                  pl.BlockSpec((None, bq), lambda i, bi: (bi, i))]
     return _call(kernel, (tp // bq, b), in_specs, out_specs, out_shape, st, "attn_jax_additive_fwd",
-                 qp, kp, val, w, mask, kv_ids)
+                 qp, kp, val, w, mask, kv_ids, cost=pl.estimate_cost(  # the oracle beside the kernel
+                     additive_attention_reference, qp, kp, val, w, None if mask is None else mask != 0))
 
 
 def _backward(qp, kp, val, w, mask, kv_ids, do, lse, delta, st: _Static):
@@ -279,25 +280,14 @@ def _backward(qp, kp, val, w, mask, kv_ids, do, lse, delta, st: _Static):
     return dqp, dkp, dval, jnp.sum(dw, axis=(0, 1)).astype(w.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _fused(qp, kp, val, w, mask, kv_ids, st):
-    return _forward(qp, kp, val, w, mask, kv_ids, st)
-
-
-def _fused_fwd(qp, kp, val, w, mask, kv_ids, st):
-    out, lse = _forward(qp, kp, val, w, mask, kv_ids, st)
-    return (out, lse), (qp, kp, val, w, mask, kv_ids, out, lse)
-
-
-def _fused_bwd(st, res, cot):
-    qp, kp, val, w, mask, kv_ids, out, lse = res
-    dout, dlse = cot
+def _fused_backward(st, arrays, out, lse, dout, dlse):
+    qp, kp, val, w, mask, kv_ids = arrays
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1) - dlse.astype(jnp.float32)
-    dqp, dkp, dval, dw = _backward(qp, kp, val, w, mask, kv_ids, dout.astype(out.dtype), lse, delta, st)
-    return dqp, dkp, dval, dw, None, None
+    return _backward(qp, kp, val, w, mask, kv_ids, dout.astype(out.dtype), lse, delta, st)
 
 
-_fused.defvjp(_fused_fwd, _fused_bwd)
+# (qp, kp, value, w) get gradients; (mask, kv_ids) do not.
+_fused = fused_vjp(_forward, _fused_backward, num_differentiable=4)
 
 
 
@@ -321,9 +311,8 @@ def additive_attention(qp, kp, value, w, mask=None, *, key_value_seq_lengths=Non
     b, t, a = qp.shape
     s, dv = kp.shape[1], value.shape[-1]
     dtype = jnp.promote_types(qp.dtype, value.dtype)
-    tq = max(MIN_BLOCK, min(bs.block_q, pl.next_power_of_2(t)))
-    tk = max(MIN_BLOCK, min(bs.block_k, pl.next_power_of_2(s)))
-    tp, sp = pl.cdiv(t, tq) * tq, pl.cdiv(s, tk) * tk
+    _, tp = padded_tile(t, bs.block_q)
+    _, sp = padded_tile(s, bs.block_k)
     ap = pl.cdiv(a, bs.block_a) * bs.block_a
     dvp = max(MIN_BLOCK, pl.next_power_of_2(dv))
     qp_ = pad_axis(pad_axis(qp.astype(dtype), 2, ap), 1, tp)  # zero-padded A adds tanh(0)·0 = 0

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, dot, is_pow2, pad_axis
+from attn_jax.kernels._tiles import MIN_BLOCK, dot, is_pow2, pad_axis, padded_tile
 from attn_jax.masks import MASK_VALUE
 from attn_jax.softmax import merge_partials, online_softmax_finish, online_softmax_step
 
@@ -80,10 +80,11 @@ def decode_attention(query, key_cache, value_cache, key_value_seq_lengths, page_
     kh, hv = key_cache.shape[2], value_cache.shape[-1]
     g = n // kh
     scale = 1.0 / math.sqrt(h) if scale is None else scale
+    cost = pl.estimate_cost(decode_attention_reference, query, key_cache, value_cache, key_value_seq_lengths,
+                            page_table)  # the oracle beside the kernel
     if page_table is None:  # contiguous: view [B, S, K, H] as pages of `block` tokens
         s = key_cache.shape[1]
-        page = max(MIN_BLOCK, min(block, pl.next_power_of_2(s)))
-        sp = pl.cdiv(s, page) * page
+        page, sp = padded_tile(s, block)
         npg = sp // page
         k_pool = pad_axis(key_cache, 1, sp).reshape(b * npg, page, kh, h)
         v_pool = pad_axis(value_cache, 1, sp).reshape(b * npg, page, kh, hv)
@@ -118,7 +119,7 @@ def decode_attention(query, key_cache, value_cache, key_value_seq_lengths, page_
         out_shape=[jax.ShapeDtypeStruct((b, kh, splits, gp, hvp), jnp.float32),
                    jax.ShapeDtypeStruct((b, kh, splits, gp), jnp.float32)],
         compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-        interpret=interpret, debug=debug, name="attn_jax_decode",
+        interpret=interpret, debug=debug, name="attn_jax_decode", cost_estimate=cost,
     )(q, k_pool, v_pool, page_table.astype(jnp.int32), key_value_seq_lengths.astype(jnp.int32))
     out, _ = merge_partials(o, lse, axis=2)  # an empty split (lse = MASK_VALUE) has weight 0
     out = jnp.where((key_value_seq_lengths > 0)[:, None, None, None], out, 0.0)

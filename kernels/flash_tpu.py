@@ -14,6 +14,8 @@ Backward (FlashAttention-2): a dK/dV kernel whose grid walks, for each key
 block, the G query heads of its kv head and every query block (K/V are never
 repeated); a dQ kernel; and a dS kernel for the bias gradient (dropped by jit
 when unused). Block sizes default to TPU tiles (multiples of 8 x 128).
+:func:`flash_attention_reference` is the plain-jnp oracle (and the forward's
+``pl.CostEstimate``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from attn_jax.kernels._tiles import pad_axis, position_ids, reduce_to_bias
+from attn_jax.kernels._tiles import fused_vjp, pad_axis, position_ids, reduce_to_bias
+from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
 from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
@@ -221,6 +224,9 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
     bq, bk = st.block_q, st.block_k
     qmap = lambda bi, ni, i, j: (bi, ni, i)  # noqa: E731
     kmap = lambda bi, ni, i, j: (bi, ni // g, j)  # noqa: E731
+    public = lambda x: jax.ShapeDtypeStruct((x.shape[0], x.shape[2], x.shape[1], x.shape[3]), x.dtype)  # noqa: E731
+    cost = attention_cost(public(q), public(k), public(v), bias, mask, is_causal=st.causal, window=st.window,
+                          logits_soft_cap=st.soft_cap)
     return pl.pallas_call(
         functools.partial(_fwd_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal, window=st.window),
         grid=(b, n, tp // bq, sp // bk),
@@ -232,7 +238,7 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
         scratch_shapes=[pltpu.VMEM((bq, LANES), jnp.float32), pltpu.VMEM((bq, LANES), jnp.float32),
                         pltpu.VMEM((bq, hv), jnp.float32)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
-        interpret=st.interpret, name="attn_jax_flash_tpu_fwd",
+        interpret=st.interpret, name="attn_jax_flash_tpu_fwd", cost_estimate=cost,
     )(q, k, v, bias, mask, q_ids, kv_ids)
 
 
@@ -291,28 +297,16 @@ def _backward(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static, w
     return dq, dk, dv, dbias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _flash(q, k, v, bias, mask, q_ids, kv_ids, st):
-    return _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
-
-
-def _flash_fwd(q, k, v, bias, mask, q_ids, kv_ids, st):
-    out, lse = _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
-    return (out, lse), (q, k, v, bias, mask, q_ids, kv_ids, out, lse)
-
-
-def _flash_bwd(st, res, cot):
-    q, k, v, bias, mask, q_ids, kv_ids, out, lse = res
-    dout, dlse = cot
+def _flash_backward(st, arrays, out, lse, dout, dlse):
+    q, k, v, bias, mask, q_ids, kv_ids = arrays
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
     # lse is lane-replicated [B, N, Tp, 128]; its cotangent is the sum over the lanes.
     delta = jnp.broadcast_to(delta - jnp.sum(dlse.astype(jnp.float32), axis=-1, keepdims=True), lse.shape)
-    dq, dk, dv, dbias = _backward(q, k, v, bias, mask, q_ids, kv_ids, dout.astype(q.dtype), lse, delta, st,
-                                  bias is not None)
-    return dq, dk, dv, dbias, None, None, None
+    return _backward(q, k, v, bias, mask, q_ids, kv_ids, dout.astype(q.dtype), lse, delta, st, bias is not None)
 
 
-_flash.defvjp(_flash_fwd, _flash_bwd)
+# (q, k, v, bias) get gradients; (mask, q_ids, kv_ids) do not.
+_flash = fused_vjp(_forward, _flash_backward, num_differentiable=4)
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logits_soft_cap", "block_sizes",
@@ -349,3 +343,7 @@ def flash_attention(
     out = jnp.swapaxes(out[:, :, :t], 1, 2)
     lse = jnp.swapaxes(lse[:, :, :t, 0], 1, 2)
     return out, empty_rows_to_neg_inf(lse)
+
+
+# The oracle beside the kernel: the same dense function as flash_triton's (kernels/reference.py).
+flash_attention_reference = attention_reference

@@ -3,7 +3,9 @@
 Reading order, after jax's Pallas ops: :class:`BlockSizes`; the kernel bodies
 (``_fwd_kernel``, ``_dkv_kernel``, ``_dq_kernel``) and the block helpers they
 share; the ``pallas_call`` wrappers; :func:`flash_attention` under
-``jax.custom_vjp``; and :func:`flash_attention_reference`, the plain-jnp oracle.
+``jax.custom_vjp``; and :func:`flash_attention_reference` (from
+:mod:`attn_jax.kernels.reference`), the plain-jnp oracle that also gives the
+forward's ``pl.CostEstimate``.
 
 Layout inside the kernels is the public one, ``[B, T, N, H]``; K/V are indexed
 by ``n // G`` in the BlockSpecs, so GQA/MQA never repeat K/V in memory.
@@ -42,7 +44,18 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, position_ids, reduce_to_bias
+from attn_jax.kernels._tiles import (
+    MIN_BLOCK,
+    check_block,
+    default_num_warps,
+    dot,
+    fused_vjp,
+    pad_axis,
+    padded_tile,
+    position_ids,
+    reduce_to_bias,
+)
+from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
 from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
 
@@ -87,8 +100,7 @@ class BlockSizes:
         elif hp <= 128:
             bq, bk = (128, 64) if big_smem else (64, 32)
         else:
-            bq, bk = (64, 32), 32
-            bq = 64
+            bq, bk = 64, 32
         if wide:
             bq, bk = max(MIN_BLOCK, bq // 2), max(MIN_BLOCK, bk // 2)
         small = 32 if hp <= 128 and not wide else MIN_BLOCK
@@ -99,7 +111,7 @@ class BlockSizes:
             block_kv_dkv=bk,
             block_q_dq=bk,
             block_kv_dq=small,
-            num_warps=4 if hp <= 64 else 8,
+            num_warps=default_num_warps(head_dim),
         )
 
 
@@ -273,7 +285,7 @@ class _Static:
 
 
 def _params(st: _Static, head_dim: int):
-    warps = st.block_sizes.num_warps or (4 if head_dim <= 64 else 8)
+    warps = st.block_sizes.num_warps or default_num_warps(head_dim)
     return plgpu.CompilerParams(num_warps=warps, num_stages=st.block_sizes.num_stages)
 
 
@@ -324,9 +336,11 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
         pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
         pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
     ]
+    cost = attention_cost(q, k, v, bias, mask, is_causal=st.causal, window=st.window, logits_soft_cap=st.soft_cap)
     return pl.pallas_call(
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug, name="attn_jax_flash_fwd",
+        cost_estimate=cost,
     )(q, k, v, bias, mask, q_ids, kv_ids)
 
 
@@ -409,19 +423,8 @@ def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static
 # --- differentiable entry point ----------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _flash(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
-    return _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
-
-
-def _flash_fwd(q, k, v, bias, mask, q_ids, kv_ids, st):
-    out, lse = _forward(q, k, v, bias, mask, q_ids, kv_ids, st)
-    return (out, lse), (q, k, v, bias, mask, q_ids, kv_ids, out, lse)
-
-
-def _flash_bwd(st, res, cot):
-    q, k, v, bias, mask, q_ids, kv_ids, out, lse = res
-    dout, dlse = cot
+def _backward(st, arrays, out, lse, dout, dlse):
+    q, k, v, bias, mask, q_ids, kv_ids = arrays
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, Tp, N]
     delta = jnp.swapaxes(delta, 1, 2) - dlse.astype(jnp.float32)  # [B, N, Tp]
     args = (q, k, v, bias, mask, q_ids, kv_ids, dout.astype(q.dtype), lse, delta)
@@ -431,10 +434,11 @@ def _flash_bwd(st, res, cot):
     if bias is not None:
         ds = _backward_dq(*args, st, want_ds=True)  # [B, N, Tp, Sp]; dropped by jit when unused
         dbias = reduce_to_bias(ds, bias)
-    return dq, dk, dv, dbias, None, None, None
+    return dq, dk, dv, dbias
 
 
-_flash.defvjp(_flash_fwd, _flash_bwd)
+# (q, k, v, bias) get gradients; (mask, q_ids, kv_ids) do not.
+_flash = fused_vjp(_forward, _backward, num_differentiable=4)
 
 
 
@@ -463,9 +467,8 @@ def flash_attention(
     bs = block_sizes or BlockSizes.get_default(h, query.dtype, _device_kind())
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     hp, hvp = (max(MIN_BLOCK, pl.next_power_of_2(d)) for d in (h, hv))
-    tq = max(MIN_BLOCK, min(max(bs.block_q, bs.block_q_dkv, bs.block_q_dq), pl.next_power_of_2(t)))
-    tk = max(MIN_BLOCK, min(max(bs.block_k, bs.block_kv_dkv, bs.block_kv_dq), pl.next_power_of_2(s)))
-    tp, sp = pl.cdiv(t, tq) * tq, pl.cdiv(s, tk) * tk
+    _, tp = padded_tile(t, max(bs.block_q, bs.block_q_dkv, bs.block_q_dq))
+    _, sp = padded_tile(s, max(bs.block_k, bs.block_kv_dkv, bs.block_kv_dq))
     q = pad_axis(pad_axis(query, 3, hp), 1, tp)
     k = pad_axis(pad_axis(key, 3, hp), 1, sp)
     v = pad_axis(pad_axis(value, 3, hvp), 1, sp)
@@ -485,35 +488,5 @@ def _device_kind() -> str:
     return jax.devices()[0].device_kind
 
 
-def flash_attention_reference(
-    query, key, value, bias=None, mask=None, *,
-    q_segment_ids=None, kv_segment_ids=None, query_seq_lengths=None, key_value_seq_lengths=None,
-    scale=None, is_causal=False, window=None, logits_soft_cap=None,
-):
-    """Plain-jnp oracle with the kernel's signature (float32 statistics, dense logits)."""
-    b, t, n, h = query.shape
-    s, kh = key.shape[1], key.shape[2]
-    g = n // kh
-    scale = 1.0 / math.sqrt(h) if scale is None else scale
-    qg = query.reshape(b, t, kh, g, h)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, key, preferred_element_type=jnp.float32) * scale
-    logits = logits.reshape(b, n, t, s)
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
-    if logits_soft_cap is not None:
-        logits = logits_soft_cap * jnp.tanh(logits / logits_soft_cap)
-    spec = MaskSpec(is_causal=is_causal, window=window, q_lengths=query_seq_lengths,
-                    kv_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
-    keep = spec.block(0, t, 0, s)
-    keep = jnp.ones((1, t, s), bool) if keep is None else keep
-    keep = keep[:, None]
-    if mask is not None:
-        keep = keep & mask
-    logits = jnp.where(keep, logits, MASK_VALUE)
-    m = jnp.max(logits, axis=-1, keepdims=True)
-    p = jnp.where(keep, jnp.exp(logits - m), 0.0)
-    l = jnp.sum(p, axis=-1)
-    l_safe = jnp.where(l == 0, 1.0, l)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", (p / l_safe[..., None]).reshape(b, kh, g, t, s), value.astype(jnp.float32))
-    lse = jnp.where(l == 0, -jnp.inf, m[..., 0] + jnp.log(l_safe))
-    return out.reshape(b, t, n, -1).astype(query.dtype), jnp.swapaxes(lse, 1, 2)
+# The oracle beside the kernel (shared with flash_tpu, which computes the same function).
+flash_attention_reference = attention_reference
