@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import shutil
 import sys
@@ -32,7 +31,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.lstmn import LSTMN
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import (
     parameter_count,
@@ -227,7 +226,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     task = CharLMTask(cfg)
     config = {"experiment": "lstmn", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": time.perf_counter() - start,
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
                "parameters": parameter_count(params),
                "hidden": task.model(params).hidden}
     if jax.process_index() == 0:
@@ -235,7 +234,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
         (out / "samples.txt").write_text(summary["sample"])
         if cfg.model == "lstmn":
             plot_attention(task, params, out / "attention.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -244,13 +243,14 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
-    out = Path(out)
-    if cfg.models and jax.process_index() == 0:
-        plot_metric_curves(dirs, "bits_per_char", out / "learning_curve.png",
-                           f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
-        cli.save_comparison(out, "lstmn", argv, summaries, preset=preset, batch_size=cfg.batch_size,
-                            length=cfg.length)
+    with cli.run_dir(parsed):
+        summaries, dirs = cli.run_models(parsed, run_one, MODELS)
+        out = Path(out)
+        if cfg.models and jax.process_index() == 0:
+            plot_metric_curves(dirs, "bits_per_char", out / "learning_curve.png",
+                               f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
+            cli.save_comparison(out, "lstmn", argv, summaries, preset=preset, batch_size=cfg.batch_size,
+                                length=cfg.length)
     print(f"\nlstmn, preset {preset}: held-out bits per character")
     for m, s in summaries.items():
         print(f"  {m} (hidden {s['hidden']}, {s['parameters']:,} parameters): {s['eval']['bits_per_char']:.4f}")

@@ -21,7 +21,6 @@ count (Fig. 8).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -35,7 +34,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.ntm import NTM, LSTMBaseline
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import (
     plot_metric_curves,
@@ -259,7 +258,10 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     if cfg.task == "copy":
         plot_generalisation({cfg.model: summary}, cfg.data.eval_lengths, cfg.data.max_length,
                             out / "generalisation.png")
-    return {**summary, "wall_s": time.perf_counter() - start}
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start)}  # of the training call
+    if jax.process_index() == 0:
+        rundir.write_json(out / "summary.json", summary)
+    return summary
 
 
 def main(argv=None) -> dict | None:
@@ -269,17 +271,18 @@ def main(argv=None) -> dict | None:
     cfg, out, preset, mesh = parsed
     if cfg.task not in ntm_tasks.TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(ntm_tasks.TASKS)}")
-    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
-    out = Path(out)
-    if cfg.models:
-        plot_learning_curves(dirs, cfg.batch_size, out / "learning_curve.png", f"{cfg.task} ({preset})")
-        if cfg.task == "copy":
-            plot_generalisation(summaries, cfg.data.eval_lengths, cfg.data.max_length, out / "generalisation.png")
-        (out / "comparison.json").write_text(json.dumps(
-            {"task": cfg.task, "preset": preset, "batch_size": cfg.batch_size, "train_max_length":
-             cfg.data.max_length, "eval_lengths": cfg.data.eval_lengths,
-             "command": "python -m experiments.ntm " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "summaries": summaries}, indent=1))
+    with cli.run_dir(parsed):
+        summaries, dirs = cli.run_models(parsed, run_one, MODELS)
+        out = Path(out)
+        if cfg.models and jax.process_index() == 0:
+            plot_learning_curves(dirs, cfg.batch_size, out / "learning_curve.png", f"{cfg.task} ({preset})")
+            if cfg.task == "copy":
+                plot_generalisation(summaries, cfg.data.eval_lengths, cfg.data.max_length,
+                                    out / "generalisation.png")
+            rundir.write_json(out / "comparison.json", {
+                "task": cfg.task, "preset": preset, "batch_size": cfg.batch_size,
+                "train_max_length": cfg.data.max_length, "eval_lengths": cfg.data.eval_lengths,
+                "command": cli.command_line("ntm", argv), "summaries": summaries})
     print(f"\nntm, {cfg.task}, preset {preset}: cost in bits per sequence")
     for m, s in summaries.items():
         print(f"  {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in s["eval"].items() if k.startswith("bits")))

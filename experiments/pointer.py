@@ -44,7 +44,7 @@ from flax import nnx
 from attn_jax.additive import DENSE_FEATURES_LIMIT_BYTES
 from attn_jax.nn import beam_search
 from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import pyplot, repo_relative, update_readme_block
 from experiments.data import geometry
@@ -308,7 +308,10 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
         name = f"{task}-{model}-{run.name}"
         for f in ("config.json", "summary.json", "examples.png"):
             if (run / f).exists():
-                shutil.copy(run / f, results / f"{name}.{f}")
+                if f.endswith(".json"):
+                    rundir.copy_json(run / f, results / f"{name}.{f}")
+                else:
+                    shutil.copy(run / f, results / f"{name}.{f}")
         if (run / "examples.png").exists():
             images.append(results / f"{name}.examples.png")
         trained = "-".join(str(v) for v in sorted(set(config["train_n"])))
@@ -335,12 +338,14 @@ def main(argv=None) -> dict | None:
     if cfg.model not in MODELS:
         raise SystemExit(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
     start = time.perf_counter()
-    task = PointerTask(cfg)
-    summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
-                                                                 **to_dict(cfg)}, mesh=mesh)
-    plot_examples(task, params, Path(out) / "examples.png")
-    summary.setdefault("wall_s", time.perf_counter() - start)  # data, training, eval, plot (of the finishing call)
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))
+    with cli.run_dir(parsed):
+        task = PointerTask(cfg)
+        summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
+                                                                     **to_dict(cfg)}, mesh=mesh)
+        summary.setdefault("wall_s", time.perf_counter() - start)  # data, training, eval, plot (of the training call)
+        if jax.process_index() == 0:
+            plot_examples(task, params, Path(out) / "examples.png")
+            rundir.write_json(Path(out) / "summary.json", summary)
     print(f"pointer, {cfg.task} ({cfg.model}, preset {preset}): " +
           ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()))
     return summary

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 import sys
 import time
@@ -37,7 +36,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.sagan import Discriminator, Generator, hinge_losses
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
 from experiments.data import digit_canvas
@@ -281,13 +280,13 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     task = GANTask(cfg)
     config = {"experiment": "sagan", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": time.perf_counter() - start,
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
                "parameters": {k: parameter_count(v) for k, v in params.items()}}
     if jax.process_index() == 0:
         plot_samples(task, params, out / "samples.png")
         if cfg.model != "none":
             plot_attention(task, params, out / "attention.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -297,11 +296,12 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    summaries, _ = cli.run_models(parsed, run_one, MODELS)
-    out = Path(out)
-    if cfg.models and jax.process_index() == 0:
-        cli.save_comparison(out, "sagan", argv, summaries, preset=preset, size=cfg.size, batch_size=cfg.batch_size,
-                            eval_samples=cfg.eval_samples)
+    with cli.run_dir(parsed):
+        summaries, _ = cli.run_models(parsed, run_one, MODELS)
+        out = Path(out)
+        if cfg.models and jax.process_index() == 0:
+            cli.save_comparison(out, "sagan", argv, summaries, preset=preset, size=cfg.size,
+                                batch_size=cfg.batch_size, eval_samples=cfg.eval_samples)
     print(f"\nsagan, preset {preset}:")
     for m, s in summaries.items():
         print(f"  attention {m}: " + ", ".join(f"{k} {v:.4g}" for k, v in s["eval"].items()))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 import sys
 import time
@@ -40,7 +39,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
-from attn_jax.train import TrainConfig, cli, text_metrics, train
+from attn_jax.train import TrainConfig, cli, rundir, text_metrics, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
 from experiments.data import dates, number_words
@@ -348,7 +347,11 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     if cfg.model != "none" and cfg.heatmaps:
         plot_alignments(task, out / "alignments.png", cfg.heatmaps)
     write_samples(task, out / "samples.txt")
-    return {**summary, "bucket_counts": counts, "wall_s": time.perf_counter() - start}
+    summary = {**summary, "bucket_counts": counts,
+               "wall_s": summary.get("wall_s", time.perf_counter() - start)}  # of the training call
+    if jax.process_index() == 0:
+        rundir.write_json(out / "summary.json", summary)
+    return summary
 
 
 def _bucket_counts(task: Seq2SeqTask) -> dict[str, int]:
@@ -366,18 +369,18 @@ def main(argv=None) -> dict | None:
     cfg, out, preset, mesh = parsed
     if cfg.data not in DATASETS:
         raise SystemExit(f"unknown data {cfg.data!r}; valid: {', '.join(DATASETS)}")
-    summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
-    out = Path(out)
-    buckets = cfg.dataset.length_buckets or DEFAULT_BUCKETS[cfg.data]
-    counts = next(iter(summaries.values()))["bucket_counts"]
-    plot_bleu_by_length(summaries, buckets, counts, out / "bleu_by_length.png",
-                        f"{cfg.data} ({preset}): BLEU by source length")
-    table = bucket_table(summaries, buckets)
-    if cfg.models:
-        (out / "comparison.json").write_text(json.dumps(
-            {"data": cfg.data, "preset": preset, "buckets": buckets, "bucket_counts": counts,
-             "command": "python -m experiments.seq2seq " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "summaries": summaries}, indent=1))
+    with cli.run_dir(parsed):
+        summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
+        out = Path(out)
+        buckets = cfg.dataset.length_buckets or DEFAULT_BUCKETS[cfg.data]
+        counts = next(iter(summaries.values()))["bucket_counts"]
+        plot_bleu_by_length(summaries, buckets, counts, out / "bleu_by_length.png",
+                            f"{cfg.data} ({preset}): BLEU by source length")
+        table = bucket_table(summaries, buckets)
+        if cfg.models:
+            rundir.write_json(out / "comparison.json", {
+                "data": cfg.data, "preset": preset, "buckets": buckets, "bucket_counts": counts,
+                "command": cli.command_line("seq2seq", argv), "summaries": summaries})
     print(f"\n{cfg.data}, preset {preset}: test BLEU by source length (tokens)\n{table}\n")
     print(f"plots: {out / 'bleu_by_length.png'}"
           + "".join(f", {(out / m if cfg.models else out) / 'alignments.png'}" for m in summaries if m != "none"))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 import sys
 import time
@@ -37,7 +36,7 @@ from flax import nnx
 
 from attn_jax.nn.show_attend_tell import ATTENTIONS, ShowAttendTell, doubly_stochastic_penalty
 from attn_jax.reinforce import score_function_surrogate
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
 from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
@@ -230,7 +229,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     task = CaptionTask(cfg)
     config = {"experiment": "show_attend_tell", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": time.perf_counter() - start,
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
                "parameters": parameter_count(params["model"])}
     if jax.process_index() == 0:
         test = task.test_set()
@@ -240,7 +239,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
             for c, h in zip(test["captions"][:20], hyps, strict=True)))
         if cfg.model != "none":
             plot_attention(task, params, out / "attention.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -250,11 +249,12 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
-    out = Path(out)
-    if cfg.models and jax.process_index() == 0:
-        cli.save_comparison(out, "show_attend_tell", argv, summaries, preset=preset, batch_size=cfg.batch_size,
-                            eval_size=cfg.eval_size)
+    with cli.run_dir(parsed):
+        summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
+        out = Path(out)
+        if cfg.models and jax.process_index() == 0:
+            cli.save_comparison(out, "show_attend_tell", argv, summaries, preset=preset, batch_size=cfg.batch_size,
+                                eval_size=cfg.eval_size)
     print(f"\nshow_attend_tell, preset {preset}: test captions")
     for m, s in summaries.items():
         print(f"  {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in s["eval"].items()))

@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import (
     parameter_count,
@@ -192,12 +192,12 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     task = FewShotTask(cfg)
     config = {"experiment": "snail", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": time.perf_counter() - start,
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
                "parameters": parameter_count(params),
                "classes": {"train": len(task.train_classes), "test": len(task.test_classes)}}
     if jax.process_index() == 0:
         plot_episode(task, params, out / "episode.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -206,14 +206,15 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    summaries, dirs = cli.run_models(parsed, run_one, MODELS)
-    out = Path(out)
-    if cfg.models and jax.process_index() == 0:
-        plot_metric_curves(dirs, "accuracy", out / "learning_curve.png",
-                           f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})",
-                           "query accuracy (training episodes)")
-        cli.save_comparison(out, "snail", argv, summaries, preset=preset, ways=cfg.ways, shots=cfg.shots,
-                            split=cfg.split, batch_size=cfg.batch_size, eval_episodes=cfg.eval_episodes)
+    with cli.run_dir(parsed):
+        summaries, dirs = cli.run_models(parsed, run_one, MODELS)
+        out = Path(out)
+        if cfg.models and jax.process_index() == 0:
+            plot_metric_curves(dirs, "accuracy", out / "learning_curve.png",
+                               f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})",
+                               "query accuracy (training episodes)")
+            cli.save_comparison(out, "snail", argv, summaries, preset=preset, ways=cfg.ways, shots=cfg.shots,
+                                split=cfg.split, batch_size=cfg.batch_size, eval_episodes=cfg.eval_episodes)
     print(f"\nsnail, {cfg.ways}-way {cfg.shots}-shot, {cfg.split} split, preset {preset}: query accuracy")
     for m, s in summaries.items():
         print(f"  {m}: test {s['eval']['accuracy']:.4f}, train classes {s['eval']['train_accuracy']:.4f}")
@@ -255,7 +256,7 @@ def _settings(run_dirs: list[Path], results: Path) -> list[str]:
     for run in run_dirs:
         config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
         for f in ("config.json", "summary.json"):
-            (results / f"{run.name}.{f}").write_text((run / f).read_text())
+            rundir.copy_json(run / f, results / f"{run.name}.{f}")
         setting, e, device = (config["ways"], config["shots"]), summary["eval"], summary["device"]
         paper = f"{PAPER[setting]}%" if setting in PAPER else "–"
         rows.append(f"| {config['model']}, {setting[0]}-way {setting[1]}-shot | {config['split']} | "

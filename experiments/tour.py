@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import attn_jax
 from attn_jax import scores
 from attn_jax._inputs import normalize
+from attn_jax.train.rundir import write_json
 
 B, T, S, N, K, H = 2, 24, 32, 4, 2, 16
 
@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
     print_table(rows)
     plot(masks, add_w, loc_pics, out / "tour.png")
     summary = dict(rows=rows, device=f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary)
     print(f"\nwrote {out / 'tour.png'} and {out / 'summary.json'}")
     return summary
 

@@ -17,6 +17,11 @@ documentation topics that ship with CPython's standard library), split 90/10;
 eval ``bits_per_char`` on the held-out 10%; ``samples.txt`` holds sampled text.
 Label smoothing (``label_smoothing``) and the paper's warmup schedule
 (``train.schedule=rsqrt``) are the defaults.
+
+Each run writes, beside the harness's files, ``samples.txt`` and a plot:
+``bleu_by_length.png`` (translate, and every ablation row) or
+``learning_curve.png`` (lm: training bits per character). Rerunning a finished
+run trains nothing and rewrites the same files.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ from flax import nnx
 
 from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
-from attn_jax.train import TrainConfig, cli, train
+from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, repo_relative, update_readme_block
+from attn_jax.train.report import parameter_count, plot_metric_curves, repo_relative, update_readme_block
 from experiments import seq2seq
 from experiments.data import chars
 
@@ -205,20 +210,27 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     task = CharLMTask(cfg) if cfg.task == "lm" else TranslationTask(cfg)
     config = {"experiment": "transformer", "preset": preset, **to_dict(cfg)}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": time.perf_counter() - start,
+    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
                "parameters": parameter_count(params)}
+    if cfg.task != "lm" and task.last_outputs is None:  # a finished run returned without training: decode
+        task.evaluate(params)
     if jax.process_index() == 0:
         if cfg.task == "lm":
             text = task.sample(params, "The ", min(200, cfg.lm_length - 5))
             (out / "samples.txt").write_text(text)
             summary["sample"] = text
+            plot_metric_curves({"transformer": out}, "bits_per_char", out / "learning_curve.png",
+                               f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
         else:
             seq2seq.write_samples(task, out / "samples.txt")
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+            counts = seq2seq._bucket_counts(task)
+            seq2seq.plot_bleu_by_length({"transformer": summary}, task.buckets, counts, out / "bleu_by_length.png",
+                                        f"transformer on {cfg.data} ({preset}): BLEU by source length")
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
-def run_ablation(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> dict:
     """Table 3 rows A and E at our scale: heads at fixed d_model, and learned positions (4 heads)."""
     rows = {}
     train_cfg = cfg.train
@@ -232,10 +244,10 @@ def run_ablation(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
         base.net, positions="learned"))))
     for name, c in variants:
         rows[name] = {**run_one(c, out / name.replace(" ", "_").replace("=", ""), preset, mesh), "heads": c.net.heads}
-    result = {"preset": preset, "d_model": cfg.net.d_model, "command": "python -m experiments.transformer " + " ".join(
-        sys.argv[1:]), "rows": rows}
+    result = {"preset": preset, "d_model": cfg.net.d_model, "command": cli.command_line("transformer", argv),
+              "rows": rows}
     if jax.process_index() == 0:
-        (out / "ablation.json").write_text(json.dumps(result, indent=1))
+        rundir.write_json(out / "ablation.json", result)
     return result
 
 
@@ -258,11 +270,12 @@ def main(argv=None):
     if cfg.task not in TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
     out = Path(out)
-    if cfg.task == "ablation":
-        result = run_ablation(cfg, out, preset, mesh)
-        print(ablation_table(result))
-        return result
-    summary = run_one(cfg, out, preset, mesh)
+    with cli.run_dir(parsed, comparison=cfg.task == "ablation"):  # the ablation: a folder of runs
+        if cfg.task == "ablation":
+            result = run_ablation(cfg, out, preset, mesh, argv)
+            print(ablation_table(result))
+            return result
+        summary = run_one(cfg, out, preset, mesh)
     print(f"transformer, {cfg.task} (preset {preset}): " + ", ".join(
         f"{k} {v:.4g}" for k, v in summary["eval"].items()))
     return summary
@@ -278,13 +291,13 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
     for run in map(Path, run_dirs):
         if (run / "ablation.json").exists():
             result = json.loads((run / "ablation.json").read_text())
-            (results / f"{run.name}.ablation.json").write_text(json.dumps(result, indent=1))
+            rundir.write_json(results / f"{run.name}.ablation.json", result)
             first = next(iter(result["rows"].values()))
             parts += ["", f"Ablation ({first['device']}; `{result['command']}`):", "", ablation_table(result)]
             continue
         config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
         for f in ("config.json", "summary.json"):
-            (results / f"{run.name}.{f}").write_text((run / f).read_text())
+            rundir.copy_json(run / f, results / f"{run.name}.{f}")
         e = summary["eval"]
         if config["task"] == "lm":
             parts += ["", f"Character LM on `pydoc_data.topics` ({summary['device']}, {summary['steps']} steps x "
