@@ -3,9 +3,18 @@
 The reference below is written from the definition (softmax over visible keys,
 empty rows -> zeros / -inf) with numpy loops and broadcasting; it shares no code
 with attn_jax, so an error in attn_jax's mask or softmax code cannot hide in it.
+
+``smoke_run``: each experiment's smoke run, made once per session and shared by
+the experiment's own smoke test and tests/test_run_dirs.py's rerun check.
 """
 
 from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +116,33 @@ def assert_close_with_inf(actual, expected, atol, rtol=0.0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+class SmokeRun(typing.NamedTuple):
+    """One experiment's smoke run: its ``--out`` folder, what ``main`` returned and what it printed."""
+
+    out: Path
+    argv: list
+    result: object
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``smoke_run(name)``: ``experiments.<name>``'s smoke preset, run once per test session and shared.
+
+    The experiment tests check what the run wrote; tests/test_run_dirs.py reruns it into the same folder (which
+    must train nothing and change no file). Sharing the first run keeps that rerun check cheap."""
+    runs: dict[str, SmokeRun] = {}
+
+    def get(name: str) -> SmokeRun:
+        if name not in runs:
+            out = tmp_path_factory.mktemp(f"smoke_{name}")
+            argv = ["--preset", "smoke", "--out", str(out), "--set", "train.progress=false"]
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                result = importlib.import_module(f"experiments.{name}").main(list(argv))
+            runs[name] = SmokeRun(out, argv, result, printed.getvalue())
+        return runs[name]
+
+    return get

@@ -13,8 +13,9 @@ from experiments.data import chars
 TINY = ["--preset", "smoke", "--set", "train.progress=false"]
 
 
-def test_smoke_main_variant(tmp_path):
-    s = lstmn.main(TINY + ["--out", str(tmp_path)])["lstmn"]
+def test_smoke_main_variant(smoke_run):
+    run = smoke_run("lstmn")  # shared with tests/test_run_dirs.py's rerun
+    s, tmp_path = run.result["lstmn"], run.out
     assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert 0 < s["eval"]["bits_per_char"] < 10
     assert s["sample"].startswith("The ") and len(s["sample"]) == 204

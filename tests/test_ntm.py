@@ -83,14 +83,15 @@ def test_repeat_copy_and_associative_recall_layout():
         np.testing.assert_array_equal(a.targets[i, q1 + 1:q1 + 3], items[k + 1])
 
 
-def test_experiment_smoke_main_variant(tmp_path, capsys):
-    summaries = ntm_experiment.main(["--preset", "smoke", "--out", str(tmp_path), "--set", "train.progress=false"])
+def test_experiment_smoke_main_variant(smoke_run):
+    run = smoke_run("ntm")  # shared with tests/test_run_dirs.py's rerun
+    summaries, tmp_path = run.result, run.out
     s = json.loads((tmp_path / "summary.json").read_text())
     assert summaries["ntm"]["steps"] == s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert set(s["eval"]) >= {"bits_per_sequence", "bits_len_4", "bits_len_8", "bit_errors_len_8"}
     for name in ("learning_curve.png", "weightings.png", "generalisation.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "bits_len_8" in capsys.readouterr().out
+    assert "bits_len_8" in run.stdout
 
 
 TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false"]

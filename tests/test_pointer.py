@@ -124,10 +124,10 @@ def test_position_seq2seq_cannot_point_past_its_vocabulary():
     assert np.all(np.asarray(weights)[2, :, 2:] == 0)  # attention ignores padding
 
 
-def test_experiment_smoke_and_one_step_of_every_task(tmp_path):
+def test_experiment_smoke_and_one_step_of_every_task(tmp_path, smoke_run):
     from experiments import pointer
 
-    s = pointer.main(["--preset", "smoke", "--out", str(tmp_path / "hull"), "--set", "train.progress=false"])
+    s = smoke_run("pointer").result  # shared with tests/test_run_dirs.py's rerun
     assert s["steps"] == 20 and set(s["eval"]) == {"accuracy_n5", "coverage_n5", "accuracy_n10", "coverage_n10"}
     assert all(0 <= v <= 1 for v in s["eval"].values())
     tiny = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false", "--set", "test_n=5"]

@@ -3,6 +3,7 @@ crash or a damaged file, nonsense refused before anything is written, a finished
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from attn_jax.train.cli import main
 SCRIPT = Path(toy_experiment.__file__)
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--set", "train.steps=10", "--set", "train.checkpoint_every=5", "--set", "train.log_every=5"]
+EXPERIMENTS = ("lstmn", "ntm", "pointer", "sagan", "seq2seq", "show_attend_tell", "snail", "transformer")
 
 
 def _toy(out: Path, *sets: str) -> dict:
@@ -208,6 +210,60 @@ def test_the_lock_is_reentrant_in_one_process_and_released(tmp_path):
     assert not (tmp_path / "a" / ".lock").exists()
 
 
+def test_without_flock_the_lock_is_the_pid_of_a_live_process(tmp_path, monkeypatch):
+    """Filesystems without flock: a lock file naming a live process on this host refuses, a dead one is stale."""
+    import errno
+    import socket
+
+    from attn_jax.train import rundir
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_flock)
+    out = tmp_path / "run"
+    out.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{alive.pid} {socket.gethostname()}\n")
+        with pytest.raises(ValueError, match=rf"in use by process {alive.pid}"), rundir.hold(out):
+            pass
+    finally:
+        alive.kill()
+        alive.wait()
+    with pytest.warns(UserWarning, match=rf"stale lock of process {alive.pid}"), rundir.hold(out):
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+    assert not (out / ".lock").exists()
+
+
+def test_a_multi_process_run_on_a_busy_out_stops_every_process(tmp_path):
+    """Process 0 of a multi-process run takes the lock for all of them (tests/test_distributed.py: the others join
+    it); when it cannot, every process stops at once with the reason."""
+    import socket
+
+    from test_distributed import _env as mp_env
+
+    from attn_jax.train import rundir
+
+    out = tmp_path / "run"
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    worker = ("import sys; from attn_jax.train import distributed, rundir; "
+              "distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))\n"
+              f"with rundir.hold({str(out)!r}): print('held')")
+    with rundir.hold(out):  # this process holds the folder
+        procs = [subprocess.Popen([sys.executable, "-c", worker, f"localhost:{port}", str(i)], env=mp_env(1),
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+    errors = [e for _, e in outputs]
+    assert [p.returncode != 0 for p in procs] == [True, True] and "held" not in "".join(o for o, _ in outputs)
+    assert f"is in use by process {os.getpid()}" in errors[0], errors[0][-2000:]
+    assert "process 0 of this run could not take the run folder's lock" in errors[1], errors[1][-2000:]
+    assert list(out.iterdir()) == []  # nothing written
+
+
 # --- 13. deleted results of a finished run -------------------------------------------------------------------------
 def test_deleted_results_of_a_finished_run_are_recomputed_from_the_final_checkpoint(tmp_path):
     out = tmp_path / "run"
@@ -267,3 +323,41 @@ def test_a_killed_writer_never_leaves_half_a_file(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(json.loads(path.read_text())["pad"]) == 2_000_000  # whole, never a prefix
+
+
+def test_run_files_are_only_written_through_the_atomic_writer(tmp_path, monkeypatch):
+    """The harness writes summary.json, config.json and comparison.json by temporary file and rename (a plain
+    write to those names fails here), and no experiment writes its JSON results any other way."""
+    import pathlib
+
+    names = ("summary.json", "config.json", "comparison.json")
+    plain_write, plain_open = pathlib.Path.write_text, pathlib.Path.open
+
+    def write_text(self, *a, **k):
+        assert self.name not in names, f"plain write of {self}"
+        return plain_write(self, *a, **k)
+
+    def open_(self, mode="r", *a, **k):
+        assert self.name not in names or "r" in mode, f"plain write of {self}"
+        return plain_open(self, mode, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    monkeypatch.setattr(pathlib.Path, "open", open_)
+    toy_experiment.compare(["--out", str(tmp_path / "cmp"), *FAST, "--set", "models=linear,scaled"])
+    assert {p.name for p in (tmp_path / "cmp").rglob("*.json")} == set(names)
+    plain = re.compile(r"\.json\"?\)?\s*\)?\.write_text\(|json\.dump\(|shutil\.copy\w*\([^)]*\.json")
+    for source in [*(ROOT / "experiments").glob("*.py"), *(ROOT / "attn_jax" / "train").glob("*.py")]:
+        hits = [n for n, line in enumerate(source.read_text().splitlines(), 1) if plain.search(line)]
+        assert not hits, f"{source.name} writes JSON results without the atomic writer, lines {hits}"
+
+
+# --- 15. every experiment's finished smoke run is left alone -------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_rerunning_a_finished_smoke_run_trains_nothing_and_changes_no_file(smoke_run, name):
+    run = smoke_run(name)  # shared with the experiment's own smoke test
+    before = _snapshot(run.out)
+    assert [f for f in before if f.endswith(".png")], f"{name}'s smoke run wrote no plot"
+    again = importlib.import_module(f"experiments.{name}").main(list(run.argv))
+    assert _snapshot(run.out) == before  # no step trained (metrics.jsonl, checkpoints), no result rewritten
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(run.result, sort_keys=True, default=str)

@@ -17,8 +17,9 @@ from experiments import publish, sagan
 TINY = ["--preset", "smoke", "--set", "train.progress=false"]
 
 
-def test_smoke_main_variant(tmp_path):
-    s = sagan.main(TINY + ["--out", str(tmp_path)])["16"]
+def test_smoke_main_variant(smoke_run):
+    run = smoke_run("sagan")  # shared with tests/test_run_dirs.py's rerun
+    s, tmp_path = run.result["16"], run.out
     assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert set(s["eval"]) == {"classifier_fd", "sample_accuracy", "classifier_test_accuracy"}
     assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "attention.png").stat().st_size > 0

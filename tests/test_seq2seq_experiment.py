@@ -23,8 +23,9 @@ TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "dataset.train_s
         "--set", "dataset.test_size=12", "--set", "train.progress=false"]
 
 
-def test_main_variant_smoke(tmp_path, capsys):
-    summaries = seq2seq.main(["--preset", "smoke", "--out", str(tmp_path), "--set", "train.progress=false"])
+def test_main_variant_smoke(smoke_run):
+    run = smoke_run("seq2seq")  # shared with tests/test_run_dirs.py's rerun
+    summaries, tmp_path = run.result, run.out
     summary = summaries["bahdanau"]
     assert summary["steps"] == 30 and np.isfinite(summary["final_train_loss"])
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -35,7 +36,7 @@ def test_main_variant_smoke(tmp_path, capsys):
     assert config["model"] == "bahdanau" and config["data"] == "num2words-de" and config["preset"] == "smoke"
     for name in ("bleu_by_length.png", "alignments.png", "samples.txt", "metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
-    printed = capsys.readouterr().out
+    printed = run.stdout
     assert "| bahdanau |" in printed and "BLEU len 19+" in printed and "alignments.png" in printed
 
 

@@ -16,8 +16,9 @@ from experiments import show_attend_tell as sat
 TINY = ["--preset", "smoke", "--set", "train.progress=false"]
 
 
-def test_smoke_main_variant(tmp_path):
-    s = sat.main(TINY + ["--out", str(tmp_path)])["soft"]
+def test_smoke_main_variant(smoke_run):
+    run = smoke_run("show_attend_tell")  # shared with tests/test_run_dirs.py's rerun
+    s, tmp_path = run.result["soft"], run.out
     assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "exact_match"} == set(s["eval"])
     assert (tmp_path / "attention.png").stat().st_size > 0 and "reference:" in (tmp_path / "samples.txt").read_text()

@@ -44,8 +44,9 @@ def test_episodes_hold_n_classes_k_shots_and_a_query_of_one_of_them():
             assert not np.array_equal(images[i], images[-1])  # the query is another drawing
 
 
-def test_smoke_main_variant(tmp_path):
-    s = snail.main(TINY + ["--out", str(tmp_path)])["snail"]
+def test_smoke_main_variant(smoke_run):
+    run = smoke_run("snail")  # shared with tests/test_run_dirs.py's rerun
+    s, tmp_path = run.result["snail"], run.out
     assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert 0.0 <= s["eval"]["accuracy"] <= 1.0 and (tmp_path / "episode.png").stat().st_size > 0
 

@@ -16,16 +16,19 @@ from experiments.data import chars
 TINY = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false"]
 
 
-def test_smoke_main_variant_translates(tmp_path):
-    s = tf.main(["--preset", "smoke", "--out", str(tmp_path), "--set", "train.progress=false"])
+def test_smoke_main_variant_translates(smoke_run):
+    run = smoke_run("transformer")  # shared with tests/test_run_dirs.py's rerun
+    s, tmp_path = run.result, run.out
     assert s["steps"] == 20 and np.isfinite(s["final_train_loss"])
     assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(s["eval"]) and "inversion" not in s["eval"]
     assert (tmp_path / "samples.txt").exists() and s["parameters"] > 0
+    assert (tmp_path / "bleu_by_length.png").stat().st_size > 0
 
 
 def test_one_step_lm_and_ablation_and_publish(tmp_path):
     lm = tf.main(TINY + ["--out", str(tmp_path / "lm"), "--set", "task=lm"])
     assert 0 < lm["eval"]["bits_per_char"] < 10 and lm["sample"].startswith("The ")
+    assert (tmp_path / "lm" / "learning_curve.png").stat().st_size > 0  # every run writes a plot
     ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation", "--set", "ablation_steps=2"])
     assert list(ab["rows"]) == ["heads=1", "heads=2", "learned positions"]
     assert all(r["steps"] == 2 for r in ab["rows"].values())  # ablation_steps overrides train.steps per row
