@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax._inputs import _dtype, _is_float, _shape, check_lengths, compute_dtype, flatten_batch
-from attn_jax.errors import UnsupportedError
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, visible_keys
+from attn_jax.registry import OpRegistry, implementation_names
 from attn_jax.softmax import (
     empty_rows_to_neg_inf,
     masked_softmax_stats,
@@ -53,8 +53,6 @@ def auto_chunk_size(b: int, t: int, a: int) -> int:
     while c < 512 and per_key * c * 2 <= CHUNK_BUDGET_BYTES:
         c *= 2
     return c
-_NAMES = ("xla", "chunked", "pallas")
-_ALIASES = {"xla_chunked": "chunked"}
 
 
 class _Static(NamedTuple):
@@ -197,6 +195,84 @@ def _dense(qp, kp, value, w, keep):
     return jnp.einsum("BTS,BSD->BTD", weights, value.astype(acc)), lse, weights
 
 
+class _Shape(NamedTuple):
+    """What the implementations' reasons look at."""
+
+    b: int
+    t: int
+    s: int
+    a: int
+
+
+class _Call(NamedTuple):
+    """What every implementation runs on: projections ``qp [B,T,A]``, ``kp [B,S,A]``, the rest as given."""
+
+    qp: Array
+    kp: Array
+    value: Array
+    w: Array
+    mask: Array | None  # [Bm, Tm, Sm] bool
+    spec: MaskSpec
+    is_causal: bool
+    chunk_size: int | None
+    want_weights: bool
+
+
+def _run_xla(c: _Call):
+    keep = and_masks(c.spec.block(0, c.qp.shape[1], 0, c.kp.shape[1]), c.mask)
+    return _dense(c.qp, c.kp, c.value, c.w, keep)
+
+
+def _run_blocked(c: _Call, fused: bool):
+    """The chunked path, or (``fused``) the Pallas kernel; weights recomputed chunk by chunk when asked."""
+    b, t, a = c.qp.shape
+    s = c.kp.shape[1]
+    ck = min(c.chunk_size or auto_chunk_size(b, t, a), s)
+    sp = math.ceil(s / ck) * ck
+    pad = ((0, 0), (0, sp - s), (0, 0))
+    kp_p, val_p = jnp.pad(c.kp, pad), jnp.pad(c.value, pad)
+    mask_p = c.mask
+    if c.mask is not None and c.mask.shape[2] != 1:
+        mask_p = jnp.pad(c.mask, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
+    st = _Static(ck, s)
+    if fused:
+        out, lse = _pallas(c.qp, c.kp, c.value, c.w, c.mask, c.spec.kv_lengths, c.is_causal)
+    else:
+        out, lse = _chunked_core_jit(c.qp, kp_p, val_p, c.w, mask_p, c.spec, st)
+    weights = None
+    if c.want_weights:  # for plots: recomputed chunk by chunk from the logsumexp
+        weights = _chunked_weights(c.qp, kp_p, c.w, mask_p, c.spec, lse, st)[:, :, :s]
+    return out, lse, weights
+
+
+def _xla_reason(p: _Shape, automatic: bool) -> str | None:
+    features = 4 * p.b * p.t * p.s * p.a
+    if automatic and features > DENSE_FEATURES_LIMIT_BYTES:
+        return f"the dense [B, T, S, A] features would take {features} bytes > {DENSE_FEATURES_LIMIT_BYTES}"
+    return None
+
+
+def _pallas_reason(p: _Shape, automatic: bool) -> str | None:
+    backend = jax.default_backend()
+    if backend not in ("gpu", "cpu"):
+        return f"the Pallas additive kernel runs on GPUs (interpreted on CPU), not {backend!r}"
+    if automatic and backend == "cpu":
+        return "on CPU the Pallas kernels run only in interpret mode (a test tool); ask for them by name"
+    return None
+
+
+#: additive_attention's implementations; None tries pallas (on GPU), then xla, then chunked.
+REGISTRY = OpRegistry("additive_attention", automatic=("pallas", "xla", "chunked"))
+REGISTRY.register("xla", _xla_reason, _run_xla)
+REGISTRY.register("chunked", lambda p, automatic: None, lambda c: _run_blocked(c, fused=False))
+for _name in ("pallas", "pallas_triton"):
+    REGISTRY.register(_name, _pallas_reason, lambda c: _run_blocked(c, fused=True))
+for _name in ("pallas_mosaic_gpu", "pallas_mosaic_tpu"):
+    REGISTRY.register(_name, lambda p, automatic, n=_name: f"{n}: no additive-attention kernel of this kind yet",
+                      None)
+REGISTRY.register("cudnn", lambda p, automatic: "cuDNN has no additive attention", None)
+
+
 def _check(query, key, value, w_q, w_k, v, mask):
     qs, ks, vs = _shape(query), _shape(key), _shape(value)
     if len(qs) < 2 or len(ks) != len(qs) or len(vs) != len(qs):
@@ -264,10 +340,13 @@ def additive_attention(
       is_causal: key ``s`` visible from query ``t`` iff ``s <= t``.
       return_residual: also return the logsumexp of the scores ``[*B, T]``.
       return_weights: also return the attention weights ``[*B, T, S]``.
-      implementation: "xla", "chunked", "pallas" (the fused kernel of
+      implementation: None, a name or a list/tuple of names, the vocabulary
+        of ``dot_product_attention`` (:mod:`attn_jax.registry`): "xla",
+        "chunked", "pallas" / "pallas_triton" (the fused kernel of
         ``attn_jax.kernels.additive_triton``: compiled on GPU, interpreted on
-        CPU) or None (pallas on GPU; on CPU xla while the dense features fit in
-        :data:`DENSE_FEATURES_LIMIT_BYTES`, else chunked).
+        CPU); the Mosaic and cudnn names decline with their reason. None:
+        pallas on GPU; else xla while the dense features fit in
+        :data:`DENSE_FEATURES_LIMIT_BYTES`, then chunked.
       chunk_size: key chunk length of the chunked path; None sizes it so one
         ``[B, T, chunk, A]`` block stays near :data:`CHUNK_BUDGET_BYTES`.
 
@@ -280,25 +359,13 @@ def additive_attention(
     kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, _shape(key)[-2])
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
-    if implementation is not None and not isinstance(implementation, str):
-        raise TypeError(f"implementation must be None or a name, got {implementation!r}")
-    if isinstance(implementation, str):
-        implementation = _ALIASES.get(implementation, implementation)
-    if implementation not in (None, *_NAMES):
-        raise ValueError(f"unknown implementation {implementation!r} for additive_attention; known: {_NAMES}")
-    if implementation == "pallas" and jax.default_backend() not in ("gpu", "cpu"):
-        raise UnsupportedError(
-            f"additive_attention: the Pallas kernel runs on GPUs (interpreted on CPU), not {jax.default_backend()!r}")
+    implementation_names(implementation)  # type errors before any work
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     nb = len(batch)
     q, k, val = (flatten_batch(x, nb) for x in (query, key, value))
     b, t, s, a = q.shape[0], q.shape[1], k.shape[1], _shape(v)[0]
-    if implementation is None:
-        if jax.default_backend() == "gpu":
-            implementation = "pallas"
-        else:  # on CPU the kernel only runs interpreted (a test tool)
-            implementation = "xla" if 4 * b * t * s * a <= DENSE_FEATURES_LIMIT_BYTES else "chunked"
+    name = REGISTRY.resolve(implementation, _Shape(b, t, s, a))
     mask3 = None
     if mask is not None:
         m = jnp.asarray(mask)
@@ -326,27 +393,8 @@ def additive_attention(
     kp = jnp.einsum("BSD,DA->BSA", k, w_k, preferred_element_type=acc).astype(acc)
     w = jnp.asarray(v).astype(acc)
 
-    weights = None
-    if implementation == "xla":
-        keep = spec.block(0, t, 0, s)
-        keep = and_masks(keep, mask3)
-        out, lse, weights = _dense(qp, kp, val, w, keep)
-    else:
-        ck = min(chunk_size or auto_chunk_size(b, t, a), s)
-        sp = math.ceil(s / ck) * ck
-        pad = ((0, 0), (0, sp - s), (0, 0))
-        kp_p, val_p = jnp.pad(kp, pad), jnp.pad(val, pad)
-        mask_p = mask3
-        if mask3 is not None and mask3.shape[2] != 1:
-            mask_p = jnp.pad(mask3, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
-        st = _Static(ck, s)
-        if implementation == "pallas":
-            out, lse = _pallas(qp, kp, val, w, mask3, kv_len, bool(is_causal))
-        else:
-            out, lse = _chunked_core_jit(qp, kp_p, val_p, w, mask_p, spec, st)
-        if return_weights:  # for plots: recomputed chunk by chunk from the logsumexp
-            weights = _chunked_weights(qp, kp_p, w, mask_p, spec, lse, st)[:, :, :s]
-
+    call = _Call(qp, kp, val, w, mask3, spec, bool(is_causal), chunk_size, return_weights)
+    out, lse, weights = REGISTRY.run(name, call)
     results = [out.astype(q.dtype).reshape(batch + (t, val.shape[-1]))]
     if return_residual:
         results.append(lse.astype(q.dtype).reshape(batch + (t,)))

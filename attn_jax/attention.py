@@ -21,7 +21,6 @@ pallas_triton, ``mosaic`` -> pallas_mosaic_tpu on TPU, else pallas_mosaic_gpu.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,71 +30,41 @@ import jax.numpy as jnp
 from attn_jax import chunked as _chunked
 from attn_jax import xla as _xla
 from attn_jax._inputs import Problem, normalize
-from attn_jax.errors import UnsupportedError
+from attn_jax.registry import OpRegistry, implementation_names
 
 Array = jax.Array
-log = logging.getLogger("attn_jax")
 
 # implementation=None switches from "xla" to "chunked" above this many bytes of
 # float32 logits (B·N·T·S·4): 256 MiB, e.g. B=1, N=16, T=S=2048.
 DENSE_LOGITS_LIMIT_BYTES = 256 * 2**20
 
-NAMES = (
-    "xla",
-    "chunked",
-    "pallas",
-    "pallas_triton",
-    "pallas_mosaic_gpu",
-    "pallas_mosaic_tpu",
-    "cudnn",
-)
-ALIASES = {"xla_chunked": "chunked", "triton": "pallas_triton"}
+def _pallas_reason(name: str):
+    def reason(p: Problem, automatic: bool) -> str | None:
+        from attn_jax import kernels  # lazily: importing attn_jax never imports Pallas
+
+        return kernels.unsupported_reason(name, p, automatic=automatic)
+
+    return reason
 
 
-def _implementation_names(implementation) -> tuple[str, ...] | None:
-    """``None``, a name, or a list/tuple of names -> a tuple of names (or None); else TypeError."""
-    if implementation is None:
-        return None
-    if isinstance(implementation, str):
-        return (implementation,)
-    if not isinstance(implementation, (list, tuple)) or not all(isinstance(n, str) for n in implementation):
-        raise TypeError(
-            f"implementation must be None, a name or a list/tuple of names, got {implementation!r}"
-        )
-    if not implementation:
-        raise ValueError("implementation must not be an empty sequence")
-    return tuple(implementation)
+def _run_pallas(name: str):
+    def run(p: Problem, return_residual: bool) -> tuple[Array, Array]:
+        from attn_jax import kernels
+
+        return kernels.attention(name, p)
+
+    return run
 
 
-def _canonical(name: str) -> str:
-    if name == "mosaic":
-        return "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_mosaic_gpu"
-    name = ALIASES.get(name, name)
-    if name not in NAMES:
-        raise ValueError(
-            f"unknown implementation {name!r}; known: {', '.join(NAMES)} "
-            f"(aliases: {', '.join([*ALIASES, 'mosaic'])})"
-        )
-    return name
+def _xla_reason(p: Problem, automatic: bool) -> str | None:
+    if automatic and p.dense_logits_bytes > DENSE_LOGITS_LIMIT_BYTES:
+        return f"the dense logits would take {p.dense_logits_bytes} bytes > {DENSE_LOGITS_LIMIT_BYTES}"
+    return None
 
 
-# --- implementations: each has supports(problem, flags) -> reason or None, and run --------
-
-
-def _pallas_reason(name: str, p: Problem, automatic: bool) -> str | None:
-    """Ask the kernels package (imported lazily) whether it serves ``p``."""
-    from attn_jax import kernels
-
-    return kernels.unsupported_reason(name, p, automatic=automatic)
-
-
-def _run_pallas(name: str, p: Problem) -> tuple[Array, Array]:
-    from attn_jax import kernels
-
-    return kernels.attention(name, p)
-
-
-def _cudnn_reason(p: Problem, return_residual: bool) -> str | None:
+def _cudnn_reason(p: Problem, automatic: bool) -> str | None:
+    if automatic:
+        return "cudnn is never chosen automatically (it does not honour the whole contract)"
     if jax.default_backend() != "gpu":
         return f"cudnn needs a GPU backend, this is {jax.default_backend()!r}"
     b, t, s, n, k, h, hv = p.dims
@@ -141,47 +110,14 @@ def _run_cudnn(p: Problem, return_residual: bool) -> tuple[Array, Array | None]:
     return res, None
 
 
-def _reason(name: str, p: Problem, return_residual: bool, automatic: bool = False) -> str | None:
-    if name in ("xla", "chunked"):
-        return None
-    if name == "cudnn":
-        return _cudnn_reason(p, return_residual)
-    return _pallas_reason(name, p, automatic)
-
-
-def _run(name: str, p: Problem, return_residual: bool):
-    if name == "xla":
-        return _xla.attention(p)
-    if name == "chunked":
-        return _chunked.attention(p)
-    if name == "cudnn":
-        return _run_cudnn(p, return_residual)
-    return _run_pallas(name, p)
-
-
-def _choose(implementation, p: Problem, return_residual: bool) -> str:
-    if implementation is None:
-        reason = _reason("pallas", p, return_residual, automatic=True)
-        if reason is None:
-            return "pallas"
-        log.debug("implementation=None: not pallas (%s)", reason)
-        if p.dense_logits_bytes > DENSE_LOGITS_LIMIT_BYTES:
-            log.debug(
-                "implementation=None: chunked, dense logits would take %d bytes > %d",
-                p.dense_logits_bytes,
-                DENSE_LOGITS_LIMIT_BYTES,
-            )
-            return "chunked"
-        return "xla"
-    names = [_canonical(n) for n in implementation]
-    reasons = []
-    for name in names:
-        reason = _reason(name, p, return_residual)
-        if reason is None:
-            return name
-        log.debug("implementation %r declined: %s", name, reason)
-        reasons.append(f"{name}: {reason}")
-    raise UnsupportedError("no requested implementation supports these arguments: " + "; ".join(reasons))
+#: dot_product_attention's implementations; None tries pallas, then xla, then chunked.
+REGISTRY = OpRegistry("dot_product_attention", automatic=("pallas", "xla", "chunked"))
+REGISTRY.register("xla", _xla_reason, lambda p, return_residual: _xla.attention(p))
+REGISTRY.register("chunked", lambda p, automatic: None, lambda p, return_residual: _chunked.attention(p))
+for _name in ("pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu"):
+    REGISTRY.register(_name, _pallas_reason(_name), _run_pallas(_name))
+REGISTRY.register("cudnn", _cudnn_reason, _run_cudnn)
+NAMES = REGISTRY.names
 
 
 def dot_product_attention(
@@ -258,7 +194,7 @@ def dot_product_attention(
     >>> dot_product_attention(q, kv, kv, is_causal=True).shape
     (2, 5, 4, 8)
     """
-    implementation = _implementation_names(implementation)
+    implementation_names(implementation)  # type errors before any work
     p = normalize(
         query,
         key,
@@ -274,13 +210,13 @@ def dot_product_attention(
         kv_segment_ids=kv_segment_ids,
         logits_soft_cap=logits_soft_cap,
     )
-    name = _choose(implementation, p, return_residual)
+    name = REGISTRY.resolve(implementation, p)
     b, t, s_len, n, _, _, hv = p.dims
     if 0 in (b, t, s_len, n):  # nothing to compute, or S = 0: every row is empty
         out = jnp.zeros((b, t, n, hv), p.query.dtype)
         lse = jnp.full((b, t, n), -jnp.inf, p.query.dtype)
     else:
-        out, lse = _run(name, p, return_residual)
+        out, lse = REGISTRY.run(name, p, return_residual=return_residual)
     batch = p.batch_shape
     t, n, hv = out.shape[1:]
     out = out.reshape(batch + (t, n, hv))
@@ -291,7 +227,7 @@ def dot_product_attention(
 
 def implementation_for(implementation: Any, *args, return_residual: bool = False, **kwargs) -> str:
     """The implementation name ``dot_product_attention`` would use (for logs/benchmarks)."""
-    implementation = _implementation_names(implementation)
+    implementation_names(implementation)
     p = normalize(*args, **kwargs)
-    return _choose(implementation, p, return_residual)
+    return REGISTRY.resolve(implementation, p)
 

@@ -4,17 +4,23 @@ Two cache layouts: contiguous ``key_cache [B, S, K, H]``, or paged
 ``key_cache [P, page_size, K, H]`` (a pool of pages) with ``page_table
 [B, max_pages]`` listing each sequence's pages in order. Implementations:
 
-* ``"xla"``: gathers the pages (paged layout) and runs the dense
-  ``dot_product_attention(implementation="xla")`` with one query row.
-* ``"pallas"`` (alias ``"pallas_triton"``, ``"triton"``): the split-KV
+* ``"xla"`` / ``"chunked"``: gather the pages (paged layout) and run
+  ``dot_product_attention`` with that implementation on one query row.
+* ``"pallas"`` / ``"pallas_triton"`` (alias ``"triton"``): the split-KV
   flash-decoding kernel of ``attn_jax.kernels.decode_triton``, compiled on GPU,
   interpreted on CPU. Needs a page size that is a power of two >= 16.
+* the Mosaic kernels and ``"cudnn"`` decline with their reason (UnsupportedError).
 * ``None``: pallas on a GPU, else xla.
+
+The vocabulary and the resolver are :mod:`attn_jax.registry`'s, shared with
+``dot_product_attention`` and ``additive_attention``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +28,9 @@ import numpy as np
 
 from attn_jax._inputs import _concrete, _dtype, _is_float, _is_int, _shape
 from attn_jax.attention import dot_product_attention
-from attn_jax.errors import UnsupportedError
+from attn_jax.registry import OpRegistry, implementation_names
 
 Array = jax.Array
-_ALIASES = {"pallas_triton": "pallas", "triton": "pallas"}
 
 
 def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, scale) -> int:
@@ -87,6 +92,72 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, 
     return capacity
 
 
+class _Shape(NamedTuple):
+    """What the implementations' reasons look at."""
+
+    page: int  # page size (paged) or S (contiguous)
+    paged: bool
+
+
+class _Call(NamedTuple):
+    query: Array
+    key_cache: Array
+    value_cache: Array
+    lengths: Array
+    page_table: Array | None
+    scale: float | None
+    logits_soft_cap: float | None
+
+
+def _pallas_reason(p: _Shape, automatic: bool) -> str | None:
+    backend = jax.default_backend()
+    if backend not in ("gpu", "cpu"):
+        return f"the Pallas decode kernel runs on GPUs (or interpreted on CPU), not on {backend!r}"
+    if automatic and backend == "cpu":
+        return "on CPU the Pallas kernels run only in interpret mode (a test tool); ask for them by name"
+    if p.paged and (p.page < 16 or p.page & (p.page - 1)):
+        return f"the Pallas decode kernel needs a power-of-two page size >= 16, got {p.page}"
+    return None
+
+
+def _run_pallas(c: _Call) -> Array:
+    from attn_jax.kernels import decode_triton
+
+    return decode_triton.decode_attention(
+        c.query, c.key_cache, c.value_cache, c.lengths, c.page_table, scale=c.scale,
+        logits_soft_cap=c.logits_soft_cap, interpret=jax.default_backend() == "cpu")
+
+
+def _run_gathered(c: _Call, implementation: str) -> Array:
+    """Gather each sequence's pages (a missing page is masked, never read), then one query row of
+    ``dot_product_attention``, which selects away (where, not a zero weight) every key the lengths
+    or the missing pages hide, so garbage in those slots never reaches the output."""
+    key_cache, value_cache, mask = c.key_cache, c.value_cache, None
+    b = c.query.shape[0]
+    if c.page_table is not None:
+        pages = jnp.asarray(c.page_table)
+        present = (pages >= 0) & (pages < key_cache.shape[0])
+        safe = jnp.clip(pages, 0, key_cache.shape[0] - 1)
+        key_cache = key_cache[safe].reshape(b, -1, *key_cache.shape[2:])
+        value_cache = value_cache[safe].reshape(b, -1, *value_cache.shape[2:])
+        mask = jnp.repeat(present, _shape(value_cache)[1] // pages.shape[1], axis=1)[:, None, None, :]
+    out = dot_product_attention(c.query[:, None], key_cache, value_cache, mask=mask, scale=c.scale,
+                                key_value_seq_lengths=c.lengths, logits_soft_cap=c.logits_soft_cap,
+                                implementation=implementation)
+    return out[:, 0]
+
+
+#: decode_attention's implementations; None: pallas on a GPU, else xla.
+REGISTRY = OpRegistry("decode_attention", automatic=("pallas", "xla"))
+REGISTRY.register("xla", lambda p, automatic: None, lambda c: _run_gathered(c, "xla"))
+REGISTRY.register("chunked", lambda p, automatic: None, lambda c: _run_gathered(c, "chunked"))
+for _name in ("pallas", "pallas_triton"):
+    REGISTRY.register(_name, _pallas_reason, _run_pallas)
+for _name in ("pallas_mosaic_gpu", "pallas_mosaic_tpu"):
+    REGISTRY.register(_name, lambda p, automatic, n=_name: f"{n}: no decode kernel of this kind yet", None)
+REGISTRY.register("cudnn", lambda p, automatic: "cudnn has no decode path here", None)
+
+
 def decode_attention(
     query: Array,
     key_cache: Array,
@@ -96,7 +167,7 @@ def decode_attention(
     scale: float | None = None,
     logits_soft_cap: float | None = None,
     page_table: Array | None = None,
-    implementation: str | None = None,
+    implementation: str | Sequence[str] | None = None,
 ) -> Array:
     """Attention of one new token per sequence over its cache.
 
@@ -116,7 +187,8 @@ def decode_attention(
         raises ValueError (naming it) when the table is concrete; under ``jit``
         it is treated as "no page" too. No entry ever makes another page's
         tokens part of the result.
-      implementation: None, "xla" or "pallas" (module docstring).
+      implementation: None, a name or a list/tuple of names, the vocabulary
+        of ``dot_product_attention`` (:mod:`attn_jax.registry`; module docstring).
 
     Returns:
       ``[B, N, Hv]`` in the query dtype. Slots past a sequence's length and
@@ -125,42 +197,10 @@ def decode_attention(
       or no pages) gives zeros.
     """
     capacity = _check(query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap, scale)
-    if implementation is not None:
-        if not isinstance(implementation, str):
-            raise TypeError(f"implementation must be None or a name, got {implementation!r}")
-        implementation = _ALIASES.get(implementation, implementation)
-        if implementation not in ("xla", "pallas"):
-            raise ValueError(f"unknown implementation {implementation!r} for decode_attention; known: xla, pallas")
+    implementation_names(implementation)  # type errors before any work
     lengths = jnp.clip(jnp.asarray(key_value_seq_lengths), 0, capacity).astype(jnp.int32)
     b, n, _ = _shape(query)
+    name = REGISTRY.resolve(implementation, _Shape(_shape(key_cache)[1], page_table is not None))
     if 0 in (b, n, capacity):  # nothing to compute, or no slot to read: zeros
         return jnp.zeros((b, n, _shape(value_cache)[3]), query.dtype)
-    backend = jax.default_backend()
-    if implementation is None:
-        implementation = "pallas" if backend == "gpu" else "xla"
-    if implementation == "pallas":
-        if backend not in ("gpu", "cpu"):
-            raise UnsupportedError(f"decode_attention: the Pallas kernel runs on GPUs (or interpreted on CPU), "
-                                   f"not on {backend!r}")
-        page = key_cache.shape[1]
-        if page_table is not None and (page < 16 or page & (page - 1)):
-            raise UnsupportedError(f"decode_attention pallas needs a power-of-two page size >= 16, got {page}")
-        from attn_jax.kernels import decode_triton
-
-        return decode_triton.decode_attention(
-            query, key_cache, value_cache, lengths, page_table,
-            scale=scale, logits_soft_cap=logits_soft_cap, interpret=backend == "cpu")
-    mask = None
-    if page_table is not None:  # gather each sequence's pages; a missing page is masked, never read
-        pages = jnp.asarray(page_table)
-        present = (pages >= 0) & (pages < key_cache.shape[0])
-        safe = jnp.clip(pages, 0, key_cache.shape[0] - 1)
-        key_cache = key_cache[safe].reshape(b, -1, *key_cache.shape[2:])
-        value_cache = value_cache[safe].reshape(b, -1, *value_cache.shape[2:])
-        mask = jnp.repeat(present, _shape(value_cache)[1] // pages.shape[1], axis=1)[:, None, None, :]
-    # dot_product_attention selects away (where, not a zero weight) every key the lengths or
-    # the missing pages hide, so garbage in those slots never reaches the output.
-    out = dot_product_attention(query[:, None], key_cache, value_cache, mask=mask, scale=scale,
-                                key_value_seq_lengths=lengths, logits_soft_cap=logits_soft_cap,
-                                implementation="xla")
-    return out[:, 0]
+    return REGISTRY.run(name, _Call(query, key_cache, value_cache, lengths, page_table, scale, logits_soft_cap))

@@ -103,7 +103,7 @@ def test_errors():
     with pytest.raises(ValueError, match="page_table"):
         attn_jax.decode_attention(q, k, k, lens, page_table=jnp.zeros((3, 2), jnp.int32))
     with pytest.raises(ValueError, match="unknown implementation"):
-        attn_jax.decode_attention(q, k, k, lens, implementation="cudnn")
+        attn_jax.decode_attention(q, k, k, lens, implementation="flash")  # cudnn: known, declines
     with pytest.raises(attn_jax.UnsupportedError, match="page size"):
         pool = jnp.zeros((6, 10, 2, 8))
         attn_jax.decode_attention(q, pool, pool, lens, page_table=jnp.zeros((2, 3), jnp.int32), implementation="pallas")

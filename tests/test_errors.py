@@ -67,7 +67,7 @@ def test_bad_input_raises_with_details(kwargs, exc, pattern):
 def test_errors_raise_before_computation(monkeypatch):
     """Validation happens on shapes: no implementation is ever called."""
     called = []
-    monkeypatch.setattr(attention_mod, "_run", lambda *a: called.append(a))
+    monkeypatch.setattr(attention_mod.REGISTRY, "run", lambda *a, **k: called.append(a))
     with pytest.raises(ValueError):
         dpa(v=jnp.zeros((2, 6, 2, 8)))
     assert not called

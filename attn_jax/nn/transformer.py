@@ -216,19 +216,14 @@ class MultiHeadAttention(nnx.Module):
         key = cache.key.at[rows, cache.lengths].set(k[:, 0].astype(cache.key.dtype))
         value = cache.value.at[rows, cache.lengths].set(v[:, 0].astype(cache.value.dtype))
         lengths = cache.lengths + 1
-        o = decode_attention(q, key, value, lengths, implementation=_decode_impl(self.implementation))
+        o = decode_attention(q, key, value, lengths, implementation=self.implementation)
         return self.out(o[:, None])[:, 0], KVCache(key, value, lengths)
 
     def cross_step(self, x: Array, keys: Array, values: Array, lengths: Array) -> Array:
         """Cross-attention of one token ``x [B, D]`` to precomputed context ``keys/values [B, S, K, H]``."""
         q = self.queries(x[:, None], None)[:, 0]
-        o = decode_attention(q, keys, values, lengths, implementation=_decode_impl(self.implementation))
+        o = decode_attention(q, keys, values, lengths, implementation=self.implementation)
         return self.out(o[:, None])[:, 0]
-
-
-def _decode_impl(implementation):
-    """decode_attention knows "xla" and "pallas"; anything else (chunked, cudnn, a list) decodes with its default."""
-    return implementation if implementation in ("xla", "pallas") else None
 
 
 class FeedForward(nnx.Module):
