@@ -177,7 +177,7 @@ def test_a_run_whose_loss_becomes_non_finite_stops_with_an_error(tmp_path):
 # --- 12. one run per folder at a time ------------------------------------------------------------------------------
 def test_a_second_run_on_a_busy_out_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
-    slow = ["--set", "sleep_per_step=0.05"]
+    slow = ["--set", "sleep_per_step=0.1"]  # about 4 s of training: time for the second run to be refused
     cmd = [sys.executable, str(SCRIPT), "--out", str(out), *slow]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
