@@ -5,14 +5,14 @@ Pure functions at this level (no parameters held); Flax NNX modules live in
 """
 
 from attn_jax import masks, memory, positions, scores, sharding
-from attn_jax.additive import additive_attention
-from attn_jax.attention import dot_product_attention
-from attn_jax.chunked import ChunkSizes
-from attn_jax.decode import decode_attention
+from attn_jax.attention.additive import additive_attention
+from attn_jax.attention.chunked import ChunkSizes
+from attn_jax.attention.decode import decode_attention
+from attn_jax.attention.dispatch import dot_product_attention
+from attn_jax.attention.ring import ring_attention, ring_attention_sharded
 from attn_jax.errors import UnsupportedError
 from attn_jax.local import local_attention_weights, predictive_center
 from attn_jax.masks import MaskSpec, dense_mask
-from attn_jax.ring import ring_attention, ring_attention_sharded
 
 __version__ = "0.1.0"
 

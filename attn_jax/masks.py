@@ -103,6 +103,32 @@ class MaskSpec:
     q_segment_ids: Array | None = None
     kv_segment_ids: Array | None = None
 
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        is_causal: bool = False,
+        local_window_size=None,
+        query_seq_lengths=None,
+        key_value_seq_lengths=None,
+        q_segment_ids=None,
+        kv_segment_ids=None,
+    ) -> MaskSpec:
+        """The spec ``dot_product_attention`` builds from its keyword arguments of the same names.
+
+        Lengths ``[B]`` and segment ids ``[B, T]`` / ``[B, S]`` with one batch axis;
+        for plots and tests (``dense_mask(MaskSpec.from_arguments(...), T, S)``).
+        """
+        as_int = lambda x: None if x is None else jnp.asarray(x, jnp.int32)  # noqa: E731
+        return cls(
+            is_causal=bool(is_causal),
+            window=normalize_window(local_window_size),
+            q_lengths=as_int(query_seq_lengths),
+            kv_lengths=as_int(key_value_seq_lengths),
+            q_segment_ids=as_int(q_segment_ids),
+            kv_segment_ids=as_int(kv_segment_ids),
+        )
+
     @property
     def has_static_structure(self) -> bool:
         """True when causal or window constraints allow skipping whole blocks."""

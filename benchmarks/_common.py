@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from attn_jax.train.report import update_readme_block
+from experiments.readme import update_readme_block
 
 __all__ = ["README", "RESULTS", "add_output_args", "device_name", "time_fn", "update_readme_block"]
 

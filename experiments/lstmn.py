@@ -33,15 +33,9 @@ from flax import nnx
 from attn_jax.nn.lstmn import LSTMN
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import (
-    parameter_count,
-    plot_metric_curves,
-    pyplot,
-    repo_relative,
-    stage_comparison,
-    update_readme_block,
-)
+from attn_jax.train.report import parameter_count, plot_metric_curves, pyplot
 from experiments.data import chars
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 MODELS = ("lstmn", "lstm")
 

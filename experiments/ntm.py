@@ -36,15 +36,9 @@ from flax import nnx
 from attn_jax.nn.ntm import NTM, LSTMBaseline
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import (
-    plot_metric_curves,
-    pyplot,
-    repo_relative,
-    save_line_plot,
-    stage_comparison,
-    update_readme_block,
-)
+from attn_jax.train.report import plot_metric_curves, pyplot, save_line_plot
 from experiments.data import ntm_tasks
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 MODELS = ("ntm", "lstm")
 

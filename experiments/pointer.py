@@ -41,13 +41,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attn_jax.additive import DENSE_FEATURES_LIMIT_BYTES
+from attn_jax.attention.additive import DENSE_FEATURES_LIMIT_BYTES
 from attn_jax.nn import beam_search
 from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, update_readme_block
+from attn_jax.train.report import pyplot
 from experiments.data import geometry
+from experiments.readme import repo_relative, update_readme_block
 
 MODELS = ("ptrnet", "seq2seq")
 LOSSES = ("auto", "dense", "fused")

@@ -38,8 +38,9 @@ from flax import nnx
 from attn_jax.nn.sagan import Discriminator, Generator, hinge_losses
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import parameter_count, pyplot
 from experiments.data import digit_canvas
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 MODELS = ("none", "8", "16")
 CLASSES = 10

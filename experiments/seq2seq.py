@@ -41,9 +41,10 @@ from flax import nnx
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
 from attn_jax.train import TrainConfig, cli, rundir, text_metrics, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, repo_relative, save_line_plot, stage_comparison, update_readme_block
+from attn_jax.train.report import pyplot, save_line_plot
 from experiments.data import dates, number_words
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 DATASETS = ("num2words-de", "num2words-fr", "dates")
 DEFAULT_BUCKETS = {"num2words-de": (6, 9, 12, 15, 18), "num2words-fr": (6, 9, 12, 15, 18), "dates": (7, 9, 11)}

@@ -39,9 +39,10 @@ from attn_jax.reinforce import score_function_surrogate
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
-from attn_jax.train.report import parameter_count, pyplot, repo_relative, stage_comparison, update_readme_block
+from attn_jax.train.report import parameter_count, pyplot
 from attn_jax.train.text_metrics import bleu, exact_match
 from experiments.data import digit_canvas as dc
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 # Table 1 of the paper, for the README: BLEU-1..4 on Flickr8k / COCO (soft, hard)
 PAPER = {"soft": {"Flickr8k": (67, 44.8, 29.9, 19.5), "COCO": (70.7, 49.2, 34.4, 24.3)},

@@ -34,15 +34,9 @@ from flax import nnx
 from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import (
-    parameter_count,
-    plot_metric_curves,
-    pyplot,
-    repo_relative,
-    stage_comparison,
-    update_readme_block,
-)
+from attn_jax.train.report import parameter_count, plot_metric_curves, pyplot
 from experiments.data import glyphs
+from experiments.readme import repo_relative, stage_comparison, update_readme_block
 
 # Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
 PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}

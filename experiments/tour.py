@@ -24,7 +24,6 @@ import numpy as np
 
 import attn_jax
 from attn_jax import scores
-from attn_jax._inputs import normalize
 from attn_jax.train.rundir import write_json
 
 B, T, S, N, K, H = 2, 24, 32, 4, 2, 16
@@ -79,8 +78,8 @@ def attention_rows(rng) -> tuple[list[dict], dict]:
                 lse_max_abs_err=float(np.abs(np.asarray(lse)[fin] - ref_lse[fin]).max()),
                 ms=ms,
             ))
-        p = normalize(q, k, v, **kw)
-        masks[name] = np.asarray(attn_jax.dense_mask(p.spec, T, S))[-1]
+        spec = attn_jax.MaskSpec.from_arguments(**{a: x for a, x in kw.items() if a != "logits_soft_cap"})
+        masks[name] = np.asarray(attn_jax.dense_mask(spec, T, S))[-1]
     return rows, masks
 
 

@@ -44,9 +44,10 @@ from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, plot_metric_curves, repo_relative, update_readme_block
+from attn_jax.train.report import parameter_count, plot_metric_curves
 from experiments import seq2seq
 from experiments.data import chars
+from experiments.readme import repo_relative, update_readme_block
 
 TASKS = ("translate", "ablation", "lm")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,6 +1,7 @@
 """Fused Pallas attention kernels, importable as ``attn_jax.kernels``.
 
-Kernels import jax and ``attn_jax.masks`` only. ``attn_jax.dot_product_attention``
+Kernels import jax, ``attn_jax.masks`` and ``attn_jax.softmax`` only (docs/design.md).
+``attn_jax.dot_product_attention``
 asks :func:`unsupported_reason` whether a kernel serves a problem and then
 calls :func:`attention`, lazily, so importing attn_jax never imports Pallas.
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import dot_product_attention
-from attn_jax.ring import ring_attention_sharded
+from attn_jax.attention.ring import ring_attention_sharded
 from attn_jax.sharding import make_mesh
 
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import assert_close_with_inf, make_qkv, np_attention
 
 import attn_jax
-from attn_jax import chunked
-from attn_jax._inputs import normalize
+from attn_jax.attention import chunked
+from attn_jax.attention.inputs import normalize
 
 IMPLS = ["xla", "chunked", "chunked_small"]
 

@@ -9,7 +9,7 @@ import pytest
 
 import attn_jax
 from attn_jax import UnsupportedError
-from attn_jax import attention as attention_mod
+from attn_jax.attention import dispatch as attention_mod
 
 Q = jnp.zeros((2, 5, 4, 8))
 K = jnp.zeros((2, 7, 2, 8))

@@ -199,7 +199,7 @@ def test_dispatch_through_public_api(rng, caplog):
         np.testing.assert_allclose(out, ref, atol=2e-5)
         assert_close_with_inf(lse, ref_lse, atol=2e-5)
     if INTERPRET:  # None never picks an interpreted kernel, and says why
-        from attn_jax.attention import implementation_for
+        from attn_jax.attention.dispatch import implementation_for
 
         with caplog.at_level("DEBUG", logger="attn_jax"):
             assert implementation_for(None, q, k, v) == "xla"

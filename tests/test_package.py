@@ -49,7 +49,7 @@ def test_wheel_maps_kernels_into_attn_jax(tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    import attn_jax.attention
+    import attn_jax.attention.dispatch
     import attn_jax.memory
     import attn_jax.nn.attention
     import attn_jax.nn.ntm
@@ -58,7 +58,7 @@ def test_docstring_examples_run():
     import attn_jax.nn.transformer
     import attn_jax.positions
 
-    for module in (attn_jax.attention, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm, attn_jax.nn.pointer,
-                   attn_jax.nn.seq2seq, attn_jax.nn.transformer, attn_jax.positions):
+    for module in (attn_jax.attention.dispatch, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm,
+                   attn_jax.nn.pointer, attn_jax.nn.seq2seq, attn_jax.nn.transformer, attn_jax.positions):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

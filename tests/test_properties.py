@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import attn_jax
-from attn_jax import chunked
-from attn_jax._inputs import normalize
+from attn_jax.attention import chunked
+from attn_jax.attention.inputs import normalize
 
 
 @st.composite

@@ -10,7 +10,7 @@ import pytest
 
 import attn_jax
 from attn_jax import additive_attention, decode_attention, dot_product_attention
-from attn_jax.registry import implementation_names
+from attn_jax.attention.registry import implementation_names
 
 
 def _dpa(impl):
@@ -33,9 +33,9 @@ OPS = {"dot_product_attention": _dpa, "additive_attention": _additive, "decode_a
 
 @pytest.mark.parametrize("op", OPS)
 def test_every_op_knows_the_whole_vocabulary(op):
-    module = {"dot_product_attention": attn_jax.attention, "additive_attention": attn_jax.additive,
-              "decode_attention": attn_jax.decode}[op]
-    assert set(module.REGISTRY.names) == set(attn_jax.attention.REGISTRY.names)
+    module = {"dot_product_attention": attn_jax.attention.dispatch, "additive_attention": attn_jax.attention.additive,
+              "decode_attention": attn_jax.attention.decode}[op]
+    assert set(module.REGISTRY.names) == set(attn_jax.attention.dispatch.REGISTRY.names)
 
 
 @pytest.mark.parametrize("op", OPS)

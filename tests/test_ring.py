@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax.ring import unzigzag, zigzag
+from attn_jax.attention.ring import unzigzag, zigzag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_ring_attention_equals_dense_attention_on_8_devices():
 
 
 def test_ring_attention_errors():
-    from attn_jax.ring import ring_attention
+    from attn_jax.attention.ring import ring_attention
 
     q = jnp.ones((1, 4, 3, 8))
     with pytest.raises(ValueError, match="multiple of key heads"):

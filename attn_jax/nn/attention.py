@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attn_jax import scores as score_fns
-from attn_jax.additive import additive_attention
+from attn_jax.attention.additive import additive_attention
 from attn_jax.local import local_attention_weights, predictive_center
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
 from attn_jax.softmax import masked_softmax_stats

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attn_jax import scores
-from attn_jax.additive import additive_attention
+from attn_jax.attention.additive import additive_attention
 from attn_jax.masks import MASK_VALUE
 from attn_jax.nn.seq2seq import teacher_forced
 

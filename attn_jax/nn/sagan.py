@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attn_jax.attention import dot_product_attention
+from attn_jax.nn.multi_head import MultiHeadAttention
 
 Array = jax.Array
 
@@ -91,27 +91,26 @@ class SelfAttention2D(nnx.Module):
     def __init__(self, channels: int, *, rngs: nnx.Rngs, implementation: str | None = None):
         if channels % 8:
             raise ValueError(f"channels must be a multiple of 8 (queries and keys have C/8), got {channels}")
-        self.f = SNConv(channels, channels // 8, 1, rngs=rngs)
-        self.g = SNConv(channels, channels // 8, 1, rngs=rngs)
-        self.h = SNConv(channels, channels // 2, 1, rngs=rngs)
-        self.v = SNConv(channels // 2, channels, 1, rngs=rngs)
+        # One head over the H·W positions; the paper's 1x1 convolutions are spectrally
+        # normalised linear maps of the channels, and its logits are not scaled.
+        self.mha = MultiHeadAttention(channels, num_heads=1, qk_features=channels // 8, v_features=channels // 2,
+                                      out_features=channels, scale=1.0, linear=SNLinear,
+                                      implementation=implementation, rngs=rngs)
         self.gamma = nnx.Param(jnp.zeros(()))
-        self.implementation = implementation
 
-    def _qkv(self, x: Array):
-        b, hh, ww, _ = x.shape
-        flat = lambda y: y.reshape(b, hh * ww, 1, y.shape[-1])  # noqa: E731  one head: [B, N, 1, C']
-        return flat(self.f(x)), flat(self.g(x)), flat(self.h(x))
+    # The paper's names for the projections (each maps channels, so it applies to [B, H, W, C] too).
+    f = property(lambda self: self.mha.query)
+    g = property(lambda self: self.mha.key)
+    h = property(lambda self: self.mha.value)
+    v = property(lambda self: self.mha.out)
 
     def attention(self, x: Array) -> Array:
-        q, k, _ = self._qkv(x)
-        return jax.nn.softmax(jnp.einsum("bjc,bic->bji", q[:, :, 0], k[:, :, 0]).astype(jnp.float32), axis=-1)
+        b, hh, ww, c = x.shape
+        return self.mha.weights(x.reshape(b, hh * ww, c))[:, 0]
 
     def __call__(self, x: Array) -> Array:
         b, hh, ww, c = x.shape
-        q, k, v = self._qkv(x)
-        o = dot_product_attention(q, k, v, scale=1.0, implementation=self.implementation)[:, :, 0]
-        o = self.v(o.reshape(b, hh, ww, c // 2))
+        o = self.mha(x.reshape(b, hh * ww, c)).reshape(b, hh, ww, c)
         return x + self.gamma[...] * o
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attn_jax.attention import dot_product_attention
+from attn_jax.nn.multi_head import MultiHeadAttention
 
 Array = jax.Array
 MODELS = ("snail", "tc-only", "attn-only")
@@ -92,24 +92,21 @@ class AttentionBlock(nnx.Module):
 
     def __init__(self, in_features: int, key_size: int, value_size: int, *, rngs: nnx.Rngs,
                  implementation: str | None = None):
-        self.query = nnx.Linear(in_features, key_size, rngs=rngs)
-        self.key = nnx.Linear(in_features, key_size, rngs=rngs)
-        self.value = nnx.Linear(in_features, value_size, rngs=rngs)
+        # One head, no output projection: the read is concatenated to the input.
+        self.mha = MultiHeadAttention(in_features, num_heads=1, qk_features=key_size, v_features=value_size,
+                                      out_features=0, implementation=implementation, rngs=rngs)
         self.out_features = in_features + value_size
-        self.implementation = implementation
+
+    query = property(lambda self: self.mha.query)
+    key = property(lambda self: self.mha.key)
+    value = property(lambda self: self.mha.value)
 
     def weights(self, x: Array) -> Array:
         """The attention matrix ``[B, T, T]`` (for plots)."""
-        q, k = self.query(x), self.key(x)
-        logits = jnp.einsum("btk,bsk->bts", q, k) / math.sqrt(q.shape[-1])
-        t = x.shape[1]
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        return jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1)
+        return self.mha.weights(x, is_causal=True)[:, 0]
 
     def __call__(self, x: Array) -> Array:
-        q, k, v = (f(x)[:, :, None, :] for f in (self.query, self.key, self.value))  # one head: [B, T, 1, .]
-        read = dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)[:, :, 0]
-        return jnp.concatenate([x, read.astype(x.dtype)], axis=-1)
+        return jnp.concatenate([x, self.mha(x, is_causal=True)], axis=-1)
 
 
 class ConvEmbedding(nnx.Module):

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attn_jax.attention import dot_product_attention
-from attn_jax.decode import decode_attention
+from attn_jax.attention.decode import decode_attention
+from attn_jax.attention.dispatch import dot_product_attention
 from attn_jax.positions import rope, segment_positions, sinusoidal
 from attn_jax.sharding import constrain
 
@@ -144,7 +144,7 @@ class LayerNorm(nnx.Module):
         return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 
-class MultiHeadAttention(nnx.Module):
+class TransformerAttention(nnx.Module):
     """``softmax(Q Kᵀ/√H) V`` over ``num_heads`` query heads sharing ``num_kv_heads`` K/V heads."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs, rotary: bool = False):
@@ -259,7 +259,7 @@ class _Sublayer(nnx.Module):
 
 class EncoderLayer(nnx.Module):
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.attn = MultiHeadAttention(cfg, rngs=rngs, rotary=cfg.positions == "rope")
+        self.attn = TransformerAttention(cfg, rngs=rngs, rotary=cfg.positions == "rope")
         self.ff = FeedForward(cfg, rngs=rngs)
         self.sub1, self.sub2 = _Sublayer(cfg, rngs=rngs), _Sublayer(cfg, rngs=rngs)
 
@@ -272,8 +272,8 @@ class DecoderLayer(nnx.Module):
     """Masked self-attention, then (encoder-decoder only) cross-attention, then the feed-forward block."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs, cross: bool):
-        self.attn = MultiHeadAttention(cfg, rngs=rngs, rotary=cfg.positions == "rope")
-        self.cross = MultiHeadAttention(cfg, rngs=rngs) if cross else None
+        self.attn = TransformerAttention(cfg, rngs=rngs, rotary=cfg.positions == "rope")
+        self.cross = TransformerAttention(cfg, rngs=rngs) if cross else None
         self.ff = FeedForward(cfg, rngs=rngs)
         self.sub1, self.sub3 = _Sublayer(cfg, rngs=rngs), _Sublayer(cfg, rngs=rngs)
         self.sub2 = _Sublayer(cfg, rngs=rngs) if cross else None

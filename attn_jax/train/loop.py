@@ -7,7 +7,7 @@ loss is, which batch belongs to a step, how to evaluate) and a
 * optimizer (adam / adamw / rmsprop / sgd) with warmup + cosine schedule and
   global-norm gradient clipping; one ``jax.jit``-compiled step;
 * ``metrics.jsonl`` (one JSON line per logged step and per evaluation), a tqdm
-  bar with loss and steps/s, ``summary.json`` at the end (DESIGN.md's fields);
+  bar with loss and steps/s, ``summary.json`` at the end (docs/design.md, "Runs and results");
   TensorBoard event files in ``tensorboard/`` too when the optional
   ``tensorboardX`` package is installed (nothing else needs it);
 * orbax checkpoints of parameters, optimizer state and step, every

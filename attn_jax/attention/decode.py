@@ -12,7 +12,7 @@ Two cache layouts: contiguous ``key_cache [B, S, K, H]``, or paged
 * the Mosaic kernels and ``"cudnn"`` decline with their reason (UnsupportedError).
 * ``None``: pallas on a GPU, else xla.
 
-The vocabulary and the resolver are :mod:`attn_jax.registry`'s, shared with
+The vocabulary and the resolver are :mod:`attn_jax.attention.registry`'s, shared with
 ``dot_product_attention`` and ``additive_attention``.
 """
 
@@ -26,16 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax._inputs import _concrete, _dtype, _is_float, _is_int, _shape
-from attn_jax.attention import dot_product_attention
-from attn_jax.registry import OpRegistry, implementation_names
+from attn_jax.attention.dispatch import dot_product_attention
+from attn_jax.attention.inputs import concrete_value, dtype_of, is_float, is_int, shape_of
+from attn_jax.attention.registry import OpRegistry, implementation_names
 
 Array = jax.Array
 
 
 def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, scale) -> int:
     """Validate the arguments; returns the cache capacity per sequence."""
-    qs, ks, vs = _shape(query), _shape(key_cache), _shape(value_cache)
+    qs, ks, vs = shape_of(query), shape_of(key_cache), shape_of(value_cache)
     if len(qs) != 3:
         raise ValueError(f"query must be [B, N, H], got shape {qs}")
     if len(ks) != 4 or len(vs) != 4:
@@ -49,26 +49,26 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, 
         raise ValueError(
             f"query heads must be a multiple of kv heads: query {qs} has N={n}, key_cache {ks} has K={ks[2]}")
     for name, x in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
-        if not _is_float(_dtype(x)):
-            raise TypeError(f"{name} must be a floating dtype, got {_dtype(x)}")
-    if len({_dtype(query), _dtype(key_cache), _dtype(value_cache)}) != 1:
+        if not is_float(dtype_of(x)):
+            raise TypeError(f"{name} must be a floating dtype, got {dtype_of(x)}")
+    if len({dtype_of(query), dtype_of(key_cache), dtype_of(value_cache)}) != 1:
         raise TypeError(f"query, key_cache and value_cache must share a dtype, got "
-                        f"{_dtype(query)}, {_dtype(key_cache)}, {_dtype(value_cache)}")
-    if not _is_int(_dtype(lengths)):
-        raise TypeError(f"key_value_seq_lengths must be an integer array, got dtype {_dtype(lengths)}")
-    if _shape(lengths) != (b,):
-        raise ValueError(f"key_value_seq_lengths must be [B] = {(b,)}, got {_shape(lengths)}")
+                        f"{dtype_of(query)}, {dtype_of(key_cache)}, {dtype_of(value_cache)}")
+    if not is_int(dtype_of(lengths)):
+        raise TypeError(f"key_value_seq_lengths must be an integer array, got dtype {dtype_of(lengths)}")
+    if shape_of(lengths) != (b,):
+        raise ValueError(f"key_value_seq_lengths must be [B] = {(b,)}, got {shape_of(lengths)}")
     if h == 0:
         raise ValueError(f"head_dim must be positive, got query {qs} with H=0")
     if page_table is None:
         if ks[0] != b:
             raise ValueError(f"contiguous key_cache must be [B, S, K, H] with B={b}, got {ks}")
     else:
-        if not _is_int(_dtype(page_table)):
-            raise TypeError(f"page_table must be an integer array, got dtype {_dtype(page_table)}")
-        if len(_shape(page_table)) != 2 or _shape(page_table)[0] != b:
-            raise ValueError(f"page_table must be [B, max_pages] with B={b}, got {_shape(page_table)}")
-        table = _concrete(page_table)
+        if not is_int(dtype_of(page_table)):
+            raise TypeError(f"page_table must be an integer array, got dtype {dtype_of(page_table)}")
+        if len(shape_of(page_table)) != 2 or shape_of(page_table)[0] != b:
+            raise ValueError(f"page_table must be [B, max_pages] with B={b}, got {shape_of(page_table)}")
+        table = concrete_value(page_table)
         if table is not None and table.size and table.max() >= ks[0]:
             bad = tuple(int(i) for i in np.argwhere(table >= ks[0])[0])
             raise ValueError(
@@ -85,8 +85,8 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, 
             raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
         if not math.isfinite(scale):
             raise ValueError(f"scale must be finite, got {scale}")
-    arr = _concrete(lengths)
-    capacity = ks[1] if page_table is None else ks[1] * _shape(page_table)[1]
+    arr = concrete_value(lengths)
+    capacity = ks[1] if page_table is None else ks[1] * shape_of(page_table)[1]
     if arr is not None and arr.size and (arr.min() < 0 or arr.max() > capacity):
         raise ValueError(f"key_value_seq_lengths must lie in [0, {capacity}], got {arr}")
     return capacity
@@ -140,7 +140,7 @@ def _run_gathered(c: _Call, implementation: str) -> Array:
         safe = jnp.clip(pages, 0, key_cache.shape[0] - 1)
         key_cache = key_cache[safe].reshape(b, -1, *key_cache.shape[2:])
         value_cache = value_cache[safe].reshape(b, -1, *value_cache.shape[2:])
-        mask = jnp.repeat(present, _shape(value_cache)[1] // pages.shape[1], axis=1)[:, None, None, :]
+        mask = jnp.repeat(present, shape_of(value_cache)[1] // pages.shape[1], axis=1)[:, None, None, :]
     out = dot_product_attention(c.query[:, None], key_cache, value_cache, mask=mask, scale=c.scale,
                                 key_value_seq_lengths=c.lengths, logits_soft_cap=c.logits_soft_cap,
                                 implementation=implementation)
@@ -188,7 +188,7 @@ def decode_attention(
         it is treated as "no page" too. No entry ever makes another page's
         tokens part of the result.
       implementation: None, a name or a list/tuple of names, the vocabulary
-        of ``dot_product_attention`` (:mod:`attn_jax.registry`; module docstring).
+        of ``dot_product_attention`` (:mod:`attn_jax.attention.registry`; module docstring).
 
     Returns:
       ``[B, N, Hv]`` in the query dtype. Slots past a sequence's length and
@@ -199,8 +199,8 @@ def decode_attention(
     capacity = _check(query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap, scale)
     implementation_names(implementation)  # type errors before any work
     lengths = jnp.clip(jnp.asarray(key_value_seq_lengths), 0, capacity).astype(jnp.int32)
-    b, n, _ = _shape(query)
-    name = REGISTRY.resolve(implementation, _Shape(_shape(key_cache)[1], page_table is not None))
+    b, n, _ = shape_of(query)
+    name = REGISTRY.resolve(implementation, _Shape(shape_of(key_cache)[1], page_table is not None))
     if 0 in (b, n, capacity):  # nothing to compute, or no slot to read: zeros
-        return jnp.zeros((b, n, _shape(value_cache)[3]), query.dtype)
+        return jnp.zeros((b, n, shape_of(value_cache)[3]), query.dtype)
     return REGISTRY.run(name, _Call(query, key_cache, value_cache, lengths, page_table, scale, logits_soft_cap))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from attn_jax._inputs import Problem, compute_dtype, group_heads
+from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, and_masks, dense_mask
 from attn_jax.softmax import masked_softmax_stats
 

@@ -27,10 +27,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from attn_jax import chunked as _chunked
-from attn_jax import xla as _xla
-from attn_jax._inputs import Problem, normalize
-from attn_jax.registry import OpRegistry, implementation_names
+from attn_jax.attention import chunked as _chunked
+from attn_jax.attention import xla as _xla
+from attn_jax.attention.inputs import Problem, normalize
+from attn_jax.attention.registry import OpRegistry, implementation_names
 
 Array = jax.Array
 

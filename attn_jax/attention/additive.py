@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax._inputs import _dtype, _is_float, _shape, check_lengths, compute_dtype, flatten_batch
+from attn_jax.attention.inputs import check_lengths, compute_dtype, dtype_of, flatten_batch, is_float, shape_of
+from attn_jax.attention.registry import OpRegistry, implementation_names
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, visible_keys
-from attn_jax.registry import OpRegistry, implementation_names
 from attn_jax.softmax import (
     empty_rows_to_neg_inf,
     masked_softmax_stats,
@@ -274,7 +274,7 @@ REGISTRY.register("cudnn", lambda p, automatic: "cuDNN has no additive attention
 
 
 def _check(query, key, value, w_q, w_k, v, mask):
-    qs, ks, vs = _shape(query), _shape(key), _shape(value)
+    qs, ks, vs = shape_of(query), shape_of(key), shape_of(value)
     if len(qs) < 2 or len(ks) != len(qs) or len(vs) != len(qs):
         raise ValueError(
             f"query [*B, T, Dq], key [*B, S, Dk] and value [*B, S, Dv] must share a rank >= 2, "
@@ -285,30 +285,30 @@ def _check(query, key, value, w_q, w_k, v, mask):
         raise ValueError(f"batch dims differ: query {qs}, key {ks}, value {vs}")
     if ks[-2] != vs[-2]:
         raise ValueError(f"key and value lengths differ: key {ks}, value {vs}")
-    a = _shape(v)
+    a = shape_of(v)
     if len(a) != 1:
         raise ValueError(f"v must be [A], got shape {a}")
-    if _shape(w_q) != (qs[-1], a[0]):
-        raise ValueError(f"w_q must be [Dq, A] = {(qs[-1], a[0])}, got {_shape(w_q)}")
-    if _shape(w_k) != (ks[-1], a[0]):
-        raise ValueError(f"w_k must be [Dk, A] = {(ks[-1], a[0])}, got {_shape(w_k)}")
+    if shape_of(w_q) != (qs[-1], a[0]):
+        raise ValueError(f"w_q must be [Dq, A] = {(qs[-1], a[0])}, got {shape_of(w_q)}")
+    if shape_of(w_k) != (ks[-1], a[0]):
+        raise ValueError(f"w_k must be [Dk, A] = {(ks[-1], a[0])}, got {shape_of(w_k)}")
     for name, x in (("query", query), ("key", key), ("value", value), ("w_q", w_q), ("w_k", w_k), ("v", v)):
-        if not _is_float(_dtype(x)):
-            raise TypeError(f"{name} must be a floating dtype, got {_dtype(x)}")
-    if len({_dtype(query), _dtype(key), _dtype(value)}) != 1:
+        if not is_float(dtype_of(x)):
+            raise TypeError(f"{name} must be a floating dtype, got {dtype_of(x)}")
+    if len({dtype_of(query), dtype_of(key), dtype_of(value)}) != 1:
         raise TypeError(
-            f"query, key and value must share a dtype, got {_dtype(query)}, {_dtype(key)}, {_dtype(value)}"
+            f"query, key and value must share a dtype, got {dtype_of(query)}, {dtype_of(key)}, {dtype_of(value)}"
         )
     full = batch + (qs[-2], ks[-2])
     if mask is not None:
-        if _dtype(mask) != np.dtype(bool):
-            raise TypeError(f"mask must be boolean (True = attend), got dtype {_dtype(mask)}")
+        if dtype_of(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be boolean (True = attend), got dtype {dtype_of(mask)}")
         try:
-            ok = len(_shape(mask)) <= len(full) and np.broadcast_shapes(_shape(mask), full) == full
+            ok = len(shape_of(mask)) <= len(full) and np.broadcast_shapes(shape_of(mask), full) == full
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"mask of shape {_shape(mask)} is not broadcastable to [*B, T, S] = {full}")
+            raise ValueError(f"mask of shape {shape_of(mask)} is not broadcastable to [*B, T, S] = {full}")
     return batch
 
 
@@ -341,7 +341,7 @@ def additive_attention(
       return_residual: also return the logsumexp of the scores ``[*B, T]``.
       return_weights: also return the attention weights ``[*B, T, S]``.
       implementation: None, a name or a list/tuple of names, the vocabulary
-        of ``dot_product_attention`` (:mod:`attn_jax.registry`): "xla",
+        of ``dot_product_attention`` (:mod:`attn_jax.attention.registry`): "xla",
         "chunked", "pallas" / "pallas_triton" (the fused kernel of
         ``attn_jax.kernels.additive_triton``: compiled on GPU, interpreted on
         CPU); the Mosaic and cudnn names decline with their reason. None:
@@ -356,7 +356,7 @@ def additive_attention(
       residual ``-inf`` and zero gradients.
     """
     batch = _check(query, key, value, w_q, w_k, v, mask)
-    kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, _shape(key)[-2])
+    kv_len = check_lengths(key_value_seq_lengths, "key_value_seq_lengths", batch, shape_of(key)[-2])
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
     implementation_names(implementation)  # type errors before any work
@@ -364,7 +364,7 @@ def additive_attention(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     nb = len(batch)
     q, k, val = (flatten_batch(x, nb) for x in (query, key, value))
-    b, t, s, a = q.shape[0], q.shape[1], k.shape[1], _shape(v)[0]
+    b, t, s, a = q.shape[0], q.shape[1], k.shape[1], shape_of(v)[0]
     name = REGISTRY.resolve(implementation, _Shape(b, t, s, a))
     mask3 = None
     if mask is not None:

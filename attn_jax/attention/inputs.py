@@ -53,15 +53,15 @@ class Problem:
         return 4 * b * n * t * s
 
 
-def _shape(x: Any) -> tuple[int, ...]:
+def shape_of(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
-def _dtype(x: Any) -> np.dtype:
+def dtype_of(x: Any) -> np.dtype:
     return np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
 
 
-def _concrete(x) -> np.ndarray | None:
+def concrete_value(x) -> np.ndarray | None:
     """The value of ``x`` as numpy, or None when it is traced."""
     try:
         return np.asarray(x)
@@ -69,17 +69,17 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
-def _is_float(dt: np.dtype) -> bool:
+def is_float(dt: np.dtype) -> bool:
     return jnp.issubdtype(dt, jnp.floating)
 
 
-def _is_int(dt: np.dtype) -> bool:
+def is_int(dt: np.dtype) -> bool:
     return jnp.issubdtype(dt, jnp.integer)
 
 
 def check_qkv(query, key, value) -> tuple[tuple[int, ...], int, int, int, int, int, int]:
     """Validate query/key/value; returns ``(batch_shape, T, S, N, K, H, Hv)``."""
-    qs, ks, vs = _shape(query), _shape(key), _shape(value)
+    qs, ks, vs = shape_of(query), shape_of(key), shape_of(value)
     if len(qs) < 3:
         raise ValueError(f"query must be [*B, T, N, H] (rank >= 3), got shape {qs}")
     if len(ks) != len(qs) or len(vs) != len(qs):
@@ -107,9 +107,9 @@ def check_qkv(query, key, value) -> tuple[tuple[int, ...], int, int, int, int, i
             f"query heads must be a multiple of key/value heads: query {qs} has N={n}, "
             f"key {ks} has K={k}"
         )
-    dts = {name: _dtype(x) for name, x in (("query", query), ("key", key), ("value", value))}
+    dts = {name: dtype_of(x) for name, x in (("query", query), ("key", key), ("value", value))}
     for name, dt in dts.items():
-        if not _is_float(dt):
+        if not is_float(dt):
             raise TypeError(f"{name} must be a floating dtype, got {dt}")
     if len(set(dts.values())) != 1:
         raise TypeError(
@@ -127,7 +127,7 @@ def flatten_batch(x: Array, batch_ndim: int) -> Array:
 
 def _broadcast_4d(x, name: str, full: tuple[int, ...], batch_ndim: int) -> Array:
     """Check ``x`` broadcasts to ``full = (*B, N, T, S)``; return ``[Bb, Nb, Tb, Sb]``."""
-    xs = _shape(x)
+    xs = shape_of(x)
     try:
         ok = len(xs) <= len(full) and np.broadcast_shapes(xs, full) == full
     except ValueError:
@@ -152,13 +152,13 @@ def check_lengths(x, name: str, batch: tuple[int, ...], limit: int) -> Array | N
     """
     if x is None:
         return None
-    xs, dt = _shape(x), _dtype(x)
-    if not _is_int(dt):
+    xs, dt = shape_of(x), dtype_of(x)
+    if not is_int(dt):
         raise TypeError(f"{name} must be an integer array, got dtype {dt}")
     allowed = {batch} | ({(), (1,)} if batch == () else set())
     if xs not in allowed:
         raise ValueError(f"{name} must have shape [*B] = {batch}, got {xs}")
-    arr = _concrete(x)
+    arr = concrete_value(x)
     if arr is not None and arr.size and (arr.min() < 0 or arr.max() > limit):
         raise ValueError(f"{name} must be non-negative and at most {limit} (lie in [0, {limit}]), got {arr}")
     if arr is not None:
@@ -173,14 +173,14 @@ def check_segment_ids(q_ids, kv_ids, batch: tuple[int, ...], t: int, s: int):
     if q_ids is None or kv_ids is None:
         raise ValueError(
             "q_segment_ids and kv_segment_ids must be given together, got "
-            f"q_segment_ids={_shape(q_ids) if q_ids is not None else None}, "
-            f"kv_segment_ids={_shape(kv_ids) if kv_ids is not None else None}"
+            f"q_segment_ids={shape_of(q_ids) if q_ids is not None else None}, "
+            f"kv_segment_ids={shape_of(kv_ids) if kv_ids is not None else None}"
         )
     for name, x, length in (("q_segment_ids", q_ids, t), ("kv_segment_ids", kv_ids, s)):
-        if not _is_int(_dtype(x)):
-            raise TypeError(f"{name} must be an integer array, got dtype {_dtype(x)}")
-        if _shape(x) != batch + (length,):
-            raise ValueError(f"{name} must have shape [*B, {length}] = {batch + (length,)}, got {_shape(x)}")
+        if not is_int(dtype_of(x)):
+            raise TypeError(f"{name} must be an integer array, got dtype {dtype_of(x)}")
+        if shape_of(x) != batch + (length,):
+            raise ValueError(f"{name} must have shape [*B, {length}] = {batch + (length,)}, got {shape_of(x)}")
     n = len(batch)
     return (
         flatten_batch(jnp.asarray(q_ids, jnp.int32), n),
@@ -209,12 +209,12 @@ def normalize(
     nb = len(batch)
     full = batch + (n, t, s)
     if bias is not None:
-        if not _is_float(_dtype(bias)):
-            raise TypeError(f"bias must be a floating dtype, got {_dtype(bias)}")
+        if not is_float(dtype_of(bias)):
+            raise TypeError(f"bias must be a floating dtype, got {dtype_of(bias)}")
         bias = _broadcast_4d(bias, "bias", full, nb)
     if mask is not None:
-        if _dtype(mask) != np.dtype(bool):
-            raise TypeError(f"mask must be boolean (True = attend), got dtype {_dtype(mask)}")
+        if dtype_of(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be boolean (True = attend), got dtype {dtype_of(mask)}")
         mask = _broadcast_4d(mask, "mask", full, nb)
     window = normalize_window(local_window_size)
     q_len = check_lengths(query_seq_lengths, "query_seq_lengths", batch, t)
