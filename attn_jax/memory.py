@@ -48,7 +48,7 @@ def _safe_norm(x: Array) -> Array:
 
 def cosine_similarity(memory: Array, key: Array) -> Array:
     """``K[k, M_i] = k·M_i / (|k| |M_i|)`` for every slot: ``[B, N]``; 0 where either vector is zero."""
-    dots = jnp.einsum("bnm,bm->bn", memory, key)
+    dots = jnp.einsum("BNM,BM->BN", memory, key)
     return dots / (_safe_norm(memory) * _safe_norm(key)[:, None])
 
 
@@ -116,7 +116,7 @@ def read(memory: Array, w: Array) -> Array:
     """Eq. 3.1: ``r = Σ_i w_i M_i``: ``[B, M]``."""
     _check_memory(memory)
     _check_weighting("w", w, memory.shape[1], memory.shape[0])
-    return jnp.einsum("bn,bnm->bm", w, memory)
+    return jnp.einsum("BN,BNM->BM", w, memory)
 
 
 def write(memory: Array, w: Array, erase: Array, add: Array) -> Array:

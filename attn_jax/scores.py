@@ -50,7 +50,7 @@ def _check_weight(name: str, w, want: tuple[int, ...], meaning: str) -> None:
 def dot(q: Array, k: Array) -> Array:
     """``q [..., T, D]``, ``k [..., S, D]`` -> ``q kᵀ`` ``[..., T, S]``."""
     _check_pair(q, k)
-    return jnp.einsum("...td,...sd->...ts", q, k)
+    return jnp.einsum("...TD,...SD->...TS", q, k)
 
 
 def scaled_dot(q: Array, k: Array) -> Array:
@@ -62,7 +62,7 @@ def general(q: Array, k: Array, w: Array) -> Array:
     """Bilinear ``q W kᵀ``: ``q [..., T, Dq]``, ``k [..., S, Dk]``, ``w [Dq, Dk]``."""
     _check_pair(q, k, same_width=False)
     _check_weight("w", w, (jnp.shape(q)[-1], jnp.shape(k)[-1]), "[Dq, Dk]")
-    return jnp.einsum("...td,de,...se->...ts", q, w, k)
+    return jnp.einsum("...TD,DE,...SE->...TS", q, w, k)
 
 
 def additive(q: Array, k: Array, w_q: Array, w_k: Array, v: Array) -> Array:

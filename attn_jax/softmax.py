@@ -20,6 +20,8 @@ works on any leading shape; ``rows`` is the second-to-last axis of the logits.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -121,3 +123,30 @@ def merge_partials(out, lse, axis: int):
     merged = jnp.sum(out * (w / safe)[..., None], axis=axis)
     merged_lse = jnp.where(empty, MASK_VALUE, m + jnp.log(safe))
     return merged, jnp.squeeze(merged_lse, axis)
+
+
+def attention_vjp(forward, backward, num_differentiable: int):
+    """A ``jax.custom_vjp`` attention ``f(*arrays, static) -> (out, lse)`` (the chunked paths and every kernel).
+
+    The first ``num_differentiable`` arrays get gradients, the rest (ids, masks)
+    none; ``static`` is hashable. ``forward(*arrays, static) -> (out, lse)``;
+    ``backward(static, arrays, out, lse, dout, dlse)`` returns the gradients of
+    the differentiable arrays. The residuals are the inputs, the output and the
+    logsumexp, as FlashAttention-2 saves them.
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def fused(static, *arrays):
+        return forward(*arrays, static)
+
+    def fused_fwd(static, *arrays):
+        out, lse = forward(*arrays, static)
+        return (out, lse), (arrays, out, lse)
+
+    def fused_bwd(static, res, cot):
+        arrays, out, lse = res
+        grads = backward(static, arrays, out, lse, *cot)
+        return (*grads, *([None] * (len(arrays) - num_differentiable)))
+
+    fused.defvjp(fused_fwd, fused_bwd)
+    return lambda *args: fused(args[-1], *args[:-1])

@@ -1,4 +1,4 @@
-"""What the kernels share besides masks and softmax: tile sizes, tile matmuls, padding, ids, the VJP plumbing.
+"""What the kernels share besides masks and softmax: tile sizes, tile matmuls, padding, per-position ids.
 
 Every kernel module (flash_triton, flash_tpu, additive_triton, decode_triton)
 imports jax, :mod:`attn_jax.masks`, :mod:`attn_jax.softmax` and this module only.
@@ -6,9 +6,6 @@ imports jax, :mod:`attn_jax.masks`, :mod:`attn_jax.softmax` and this module only
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
@@ -87,30 +84,3 @@ def padded_tile(length: int, block: int) -> tuple[int, int]:
     length needs, and the length rounded up to a whole number of tiles (padding is masked)."""
     tile = max(MIN_BLOCK, min(block, pl.next_power_of_2(length)))
     return tile, pl.cdiv(length, tile) * tile
-
-
-def fused_vjp(forward, backward, num_differentiable: int):
-    """A ``jax.custom_vjp`` fused attention ``f(*arrays, static) -> (out, lse)``.
-
-    The first ``num_differentiable`` arrays get gradients, the rest (ids, masks)
-    none; ``static`` is hashable. ``forward(*arrays, static) -> (out, lse)``;
-    ``backward(static, arrays, out, lse, dout, dlse)`` returns the gradients of
-    the differentiable arrays. The residuals are the inputs, the output and the
-    logsumexp, as FlashAttention-2 saves them.
-    """
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-    def fused(static, *arrays):
-        return forward(*arrays, static)
-
-    def fused_fwd(static, *arrays):
-        out, lse = forward(*arrays, static)
-        return (out, lse), (arrays, out, lse)
-
-    def fused_bwd(static, res, cot):
-        arrays, out, lse = res
-        grads = backward(static, arrays, out, lse, *cot)
-        return (*grads, *([None] * (len(arrays) - num_differentiable)))
-
-    fused.defvjp(fused_fwd, fused_bwd)
-    return lambda *args: fused(args[-1], *args[:-1])

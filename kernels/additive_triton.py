@@ -31,9 +31,15 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, fused_vjp, pad_axis, padded_tile
+from attn_jax.kernels._tiles import MIN_BLOCK, check_block, dot, pad_axis, padded_tile
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
-from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
+from attn_jax.softmax import (
+    attention_vjp,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    recomputed_probabilities,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +293,7 @@ def _fused_backward(st, arrays, out, lse, dout, dlse):
 
 
 # (qp, kp, value, w) get gradients; (mask, kv_ids) do not.
-_fused = fused_vjp(_forward, _fused_backward, num_differentiable=4)
+_fused = attention_vjp(_forward, _fused_backward, num_differentiable=4)
 
 
 

@@ -29,10 +29,16 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from attn_jax.kernels._tiles import fused_vjp, pad_axis, position_ids, reduce_to_bias
+from attn_jax.kernels._tiles import pad_axis, position_ids, reduce_to_bias
 from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
-from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
+from attn_jax.softmax import (
+    attention_vjp,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    recomputed_probabilities,
+)
 
 LANES, SUBLANES = 128, 8
 
@@ -306,7 +312,7 @@ def _flash_backward(st, arrays, out, lse, dout, dlse):
 
 
 # (q, k, v, bias) get gradients; (mask, q_ids, kv_ids) do not.
-_flash = fused_vjp(_forward, _flash_backward, num_differentiable=4)
+_flash = attention_vjp(_forward, _flash_backward, num_differentiable=4)
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logits_soft_cap", "block_sizes",

@@ -49,7 +49,6 @@ from attn_jax.kernels._tiles import (
     check_block,
     default_num_warps,
     dot,
-    fused_vjp,
     pad_axis,
     padded_tile,
     position_ids,
@@ -57,7 +56,13 @@ from attn_jax.kernels._tiles import (
 )
 from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
-from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
+from attn_jax.softmax import (
+    attention_vjp,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    recomputed_probabilities,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,7 +443,7 @@ def _backward(st, arrays, out, lse, dout, dlse):
 
 
 # (q, k, v, bias) get gradients; (mask, q_ids, kv_ids) do not.
-_flash = fused_vjp(_forward, _backward, num_differentiable=4)
+_flash = attention_vjp(_forward, _backward, num_differentiable=4)
 
 
 

@@ -18,7 +18,6 @@ The projections ``q W_q`` and ``k W_k`` are computed once outside the core
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -30,6 +29,7 @@ from attn_jax.attention.inputs import check_lengths, compute_dtype, dtype_of, fl
 from attn_jax.attention.registry import OpRegistry, implementation_names
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, visible_keys
 from attn_jax.softmax import (
+    attention_vjp,
     empty_rows_to_neg_inf,
     masked_softmax_stats,
     online_softmax_finish,
@@ -104,19 +104,8 @@ def _forward(qp, kp, value, w, mask, spec, st: _Static):
     return o, empty_rows_to_neg_inf(lse)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _chunked_core(qp, kp, value, w, mask, spec, st):
-    return _forward(qp, kp, value, w, mask, spec, st)
-
-
-def _core_fwd(qp, kp, value, w, mask, spec, st):
-    out, lse = _forward(qp, kp, value, w, mask, spec, st)
-    return (out, lse), (qp, kp, value, w, mask, spec, out, lse)
-
-
-def _core_bwd(st, res, cot):
-    qp, kp, value, w, mask, spec, out, lse = res
-    dout, dlse = cot
+def _backward(st, arrays, out, lse, dout, dlse):
+    qp, kp, value, w, mask, spec = arrays
     b, t, a = qp.shape
     sp = value.shape[1]
     ck, nk = st.chunk, sp // st.chunk
@@ -147,17 +136,11 @@ def _core_bwd(st, res, cot):
         jnp.zeros(w.shape, acc),
     )
     dqp, dkp, dval, dw = jax.lax.fori_loop(jnp.int32(0), jnp.int32(nk), body, init)
-    return (
-        dqp.astype(qp.dtype),
-        dkp.astype(kp.dtype),
-        dval.astype(value.dtype),
-        dw.astype(w.dtype),
-        None,
-        None,
-    )
+    return dqp.astype(qp.dtype), dkp.astype(kp.dtype), dval.astype(value.dtype), dw.astype(w.dtype)
 
 
-_chunked_core.defvjp(_core_fwd, _core_bwd)
+# (qp, kp, value, w) get gradients; (mask, spec) do not.
+_chunked_core = attention_vjp(_forward, _backward, num_differentiable=4)
 # Jitted so eager callers reuse the compiled loops instead of retracing them each call.
 _chunked_core_jit = jax.jit(_chunked_core, static_argnums=(6,))
 

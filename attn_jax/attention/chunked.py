@@ -18,7 +18,6 @@ as ``dS = P ∘ (dP - (D - dlse))``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
@@ -26,7 +25,13 @@ import jax.numpy as jnp
 
 from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
-from attn_jax.softmax import empty_rows_to_neg_inf, online_softmax_finish, online_softmax_step, recomputed_probabilities
+from attn_jax.softmax import (
+    attention_vjp,
+    empty_rows_to_neg_inf,
+    online_softmax_finish,
+    online_softmax_step,
+    recomputed_probabilities,
+)
 
 Array = jax.Array
 
@@ -239,24 +244,10 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dbias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _chunked_core(q, k, v, bias, mask, spec, st):
-    return _forward(q, k, v, bias, mask, spec, st)
-
-
-def _core_fwd(q, k, v, bias, mask, spec, st):
-    out, lse = _forward(q, k, v, bias, mask, spec, st)
-    return (out, lse), (q, k, v, bias, mask, spec, out, lse)
-
-
-def _core_bwd(st, res, cotangents):
-    q, k, v, bias, mask, spec, out, lse = res
-    dout, dlse = cotangents
-    dq, dk, dv, dbias = _backward(q, k, v, bias, mask, spec, st, out, lse, dout, dlse)
-    return dq, dk, dv, dbias, None, None
-
-
-_chunked_core.defvjp(_core_fwd, _core_bwd)
+# (q, k, v, bias) get gradients; (mask, spec) do not.
+_chunked_core = attention_vjp(
+    _forward, lambda st, arrays, out, lse, dout, dlse: _backward(*arrays, st, out, lse, dout, dlse),
+    num_differentiable=4)
 # Jitted so eager callers reuse the compiled loops instead of retracing them each call.
 _chunked_core_jit = jax.jit(_chunked_core, static_argnums=(6,))
 

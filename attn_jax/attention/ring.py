@@ -103,12 +103,12 @@ def _allowed(qpos, kpos, valid, causal):
 def _tile_forward(q, k, v, qpos, kpos, valid, scale, causal, masked, carry):
     """Online-softmax update of ``carry = (o [B,K,G,T,Hv], m [B,K,G,T], l)`` with one ``[B, sub, K, H]`` tile."""
     o, m, l = carry
-    s = jnp.einsum("bkgth,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    s = jnp.einsum("BKGTH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
     ok = _allowed(qpos, kpos, valid, causal) if masked else None
     if masked:
         s = jnp.where(ok, s, MASK_VALUE)
     m_new, alpha, p, l = online_softmax_step(m, l, s, ok)
-    o = o * alpha[..., None] + jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
+    o = o * alpha[..., None] + jnp.einsum("BKGTS,BSKH->BKGTH", p, v.astype(jnp.float32))
     return o, m_new, l
 
 
@@ -138,12 +138,12 @@ def _block_backward(q, k, v, do, lse, delta, qpos, kpos, scale, causal, sub):
 
     def tile(j):
         kj, vj = ks[j].astype(jnp.float32), vs[j].astype(jnp.float32)
-        s = jnp.einsum("bkgth,bskh->bkgts", q, ks[j], preferred_element_type=jnp.float32) * scale
+        s = jnp.einsum("BKGTH,BSKH->BKGTS", q, ks[j], preferred_element_type=jnp.float32) * scale
         p = recomputed_probabilities(s, lse, _allowed(qpos, kps[j], valid[j], causal) if masked else None)
-        dv = jnp.einsum("bkgts,bkgth->bskh", p, do)
-        dp = jnp.einsum("bkgth,bskh->bkgts", do, vj)
+        dv = jnp.einsum("BKGTS,BKGTH->BSKH", p, do)
+        dp = jnp.einsum("BKGTH,BSKH->BKGTS", do, vj)
         ds = p * (dp - delta[..., None]) * scale
-        return (jnp.einsum("bkgts,bskh->bkgth", ds, kj), jnp.einsum("bkgts,bkgth->bskh", ds, q.astype(jnp.float32)),
+        return (jnp.einsum("BKGTS,BSKH->BKGTH", ds, kj), jnp.einsum("BKGTS,BKGTH->BSKH", ds, q.astype(jnp.float32)),
                 dv)
 
     def body(j, state):

@@ -97,7 +97,7 @@ class LSTMN(nnx.Module):
         scores = jnp.tanh(keys + (x @ self.u_x[...] + state.inter @ self.u_s[...])[:, None]) @ self.u[...]
         keep = jnp.arange(ctx.hidden.shape[1])[None, :] < ctx.lengths[:, None]
         q = masked_softmax(scores, keep)
-        return jnp.einsum("bs,bsd->bd", q, ctx.hidden), jnp.einsum("bs,bsd->bd", q, ctx.cells)
+        return jnp.einsum("BS,BSD->BD", q, ctx.hidden), jnp.einsum("BS,BSD->BD", q, ctx.cells)
 
     def step(self, state: LSTMNState, x: Array, context: Context | None = None) -> tuple[LSTMNState, Array, Array]:
         """One token ``x [B, E]``: returns the new state, ``h_t [B, D]`` and the weights ``s [B, L]``."""
@@ -107,8 +107,8 @@ class LSTMN(nnx.Module):
         query = x @ self.w_x[...] + state.summary @ self.w_s[...]  # [B, A]
         scores = jnp.tanh(state.keys + query[:, None]) @ self.v[...]  # [B, L]
         s = masked_softmax(scores, (jnp.arange(slots) < state.t)[None, :])
-        h_sum = jnp.einsum("bl,bld->bd", s, state.hidden)
-        c_sum = jnp.einsum("bl,bld->bd", s, state.cells)
+        h_sum = jnp.einsum("BL,BLD->BD", s, state.hidden)
+        c_sum = jnp.einsum("BL,BLD->BD", s, state.cells)
         gates = jnp.concatenate([h_sum, x], axis=-1) @ self.w_gates[...] + self.b_gates[...]
         i, f, o, g = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c_sum + jax.nn.sigmoid(i) * jnp.tanh(g)

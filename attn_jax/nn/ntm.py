@@ -100,7 +100,7 @@ class NTM(nnx.Module):
         a = self.address_size
         read_w = jnp.stack([self._address(p[:, i * a:(i + 1) * a], state.memory, state.read_weights[:, i])
                             for i in range(self.r)], axis=1)
-        reads = jnp.einsum("brn,bnm->brm", read_w, state.memory)
+        reads = jnp.einsum("BRN,BNM->BRM", read_w, state.memory)
         write_w = self._address(p[:, self.r * a:(self.r + 1) * a], state.memory, state.write_weights)
         rest = p[:, (self.r + 1) * a:]
         erase, add = jax.nn.sigmoid(rest[:, :self.m]), rest[:, self.m:]

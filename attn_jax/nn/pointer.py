@@ -180,6 +180,6 @@ class PositionSeq2Seq(PointerNetwork):
         visible = jnp.arange(enc.shape[1])[None] < memory.lengths[:, None]
         att = scores.additive(d[:, None], enc, self.w_dec[...], self.w_enc[...], self.v[...])[:, 0]
         att = jax.nn.softmax(jnp.where(visible, att, MASK_VALUE), axis=-1)
-        context = jnp.einsum("bs,bsh->bh", att, enc)
+        context = jnp.einsum("BS,BSH->BH", att, enc)
         logits = jnp.where(allowed, self.out(jnp.concatenate([d, context], axis=-1)), MASK_VALUE)
         return carry, logits, att

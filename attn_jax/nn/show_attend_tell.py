@@ -119,7 +119,7 @@ class ShowAttendTell(nnx.Module):
         entropy = -jnp.sum(alpha * jnp.log(jnp.maximum(alpha, 1e-30)), axis=-1)
         beta = jnp.ones((b,), jnp.float32)
         location, log_p = jnp.full((b,), -1, jnp.int32), jnp.zeros((b,), jnp.float32)
-        z_expected = jnp.einsum("bl,bld->bd", alpha.astype(a.dtype), a)
+        z_expected = jnp.einsum("BL,BLD->BD", alpha.astype(a.dtype), a)
         if self.attention == "none":
             z = a.mean(axis=1)
         elif self.attention == "soft":

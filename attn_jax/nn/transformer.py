@@ -160,7 +160,7 @@ class TransformerAttention(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
 
     def _proj(self, x: Array, w: nnx.Param, names) -> Array:
-        return constrain(jnp.einsum("btd,dnh->btnh", x, w[...].astype(self.dtype)), names)
+        return constrain(jnp.einsum("BTD,DNH->BTNH", x, w[...].astype(self.dtype)), names)
 
     def keys_values(self, x: Array, positions: Array | None) -> tuple[Array, Array]:
         """``x [B, S, D]`` -> keys ``[B, S, K, H]`` (rotated when rotary) and values."""
@@ -173,7 +173,7 @@ class TransformerAttention(nnx.Module):
         return rope(q, positions, base=self.rope_base) if self.rotary else q
 
     def out(self, o: Array) -> Array:
-        return constrain(jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(self.dtype)), ("batch", "seq", "embed"))
+        return constrain(jnp.einsum("BTNH,NHD->BTD", o, self.wo[...].astype(self.dtype)), ("batch", "seq", "embed"))
 
     def __call__(self, x: Array, context: Array | None = None, *, is_causal: bool = False,
                  positions: Array | None = None, context_positions: Array | None = None,
@@ -335,7 +335,7 @@ class Embedding(nnx.Module):
         return _dropout(constrain(x, ("batch", "seq", "embed")), self.rate, rng())
 
     def attend(self, h: Array) -> Array:
-        return jnp.einsum("...d,vd->...v", h, self.table[...].astype(self.dtype))
+        return jnp.einsum("...D,VD->...V", h, self.table[...].astype(self.dtype))
 
 
 def _positions(tokens: Array, positions: Array | None, segment_ids: Array | None) -> Array:
