@@ -40,6 +40,22 @@ def _rowwise(x, keepdims: bool):
     return x if keepdims else x[..., None]
 
 
+def bias_and_cap(s, bias, soft_cap):
+    """The logits' epilogue every path shares: ``s + bias``, then ``c · tanh(s / c)``.
+
+    ``s`` float32 (or float64) scaled logits; ``bias`` broadcastable or None;
+    ``soft_cap`` a Python float or None. Returns ``(logits, tanh)``, ``tanh`` being
+    what the soft-cap's gradient ``1 - tanh²`` needs (None without a cap).
+    """
+    if bias is not None:
+        s = s + bias.astype(s.dtype)
+    tanh = None
+    if soft_cap is not None:
+        tanh = jnp.tanh(s / soft_cap)
+        s = soft_cap * tanh
+    return s, tanh
+
+
 def online_softmax_step(m, l, s, keep, *, keepdims: bool = False):
     """Fold one block of logits into the running max ``m`` and normaliser ``l``.
 

@@ -34,6 +34,7 @@ from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
 from attn_jax.softmax import (
     attention_vjp,
+    bias_and_cap,
     empty_rows_to_neg_inf,
     online_softmax_finish,
     online_softmax_step,
@@ -65,13 +66,7 @@ class BlockSizes:
 
 def _logits(q, k, bias, scale, soft_cap):
     s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) * scale
-    if bias is not None:
-        s = s + bias.astype(jnp.float32)
-    tanh = None
-    if soft_cap is not None:
-        tanh = jnp.tanh(s / soft_cap)
-        s = soft_cap * tanh
-    return s, tanh
+    return bias_and_cap(s, bias, soft_cap)
 
 
 def _keep(i, j, bq, bk, qid_ref, kvid_ref, mask_ref, causal, window):

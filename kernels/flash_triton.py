@@ -58,6 +58,7 @@ from attn_jax.kernels.reference import attention_cost, attention_reference
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, position_predicate
 from attn_jax.softmax import (
     attention_vjp,
+    bias_and_cap,
     empty_rows_to_neg_inf,
     online_softmax_finish,
     online_softmax_step,
@@ -127,14 +128,7 @@ class BlockSizes:
 
 def _block_logits(q, k, bias, *, scale, soft_cap):
     """``q [bq, H]``, ``k [bk, H]`` -> f32 logits ``[bq, bk]`` and tanh (for soft-cap grads)."""
-    s = dot(q, k, trans_b=True) * scale
-    if bias is not None:
-        s = s + bias.astype(jnp.float32)
-    tanh = None
-    if soft_cap is not None:
-        tanh = jnp.tanh(s / soft_cap)
-        s = soft_cap * tanh
-    return s, tanh
+    return bias_and_cap(dot(q, k, trans_b=True) * scale, bias, soft_cap)
 
 
 def _block_keep(q0, k0, bq, bk, q_ids, kv_ids, mask, *, causal, window):

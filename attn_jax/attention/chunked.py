@@ -27,6 +27,7 @@ from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
 from attn_jax.softmax import (
     attention_vjp,
+    bias_and_cap,
     empty_rows_to_neg_inf,
     online_softmax_finish,
     online_softmax_step,
@@ -88,14 +89,8 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
     # half an ulp, which is > 88 (exp's range) once logits pass ~1e9 (e.g. scale=3e8).
     qs = qc.astype(acc) * jnp.asarray(st.scale, acc)
     s = jnp.einsum("BTKGH,BSKH->BKGTS", qs, kc.astype(acc), preferred_element_type=acc).astype(acc)
-    if bias is not None:
-        blk = _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
-        s = s + blk.astype(acc)
-    tanh = None
-    if st.soft_cap is not None:
-        c = jnp.asarray(st.soft_cap, acc)
-        tanh = jnp.tanh(s / c)
-        s = c * tanh
+    blk = None if bias is None else _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
+    s, tanh = bias_and_cap(s, blk, st.soft_cap)
     q_pad, k_pad = padded
     keep = spec.block(
         q0, cq, k0, ck,
