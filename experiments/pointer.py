@@ -272,7 +272,7 @@ def plot_examples(task: PointerTask, params, path: Path, per_size: int = 3) -> N
     plt.close(fig)
 
 
-# Vinyals et al. 2015, Tables 1-2 (../shared/PAPERS.md): (task, model, test n) -> what the paper reports
+# Vinyals et al. 2015, Tables 1-2: (task, model, test n) -> what the paper reports
 PAPER = {
     ("convex_hull", "ptrnet", 5): "92.0% (trained on 5-50)",
     ("convex_hull", "ptrnet", 10): "87.0% (trained on 5-50)",

@@ -18,7 +18,6 @@ The vocabulary and the resolver are :mod:`attn_jax.attention.registry`'s, shared
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.dispatch import dot_product_attention
-from attn_jax.attention.inputs import concrete_value, dtype_of, is_float, is_int, shape_of
+from attn_jax.attention.inputs import check_scalars, concrete_value, dtype_of, is_float, is_int, shape_of
 from attn_jax.attention.registry import OpRegistry, implementation_names
 
 Array = jax.Array
@@ -75,16 +74,7 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, 
                 f"page_table{list(bad)} = {table[bad]} is not a page of the pool of P={ks[0]} pages "
                 f"(entries must lie in [0, {ks[0]}), or be negative for 'no page')"
             )
-    if logits_soft_cap is not None:
-        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)) or isinstance(logits_soft_cap, bool):
-            raise TypeError(f"logits_soft_cap must be a Python float, got {logits_soft_cap!r}")
-        if not math.isfinite(logits_soft_cap) or logits_soft_cap <= 0:
-            raise ValueError(f"logits_soft_cap must be positive and finite, got {logits_soft_cap}")
-    if scale is not None:
-        if not isinstance(scale, (int, float, np.floating, np.integer)) or isinstance(scale, bool):
-            raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
-        if not math.isfinite(scale):
-            raise ValueError(f"scale must be finite, got {scale}")
+    check_scalars(scale, logits_soft_cap)
     arr = concrete_value(lengths)
     capacity = ks[1] if page_table is None else ks[1] * shape_of(page_table)[1]
     if arr is not None and arr.size and (arr.min() < 0 or arr.max() > capacity):

@@ -188,6 +188,17 @@ def check_segment_ids(q_ids, kv_ids, batch: tuple[int, ...], t: int, s: int):
     )
 
 
+def check_scalars(scale, logits_soft_cap) -> None:
+    """``scale`` (None or a finite number) and ``logits_soft_cap`` (None or positive and finite)."""
+    for name, x in (("scale", scale), ("logits_soft_cap", logits_soft_cap)):
+        if x is None:
+            continue
+        if not isinstance(x, (int, float, np.floating, np.integer)) or isinstance(x, bool):
+            raise TypeError(f"{name} must be a Python float, got {type(x).__name__}")
+        if not math.isfinite(x) or (name == "logits_soft_cap" and x <= 0):
+            raise ValueError(f"{name} must be {'positive and ' if name == 'logits_soft_cap' else ''}finite, got {x}")
+
+
 def normalize(
     query,
     key,
@@ -222,18 +233,9 @@ def normalize(
     q_seg, kv_seg = check_segment_ids(q_segment_ids, kv_segment_ids, batch, t, s)
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
-    if scale is None:
-        scale = 1.0 / math.sqrt(h)
-    elif not isinstance(scale, (int, float, np.floating, np.integer)) or isinstance(scale, bool):
-        raise TypeError(f"scale must be a Python float, got {type(scale).__name__}")
-    elif not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale}")
-    if logits_soft_cap is not None:
-        if not isinstance(logits_soft_cap, (int, float, np.floating, np.integer)) or isinstance(logits_soft_cap, bool):
-            raise TypeError(f"logits_soft_cap must be a Python float, got {logits_soft_cap!r}")
-        if not math.isfinite(logits_soft_cap) or logits_soft_cap <= 0:
-            raise ValueError(f"logits_soft_cap must be positive and finite, got {logits_soft_cap}")
-        logits_soft_cap = float(logits_soft_cap)
+    check_scalars(scale, logits_soft_cap)
+    scale = 1.0 / math.sqrt(h) if scale is None else scale
+    logits_soft_cap = None if logits_soft_cap is None else float(logits_soft_cap)
     spec = MaskSpec(
         is_causal=bool(is_causal),
         window=window,
