@@ -215,6 +215,14 @@ def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:
     return jnp.broadcast_to(keep, (keep.shape[0], q_len, kv_len))
 
 
+def _maybe_less(a, b) -> bool:
+    """``a < b``, or True when symbolic dims leave it undecided (applying a redundant test is safe)."""
+    try:
+        return bool(a < b)
+    except Exception:  # jax.export's InconclusiveDimensionOperation
+        return True
+
+
 def visible_keys(spec: MaskSpec, mask: Array | None, t: int, s: int, num_kv_heads: int) -> Array | None:
     """Which keys some query may see: ``[B or 1, S, K or 1]`` bool, or None (all may).
 
@@ -238,7 +246,8 @@ def visible_keys(spec: MaskSpec, mask: Array | None, t: int, s: int, num_kv_head
         q_reach = q_max
     elif spec.window is not None:
         q_reach = q_max + spec.window[1]
-    if q_reach is not None and (spec.q_lengths is not None or t + (0 if spec.is_causal else spec.window[1]) < s):
+    reach_short = q_reach is not None and _maybe_less(t + (0 if spec.is_causal else spec.window[1]), s)
+    if q_reach is not None and (spec.q_lengths is not None or reach_short):
         vis = and_masks(vis, k_pos < q_reach)
     if spec.q_lengths is not None:
         vis = and_masks(vis, q_max > 0)

@@ -39,6 +39,12 @@ def _resolve(name: str) -> str:
     return "pallas_mosaic_tpu" if jax.default_backend() == "tpu" else "pallas_triton"
 
 
+def _common_reason(name: str, problem) -> str | None:
+    if not all(isinstance(d, int) for d in problem.dims):
+        return f"{name} needs concrete shapes (it pads T and S to its blocks); got symbolic dims {problem.dims}"
+    return None
+
+
 def _triton_reason(problem, automatic: bool) -> str | None:
     backend = jax.default_backend()
     if backend not in ("gpu", "cpu"):
@@ -63,6 +69,8 @@ def _tpu_reason(problem, automatic: bool) -> str | None:
     allowed = (jnp.float32, jnp.bfloat16, jnp.float16) + ((jnp.float64,) if backend == "cpu" else ())
     if problem.query.dtype not in allowed:
         return f"pallas_mosaic_tpu does not support dtype {problem.query.dtype}"
+    if problem.dropout.active:
+        return "pallas_mosaic_tpu has no attention dropout yet (use pallas_triton, chunked or xla: the same mask)"
     return None
 
 
@@ -75,6 +83,9 @@ def unsupported_reason(name: str, problem, *, automatic: bool = False) -> str | 
     if name not in KERNEL_NAMES:
         return f"{name!r} is not a Pallas kernel name"
     resolved = _resolve(name)
+    reason = _common_reason(resolved, problem)
+    if reason is not None:
+        return reason
     if resolved == "pallas_triton":
         return _triton_reason(problem, automatic)
     if resolved == "pallas_mosaic_tpu":
@@ -83,7 +94,11 @@ def unsupported_reason(name: str, problem, *, automatic: bool = False) -> str | 
 
 
 def attention(name: str, problem):
-    """Run kernel ``name`` on a normalised problem: ``(out [B,T,N,Hv], lse [B,T,N] float32)``."""
+    """Run kernel ``name`` on a normalised problem: ``(out [B,T,N,Hv], lse [B,T,N] float32)``.
+
+    ``problem.precision`` is not passed on: the kernels fix their tile matmuls'
+    precision (float32 tiles exact, no TF32; bf16/f16 tiles accumulate in float32).
+    """
     reason = unsupported_reason(name, problem)
     if reason is not None:  # the dispatcher checks first; this guards direct callers
         raise NotImplementedError(reason)
@@ -93,11 +108,13 @@ def attention(name: str, problem):
         from attn_jax.kernels import flash_tpu as module
 
         block_sizes = None
+        dropout = {}
     else:
         from attn_jax.kernels import autotune
         from attn_jax.kernels import flash_triton as module
 
         block_sizes = autotune.cached_block_sizes(problem.query, problem.key, problem.value, spec.is_causal)
+        dropout = {"dropout": problem.dropout, "dropout_seed": problem.dropout_seed}
     return module.flash_attention(
         problem.query,
         problem.key,
@@ -114,4 +131,5 @@ def attention(name: str, problem):
         logits_soft_cap=problem.logits_soft_cap,
         block_sizes=block_sizes,
         interpret=interpret,
+        **dropout,
     )

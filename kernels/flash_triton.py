@@ -24,6 +24,12 @@ What the kernels see of a mask:
 * an additive ``bias`` and a boolean ``mask`` (as int8), each broadcastable to
   ``[B, N, T, S]`` with size-1 axes kept size 1 in memory.
 
+Attention dropout: each kernel recomputes the keep mask of its block from the
+two int32 seed words and the absolute ``(b, n, i, j)`` positions
+(:mod:`attn_jax.dropout`), the hash every implementation shares; the forward
+drops only the ``P @ V`` term (the normaliser keeps every weight), the backward
+uses ``P ∘ M`` for dV and ``M ∘ (dO Vᵀ)`` for dP.
+
 Forward: online softmax over key blocks; saves the logsumexp (MASK_VALUE for
 rows that see nothing). Backward, FlashAttention-2: ``delta = rowsum(dO∘O) -
 dlse`` in jnp, a dK/dV kernel over key blocks (looping over the G query heads of
@@ -44,6 +50,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from attn_jax import dropout as _dropout
 from attn_jax.kernels._tiles import (
     MIN_BLOCK,
     check_block,
@@ -143,6 +150,14 @@ def _block_keep(q0, k0, bq, bk, q_ids, kv_ids, mask, *, causal, window):
     return keep
 
 
+def _dropout_multiplier(seed_ref, dropout, b, n, q0, k0, bq, bk):
+    """``keep_scale`` where the block's weights are kept, else 0: ``[bq, bk]`` float32."""
+    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+    k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+    kept = _dropout.block_keep((seed_ref[0], seed_ref[1]), dropout, b, n, q_pos, k_pos)
+    return jnp.where(kept, jnp.float32(dropout.keep_scale), jnp.float32(0.0))
+
+
 def _bias_tile(ref, q_slice, k_slice, head=None):
     """Load a bias/mask tile; axes kept at size 1 (broadcast) are loaded whole.
 
@@ -161,10 +176,10 @@ def _bias_tile(ref, q_slice, k_slice, head=None):
 # --- kernels ---------------------------------------------------------------------------------
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_ref, lse_ref, *,
-                scale, soft_cap, causal, window, block_k, num_k_blocks):
+def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, seed_ref, o_ref, lse_ref, *,
+                scale, soft_cap, causal, window, block_k, num_k_blocks, dropout):
     bq = q_ref.shape[0]
-    i = pl.program_id(0)
+    i, b, n = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     q0 = i * bq
     q = q_ref[...]
     q_ids = None if qid_ref is None else qid_ref[...]
@@ -181,6 +196,8 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
         if keep is not None:
             s = jnp.where(keep, s, MASK_VALUE)
         m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
+        if dropout.active:
+            p = p * _dropout_multiplier(seed_ref, dropout, b, n, q0, k0, bq, block_k)
         v = v_ref[ks, :]
         o = alpha[:, None] * o + dot(p.astype(v.dtype), v)
         return o, m_new, l
@@ -194,10 +211,10 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, o_re
     lse_ref[...] = lse
 
 
-def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_ref, lse_ref, delta_ref,
-                dk_ref, dv_ref, *, scale, soft_cap, causal, window, block_q, num_q_blocks, groups):
+def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, seed_ref, do_ref, lse_ref, delta_ref,
+                dk_ref, dv_ref, *, scale, soft_cap, causal, window, block_q, num_q_blocks, groups, dropout):
     bk = k_ref.shape[0]
-    j = pl.program_id(0)
+    j, b, kv_head = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     k0 = j * bk
     k = k_ref[...]
     v = v_ref[...]
@@ -217,8 +234,12 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
             keep = _block_keep(q0, k0, block_q, bk, None if qid_ref is None else qid_ref[qs], kv_ids,
                                _bias_tile(mask_ref, qs, slice(None), g), causal=causal, window=window)
             p = recomputed_probabilities(s, lse_ref[g, qs], keep)
-            dv = dv + dot(p.astype(do.dtype), do, trans_a=True)
             dp = dot(do, v, trans_b=True)
+            p_dropped = p
+            if dropout.active:
+                mult = _dropout_multiplier(seed_ref, dropout, b, kv_head * groups + g, q0, k0, block_q, bk)
+                p_dropped, dp = p * mult, dp * mult
+            dv = dv + dot(p_dropped.astype(do.dtype), do, trans_a=True)
             ds = p * (dp - delta_ref[g, qs][:, None])
             if tanh is not None:
                 ds = ds * (1.0 - tanh * tanh)
@@ -230,11 +251,11 @@ def _dkv_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_r
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_ref, lse_ref, delta_ref,
-               dq_ref, ds_ref, *, scale, soft_cap, causal, window, block_k, num_k_blocks):
+def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, seed_ref, do_ref, lse_ref, delta_ref,
+               dq_ref, ds_ref, *, scale, soft_cap, causal, window, block_k, num_k_blocks, dropout):
     """dQ over the key blocks of one query block; with ``ds_ref`` writes dS (for dbias) instead."""
     bq = q_ref.shape[0]
-    i = pl.program_id(0)
+    i, b, n = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     q0 = i * bq
     q = q_ref[...]
     do = do_ref[...]
@@ -252,6 +273,8 @@ def _dq_kernel(q_ref, k_ref, v_ref, bias_ref, mask_ref, qid_ref, kvid_ref, do_re
                            _bias_tile(mask_ref, slice(None), ks), causal=causal, window=window)
         p = recomputed_probabilities(s, lse, keep)
         dp = dot(do, v, trans_b=True)
+        if dropout.active:
+            dp = dp * _dropout_multiplier(seed_ref, dropout, b, n, q0, k0, bq, block_k)
         ds = p * (dp - delta[:, None])
         if tanh is not None:
             ds = ds * (1.0 - tanh * tanh)
@@ -281,6 +304,7 @@ class _Static:
     block_sizes: BlockSizes
     interpret: bool
     debug: bool
+    dropout: _dropout.Dropout = _dropout.Dropout()
 
 
 def _params(st: _Static, head_dim: int):
@@ -307,7 +331,11 @@ def _bn_spec(x, block_t, block_s, t_index, s_index, head_index):
     return pl.BlockSpec((None, None, bt, bs), index)
 
 
-def _query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g):
+def _seed_spec(seed):
+    return None if seed is None else pl.BlockSpec((2,), lambda *ids: (0,))
+
+
+def _query_grid_specs(bias, mask, q_ids, kv_ids, seed, bq, sp, h, hv, g):
     """In-specs of a (query block, batch, head) grid: q tile, whole K/V rows of its kv head, bias/mask/ids."""
     return [
         pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0)),
@@ -317,10 +345,11 @@ def _query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g):
         _bn_spec(mask, bq, sp, lambda ids: ids[0], lambda ids: 0, lambda ids: ids[2]),
         None if q_ids is None else pl.BlockSpec((None, bq), lambda i, bi, ni: (bi, i)),
         None if kv_ids is None else pl.BlockSpec((None, sp), lambda i, bi, ni: (bi, 0)),
+        _seed_spec(seed),
     ]
 
 
-def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
+def _forward(q, k, v, bias, mask, q_ids, kv_ids, seed, st: _Static):
     b, tp, n, h = q.shape
     sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
     g = n // kh
@@ -328,8 +357,8 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
     bq, bk = min(bs.block_q, tp), min(bs.block_k, sp)
     grid = (tp // bq, b, n)
     kernel = functools.partial(_fwd_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
-                               window=st.window, block_k=bk, num_k_blocks=sp // bk)
-    in_specs = _query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g)
+                               window=st.window, block_k=bk, num_k_blocks=sp // bk, dropout=st.dropout)
+    in_specs = _query_grid_specs(bias, mask, q_ids, kv_ids, seed, bq, sp, h, hv, g)
     out_shape = [jax.ShapeDtypeStruct((b, tp, n, hv), q.dtype), jax.ShapeDtypeStruct((b, n, tp), jnp.float32)]
     out_specs = [
         pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
@@ -340,10 +369,10 @@ def _forward(q, k, v, bias, mask, q_ids, kv_ids, st: _Static):
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug, name="attn_jax_flash_fwd",
         cost_estimate=cost,
-    )(q, k, v, bias, mask, q_ids, kv_ids)
+    )(q, k, v, bias, mask, q_ids, kv_ids, seed)
 
 
-def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static):
+def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, seed, do, lse, delta, st: _Static):
     b, tp, n, h = q.shape
     sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
     g = n // kh
@@ -361,7 +390,7 @@ def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Stati
         )
 
     kernel = functools.partial(_dkv_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
-                               window=st.window, block_q=bq, num_q_blocks=tp // bq, groups=g)
+                               window=st.window, block_q=bq, num_q_blocks=tp // bq, groups=g, dropout=st.dropout)
     in_specs = [
         pl.BlockSpec((None, tp, g, h), lambda j, bi, ki: (bi, 0, ki, 0)),
         pl.BlockSpec((None, bk, None, h), lambda j, bi, ki: (bi, j, ki, 0)),
@@ -370,6 +399,7 @@ def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Stati
         grouped(mask),
         None if q_ids is None else pl.BlockSpec((None, tp), lambda j, bi, ki: (bi, 0)),
         None if kv_ids is None else pl.BlockSpec((None, bk), lambda j, bi, ki: (bi, j)),
+        _seed_spec(seed),
         pl.BlockSpec((None, tp, g, hv), lambda j, bi, ki: (bi, 0, ki, 0)),
         pl.BlockSpec((None, g, tp), lambda j, bi, ki: (bi, ki, 0)),
         pl.BlockSpec((None, g, tp), lambda j, bi, ki: (bi, ki, 0)),
@@ -382,10 +412,10 @@ def _backward_dkv(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Stati
     return pl.pallas_call(
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug, name="attn_jax_flash_dkv",
-    )(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta)
+    )(q, k, v, bias, mask, q_ids, kv_ids, seed, do, lse, delta)
 
 
-def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static, *, want_ds: bool):
+def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, seed, do, lse, delta, st: _Static, *, want_ds: bool):
     b, tp, n, h = q.shape
     sp, kh, hv = k.shape[1], k.shape[2], v.shape[-1]
     g = n // kh
@@ -393,21 +423,21 @@ def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static
     bq, bk = min(bs.block_q_dq, tp), min(bs.block_kv_dq, sp)
     grid = (tp // bq, b, n)
     body = functools.partial(_dq_kernel, scale=st.scale, soft_cap=st.soft_cap, causal=st.causal,
-                             window=st.window, block_k=bk, num_k_blocks=sp // bk)
+                             window=st.window, block_k=bk, num_k_blocks=sp // bk, dropout=st.dropout)
     if want_ds:
         def kernel(*refs):
-            return body(*refs[:10], None, refs[10])
+            return body(*refs[:11], None, refs[11])
 
         out_shape = jax.ShapeDtypeStruct((b, n, tp, sp), jnp.float32)
         out_specs = pl.BlockSpec((None, None, bq, sp), lambda i, bi, ni: (bi, ni, i, 0))
     else:
         def kernel(*refs):
-            return body(*refs[:10], refs[10], None)
+            return body(*refs[:11], refs[11], None)
 
         out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
         out_specs = pl.BlockSpec((None, bq, None, h), lambda i, bi, ni: (bi, i, ni, 0))
     in_specs = [
-        *_query_grid_specs(bias, mask, q_ids, kv_ids, bq, sp, h, hv, g),
+        *_query_grid_specs(bias, mask, q_ids, kv_ids, seed, bq, sp, h, hv, g),
         pl.BlockSpec((None, bq, None, hv), lambda i, bi, ni: (bi, i, ni, 0)),
         pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
         pl.BlockSpec((None, None, bq), lambda i, bi, ni: (bi, ni, i)),
@@ -416,17 +446,17 @@ def _backward_dq(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta, st: _Static
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         compiler_params=_params(st, h), interpret=st.interpret, debug=st.debug,
         name="attn_jax_flash_ds" if want_ds else "attn_jax_flash_dq",
-    )(q, k, v, bias, mask, q_ids, kv_ids, do, lse, delta)
+    )(q, k, v, bias, mask, q_ids, kv_ids, seed, do, lse, delta)
 
 
 # --- differentiable entry point ----------------------------------------------------------------
 
 
 def _backward(st, arrays, out, lse, dout, dlse):
-    q, k, v, bias, mask, q_ids, kv_ids = arrays
+    q, k, v, bias, mask, q_ids, kv_ids, seed = arrays
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, Tp, N]
     delta = jnp.swapaxes(delta, 1, 2) - dlse.astype(jnp.float32)  # [B, N, Tp]
-    args = (q, k, v, bias, mask, q_ids, kv_ids, dout.astype(q.dtype), lse, delta)
+    args = (q, k, v, bias, mask, q_ids, kv_ids, seed, dout.astype(q.dtype), lse, delta)
     dk, dv = _backward_dkv(*args, st)
     dq = _backward_dq(*args, st, want_ds=False)
     dbias = None
@@ -436,20 +466,21 @@ def _backward(st, arrays, out, lse, dout, dlse):
     return dq, dk, dv, dbias
 
 
-# (q, k, v, bias) get gradients; (mask, q_ids, kv_ids) do not.
+# (q, k, v, bias) get gradients; (mask, q_ids, kv_ids, seed) do not.
 _flash = attention_vjp(_forward, _backward, num_differentiable=4)
 
 
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logits_soft_cap",
-                                             "block_sizes", "interpret", "debug"))
+                                             "block_sizes", "interpret", "debug", "dropout"))
 def flash_attention(
     query, key, value, bias=None, mask=None, *,
     q_segment_ids=None, kv_segment_ids=None, query_seq_lengths=None, key_value_seq_lengths=None,
     scale: float | None = None, is_causal: bool = False, window: tuple[int, int] | None = None,
     logits_soft_cap: float | None = None, block_sizes: BlockSizes | None = None,
     interpret: bool = False, debug: bool = False,
+    dropout: _dropout.Dropout | None = None, dropout_seed=None,
 ):
     """Fused attention. ``query [B, T, N, H]``, ``key [B, S, K, H]``, ``value [B, S, K, Hv]``.
 
@@ -458,6 +489,8 @@ def flash_attention(
     (padded to the blocks and masked), head dims padded to a power of two >= 16.
     Returns ``out [B, T, N, Hv]`` (query dtype) and ``lse [B, T, N]`` float32
     (``-inf`` for rows that see no key). Differentiable in q, k, v, bias and lse.
+    ``dropout`` (static) with ``dropout_seed`` (``[2]`` int32, :func:`attn_jax.dropout.seeds`):
+    attention dropout, the mask :mod:`attn_jax.dropout` defines.
     """
     b, t, n, h = query.shape
     s, kh, hv = key.shape[1], key.shape[2], value.shape[-1]
@@ -476,8 +509,12 @@ def flash_attention(
         mask = pad_axis(pad_axis(mask.astype(jnp.int8), 2, tp, broadcast=True), 3, sp, broadcast=True)
     q_ids, kv_ids = position_ids(b, t, tp, s, sp, query_seq_lengths, key_value_seq_lengths,
                                  q_segment_ids, kv_segment_ids)
-    st = _Static(float(scale), logits_soft_cap, bool(is_causal), window, bs, interpret, debug)
-    out, lse = _flash(q, k, v, bias, mask, q_ids, kv_ids, st)
+    dropout = dropout or _dropout.Dropout()
+    if dropout.active and dropout_seed is None:
+        raise ValueError("dropout.rate > 0 needs dropout_seed (attn_jax.dropout.seeds(key))")
+    seed = dropout_seed if dropout.active else None
+    st = _Static(float(scale), logits_soft_cap, bool(is_causal), window, bs, interpret, debug, dropout)
+    out, lse = _flash(q, k, v, bias, mask, q_ids, kv_ids, seed, st)
     out = out[:, :t, :, :hv]
     lse = jnp.swapaxes(lse[:, :, :t], 1, 2)
     return out, empty_rows_to_neg_inf(lse)

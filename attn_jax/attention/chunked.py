@@ -13,6 +13,12 @@ Any ``T`` and ``S`` work: the sequences are padded to a multiple of the chunk
 and the padding is masked (``q_bound``/``k_bound`` of :meth:`MaskSpec.block`).
 The residual (logsumexp) has a true gradient: its cotangent enters the backward
 as ``dS = P ∘ (dP - (D - dlse))``.
+
+Attention dropout draws each block's keep mask from :mod:`attn_jax.dropout`'s
+hash of the absolute ``(b, n, i, j)`` positions, in the forward and again in the
+backward, so no ``[B, N, T, S]`` mask ever exists. Symbolic ``T`` or ``S``
+(``jax.export`` shape polymorphism) use static chunks of at most
+:data:`SYMBOLIC_CHUNK`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attn_jax import dropout as _dropout
 from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
 from attn_jax.softmax import (
@@ -35,6 +42,9 @@ from attn_jax.softmax import (
 )
 
 Array = jax.Array
+
+# The chunk length used along a symbolic (jax.export) dim, where min(chunk, T) is unknowable.
+SYMBOLIC_CHUNK = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +74,27 @@ class _Static(NamedTuple):
     chunk_k: int
     q_len: int  # real T (before padding)
     kv_len: int  # real S
+    precision: object = None
+    dropout: _dropout.Dropout = _dropout.Dropout()
 
 
 def _cdiv(a, b):
     return (a + b - 1) // b
+
+
+def _maybe_greater(a, b) -> bool:
+    """``a > b``; True when symbolic dims leave it undecided (masking padding that is absent is harmless)."""
+    try:
+        return bool(a > b)
+    except Exception:  # jax.export's InconclusiveDimensionOperation
+        return True
+
+
+def _chunk(size: int, length) -> int:
+    """The chunk along an axis of ``length`` (an int, or a symbolic dim under jax.export)."""
+    if isinstance(length, int):
+        return min(size, length)
+    return min(size, SYMBOLIC_CHUNK)
 
 
 def _slice_broadcast(x: Array, start, size: int, axis: int) -> Array:
@@ -88,7 +115,8 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
     # an FMA, whose unrounded product differs from the rounded logit the max saw by up to
     # half an ulp, which is > 88 (exp's range) once logits pass ~1e9 (e.g. scale=3e8).
     qs = qc.astype(acc) * jnp.asarray(st.scale, acc)
-    s = jnp.einsum("BTKGH,BSKH->BKGTS", qs, kc.astype(acc), preferred_element_type=acc).astype(acc)
+    s = jnp.einsum("BTKGH,BSKH->BKGTS", qs, kc.astype(acc), preferred_element_type=acc,
+                   precision=st.precision).astype(acc)
     blk = None if bias is None else _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
     s, tanh = bias_and_cap(s, blk, st.soft_cap)
     q_pad, k_pad = padded
@@ -107,6 +135,18 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
     return s, tanh, keep
 
 
+def _dropout_multiplier(seed, st: _Static, shape, q0, k0):
+    """Inverted-dropout multiplier ``[B, K, G, cq, ck]`` (``keep_scale`` or 0) of the block at (q0, k0)."""
+    b, kh, g, cq, ck = shape
+    bi = jax.lax.broadcasted_iota(jnp.int32, (b, 1, 1, 1, 1), 0)
+    n = (jax.lax.broadcasted_iota(jnp.int32, (1, kh, g, 1, 1), 1) * g
+         + jax.lax.broadcasted_iota(jnp.int32, (1, kh, g, 1, 1), 2))
+    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, cq, 1), 3)
+    k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, ck), 4)
+    kept = _dropout.block_keep(seed, st.dropout, bi, n, q_pos, k_pos)
+    return jnp.where(kept, st.dropout.keep_scale, 0.0)
+
+
 def _key_range(spec: MaskSpec, q0, st: _Static, nk: int):
     lo, hi = spec.key_block_range(q0, jnp.minimum(q0 + st.chunk_q, st.q_len), st.chunk_k, nk)
     if spec.kv_lengths is not None:
@@ -122,7 +162,7 @@ def _query_range(spec: MaskSpec, k0, st: _Static, nq: int):
     return lo, hi
 
 
-def _forward(q, k, v, bias, mask, spec, st: _Static):
+def _forward(q, k, v, bias, mask, seed, spec, st: _Static):
     """``q [B,Tp,K,G,H]`` etc. -> ``out [B,Tp,K,G,Hv]`` (q dtype), ``lse [B,K,G,Tp]``.
 
     ``lse`` is MASK_VALUE (finite) for empty rows, padded ones included.
@@ -132,7 +172,7 @@ def _forward(q, k, v, bias, mask, spec, st: _Static):
     cq, ck = st.chunk_q, st.chunk_k
     nq, nk = tp // cq, sp // ck
     acc_t = compute_dtype(q.dtype)
-    padded = (tp > st.q_len, sp > st.kv_len)
+    padded = (_maybe_greater(tp, st.q_len), _maybe_greater(sp, st.kv_len))
 
     def one_query_chunk(i):
         q0 = jnp.asarray(i * cq, jnp.int32)
@@ -145,7 +185,9 @@ def _forward(q, k, v, bias, mask, spec, st: _Static):
             vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
             s, _, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
             m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
-            o = alpha[..., None] * o + jnp.einsum("BKGTS,BSKH->BKGTH", p, vc.astype(acc_t))
+            if st.dropout.active:  # the normaliser l keeps every weight; only the P @ V term drops
+                p = p * _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
+            o = alpha[..., None] * o + jnp.einsum("BKGTS,BSKH->BKGTH", p, vc.astype(acc_t), precision=st.precision)
             return o, m_new, l
 
         init = (
@@ -167,14 +209,15 @@ def _forward(q, k, v, bias, mask, spec, st: _Static):
     return o, lse
 
 
-def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
+def _backward(q, k, v, bias, mask, seed, spec, st: _Static, out, lse, dout, dlse):
     b, tp, nkv, g, h = q.shape
     sp = k.shape[1]
     cq, ck = st.chunk_q, st.chunk_k
     nq, nk = tp // cq, sp // ck
     acc_t = compute_dtype(q.dtype)
-    padded = (tp > st.q_len, sp > st.kv_len)
+    padded = (_maybe_greater(tp, st.q_len), _maybe_greater(sp, st.kv_len))
     scale = jnp.asarray(st.scale, acc_t)
+    prec = st.precision
 
     # D_i = rowsum(dO ∘ O) minus the residual's cotangent: [B, K, G, Tp].
     delta = jnp.sum(dout.astype(acc_t) * out.astype(acc_t), axis=-1)
@@ -195,8 +238,12 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
             delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=3)
             s, tanh, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
             p = recomputed_probabilities(s, lse_c, keep)
-            dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p, doc)
-            dp = jnp.einsum("BTKGH,BSKH->BKGTS", doc, vc.astype(acc_t))
+            dp = jnp.einsum("BTKGH,BSKH->BKGTS", doc, vc.astype(acc_t), precision=prec)
+            p_dropped = p
+            if st.dropout.active:  # out = (P ∘ M) V: dV sees P ∘ M, and dP = M ∘ (dO Vᵀ)
+                mult = _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
+                p_dropped, dp = p * mult, dp * mult
+            dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p_dropped, doc, precision=prec)
             ds = p * (dp - delta_c[..., None])
             if tanh is not None:
                 ds = ds * (1.0 - jnp.square(tanh))
@@ -209,10 +256,10 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
                 start = (zero, zero, zero, q0 if bias.shape[3] > 1 else zero, k0 if bias.shape[4] > 1 else zero)
                 cur = jax.lax.dynamic_slice(dbias, start, red.shape)
                 dbias = jax.lax.dynamic_update_slice(dbias, cur + red, start)
-            dq_c = jnp.einsum("BKGTS,BSKH->BTKGH", ds, kc.astype(acc_t)) * scale
+            dq_c = jnp.einsum("BKGTS,BSKH->BTKGH", ds, kc.astype(acc_t), precision=prec) * scale
             cur = jax.lax.dynamic_slice_in_dim(dq, q0, cq, axis=1)
             dq = jax.lax.dynamic_update_slice_in_dim(dq, cur + dq_c, q0, axis=1)
-            dk_c = dk_c + jnp.einsum("BKGTS,BTKGH->BSKH", ds, qc.astype(acc_t)) * scale
+            dk_c = dk_c + jnp.einsum("BKGTS,BTKGH->BSKH", ds, qc.astype(acc_t), precision=prec) * scale
             return dk_c, dv_c, dq, dbias
 
         inner = (
@@ -239,18 +286,23 @@ def _backward(q, k, v, bias, mask, spec, st: _Static, out, lse, dout, dlse):
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dbias
 
 
-# (q, k, v, bias) get gradients; (mask, spec) do not.
+# (q, k, v, bias) get gradients; (mask, seed, spec) do not.
 _chunked_core = attention_vjp(
     _forward, lambda st, arrays, out, lse, dout, dlse: _backward(*arrays, st, out, lse, dout, dlse),
     num_differentiable=4)
 # Jitted so eager callers reuse the compiled loops instead of retracing them each call.
-_chunked_core_jit = jax.jit(_chunked_core, static_argnums=(6,))
+_chunked_core_jit = jax.jit(_chunked_core, static_argnums=(7,))
 
 
 def _pad_axis(x: Array | None, axis: int, target: int, value=0) -> Array | None:
     """Pad ``x`` along ``axis`` to ``target`` unless it is absent or broadcast."""
-    if x is None or x.shape[axis] == 1 or x.shape[axis] == target:
+    if x is None or (isinstance(x.shape[axis], int) and x.shape[axis] == 1):
         return x
+    try:
+        if x.shape[axis] == target:
+            return x
+    except Exception:  # undecidable symbolic comparison: pad (by a possibly-zero width)
+        pass
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, target - x.shape[axis])
     return jnp.pad(x, widths, constant_values=value)
@@ -261,7 +313,7 @@ def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array,
     chunk_sizes = chunk_sizes or ChunkSizes.get_default()
     b, t, s, n, kh, h, hv = p.dims
     g = n // kh
-    cq, ck = min(chunk_sizes.query, t), min(chunk_sizes.key, s)
+    cq, ck = _chunk(chunk_sizes.query, t), _chunk(chunk_sizes.key, s)
     tp, sp = _cdiv(t, cq) * cq, _cdiv(s, ck) * ck
     q = _pad_axis(p.query.reshape(b, t, kh, g, h), 1, tp)
     k = _pad_axis(p.key, 1, sp)
@@ -277,8 +329,8 @@ def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array,
             q_segment_ids=_pad_axis(spec.q_segment_ids, 1, tp),
             kv_segment_ids=_pad_axis(spec.kv_segment_ids, 1, sp),
         )
-    st = _Static(p.scale, p.logits_soft_cap, cq, ck, t, s)
-    out, lse = _chunked_core_jit(q, k, v, bias, mask, spec, st)
+    st = _Static(p.scale, p.logits_soft_cap, cq, ck, t, s, p.precision, p.dropout)
+    out, lse = _chunked_core_jit(q, k, v, bias, mask, p.dropout_seed, spec, st)
     out = out[:, :t].reshape(b, t, n, hv)
     lse = jnp.moveaxis(lse[..., :t], 3, 1).reshape(b, t, n)
     return out, empty_rows_to_neg_inf(lse)

@@ -32,7 +32,7 @@ from attn_jax.attention.registry import OpRegistry, implementation_names
 Array = jax.Array
 
 
-def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, scale) -> int:
+def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, scale) -> tuple:
     """Validate the arguments; returns the cache capacity per sequence."""
     qs, ks, vs = shape_of(query), shape_of(key_cache), shape_of(value_cache)
     if len(qs) != 3:
@@ -74,12 +74,12 @@ def _check(query, key_cache, value_cache, lengths, page_table, logits_soft_cap, 
                 f"page_table{list(bad)} = {table[bad]} is not a page of the pool of P={ks[0]} pages "
                 f"(entries must lie in [0, {ks[0]}), or be negative for 'no page')"
             )
-    check_scalars(scale, logits_soft_cap)
+    scale, logits_soft_cap = check_scalars(scale, logits_soft_cap)
     arr = concrete_value(lengths)
     capacity = ks[1] if page_table is None else ks[1] * shape_of(page_table)[1]
     if arr is not None and arr.size and (arr.min() < 0 or arr.max() > capacity):
         raise ValueError(f"key_value_seq_lengths must lie in [0, {capacity}], got {arr}")
-    return capacity
+    return capacity, scale, logits_soft_cap
 
 
 class _Shape(NamedTuple):
@@ -168,8 +168,8 @@ def decode_attention(
       key_value_seq_lengths: ``[B]`` valid tokens per sequence, in ``[0, capacity]``
         (capacity ``S``, or ``max_pages · page_size``); 0 gives zeros. Concrete
         values outside raise ValueError; traced ones are clipped into it.
-      scale: default ``1 / sqrt(H)``; logits_soft_cap: ``c · tanh(logits / c)``;
-        both finite (concrete non-finite values raise ValueError).
+      scale: default ``1 / sqrt(H)``, a number or a traced scalar; logits_soft_cap:
+        ``c · tanh(logits / c)``; both finite (concrete non-finite values raise ValueError).
       page_table: ``[B, max_pages]`` int, selects the paged layout. Entry
         ``page_table[b, i]`` is the pool page holding tokens ``i·page_size ..``
         of sequence ``b``. A negative entry means "no page": its tokens are not
@@ -186,8 +186,11 @@ def decode_attention(
       stored there never reaches the output. A cache with no slot (``S = 0``
       or no pages) gives zeros.
     """
-    capacity = _check(query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap, scale)
+    capacity, scale, logits_soft_cap = _check(
+        query, key_cache, value_cache, key_value_seq_lengths, page_table, logits_soft_cap, scale)
     implementation_names(implementation)  # type errors before any work
+    if scale is not None and not isinstance(scale, float):  # traced: folded into the query, as dot_product_attention
+        query, scale = jnp.asarray(query) * jnp.asarray(scale).astype(dtype_of(query)), 1.0
     lengths = jnp.clip(jnp.asarray(key_value_seq_lengths), 0, capacity).astype(jnp.int32)
     b, n, _ = shape_of(query)
     name = REGISTRY.resolve(implementation, _Shape(shape_of(key_cache)[1], page_table is not None))

@@ -7,7 +7,10 @@ Dispatch is one explicit chain on the ``implementation`` argument:
   why each one declined. Unknown names raise ``ValueError``.
 * ``None``: ``pallas`` where it supports the arguments, else ``xla``, or
   ``chunked`` when the dense float32 logits would exceed
-  :data:`DENSE_LOGITS_LIMIT_BYTES`. Never ``cudnn``. On a CPU backend the
+  :data:`DENSE_LOGITS_LIMIT_BYTES` (or, with symbolic shapes under
+  ``jax.export``, when that size cannot be bounded: the static choice is
+  ``chunked``). Never ``cudnn``. Every implementation draws the same dropout
+  mask for the same key, so the choice never changes results beyond rounding. On a CPU backend the
   Pallas kernels run only in interpret mode, a test tool far slower than XLA,
   so ``None`` does not pick them there; ask for them by name. Each fallback's
   reason is logged at DEBUG level on the ``attn_jax`` logger.
@@ -57,7 +60,13 @@ def _run_pallas(name: str):
 
 
 def _xla_reason(p: Problem, automatic: bool) -> str | None:
-    if automatic and p.dense_logits_bytes > DENSE_LOGITS_LIMIT_BYTES:
+    if not automatic:
+        return None
+    try:
+        too_big = bool(p.dense_logits_bytes > DENSE_LOGITS_LIMIT_BYTES)
+    except Exception:  # jax.export: a symbolic size that no bound decides
+        return f"with symbolic shapes the dense logits ({p.dense_logits_bytes} bytes) cannot be bounded"
+    if too_big:
         return f"the dense logits would take {p.dense_logits_bytes} bytes > {DENSE_LOGITS_LIMIT_BYTES}"
     return None
 
@@ -76,6 +85,8 @@ def _cudnn_reason(p: Problem, automatic: bool) -> str | None:
         return "cudnn (through jax.nn) has no segment ids"
     if p.logits_soft_cap is not None:
         return "cudnn (through jax.nn) has no logits_soft_cap"
+    if p.dropout.active:
+        return "cudnn (through jax.nn) has no attention dropout"
     window = p.spec.window
     if window is not None and window[1] != 0 and not p.spec.is_causal:
         return f"cudnn supports only left windows unless causal, got {window}"
@@ -90,6 +101,7 @@ def _run_cudnn(p: Problem, return_residual: bool) -> tuple[Array, Array | None]:
     Known deviations from the attn_jax contract, which it cannot detect before
     running: rows with nothing to attend to are not guaranteed zero output /
     ``-inf`` residual, and the residual's gradient is whatever jax.nn gives.
+    ``precision`` is a no-op here (cuDNN fixes its own; jax.nn takes none).
     """
     res = jax.nn.dot_product_attention(
         p.query,
@@ -135,6 +147,9 @@ def dot_product_attention(
     q_segment_ids: Array | None = None,
     kv_segment_ids: Array | None = None,
     logits_soft_cap: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    precision: Any = None,
     implementation: str | Sequence[str] | None = None,
     return_residual: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -150,7 +165,9 @@ def dot_product_attention(
       value: ``[*B, S, K, Hv]``; ``Hv`` may differ from ``H``.
       bias: added to the logits; broadcastable to ``[*B, N, T, S]``.
       mask: boolean, True = attend; broadcastable to ``[*B, N, T, S]``.
-      scale: logit scale, default ``1 / sqrt(H)``.
+      scale: logit scale, default ``1 / sqrt(H)``: a Python float, a numpy/jax
+        scalar, or a traced value (folded into the query, ``q · scale`` in the
+        query dtype, so every implementation serves it).
       is_causal: key ``j`` visible from query ``i`` iff ``j <= i`` (top-left
         alignment when ``T != S``, as jax.nn).
       query_seq_lengths: ``[*B]`` int; rows ``i >= length`` attend to nothing.
@@ -160,6 +177,16 @@ def dot_product_attention(
       q_segment_ids: ``[*B, T]`` int, with kv_segment_ids ``[*B, S]``: attend
         only where ids are equal (packed sequences).
       logits_soft_cap: ``c > 0``: logits become ``c · tanh(logits / c)``.
+      dropout_rate: in ``[0, 1)``: inverted dropout on the normalised attention
+        weights (kept weights scaled by ``1 / P(keep)``); the residual is the
+        logsumexp of the logits, before dropout.
+      dropout_rng: a jax.random key, needed when ``dropout_rate > 0``. The mask
+        is a hash of the key and the absolute ``(batch, head, query, key)``
+        position (:func:`attn_jax.dropout.dropout_mask` builds it densely), the
+        same in forward and backward and in every implementation.
+      precision: ``jax.lax`` precision of the matmuls ("xla", "chunked"). The
+        Pallas kernels fix theirs (float32 tiles exact, no TF32; bf16/f16 tiles
+        with float32 accumulation) and accept it as a no-op, as does "cudnn".
       implementation: None, a name, or a sequence of names (module docstring).
       return_residual: also return the logsumexp of the logits.
 
@@ -209,10 +236,18 @@ def dot_product_attention(
         q_segment_ids=q_segment_ids,
         kv_segment_ids=kv_segment_ids,
         logits_soft_cap=logits_soft_cap,
+        precision=precision,
+        dropout_rate=dropout_rate,
+        dropout_rng=dropout_rng,
     )
+    return run_problem(p, implementation, return_residual)
+
+
+def run_problem(p: Problem, implementation=None, return_residual: bool = False):
+    """Run the resolved implementation on a normalised problem; restore the batch dims."""
     name = REGISTRY.resolve(implementation, p)
     b, t, s_len, n, _, _, hv = p.dims
-    if 0 in (b, t, s_len, n):  # nothing to compute, or S = 0: every row is empty
+    if any(isinstance(d, int) and d == 0 for d in (b, t, s_len, n)):  # nothing to compute, or S = 0: every row is empty
         out = jnp.zeros((b, t, n, hv), p.query.dtype)
         lse = jnp.full((b, t, n), -jnp.inf, p.query.dtype)
     else:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.dropout import Dropout, check_rate, seeds
 from attn_jax.masks import MaskSpec, normalize_window, visible_keys
 
 Array = jax.Array
@@ -38,6 +39,9 @@ class Problem:
     scale: float
     logits_soft_cap: float | None
     batch_shape: tuple[int, ...]
+    precision: Any = None
+    dropout: Dropout = Dropout()
+    dropout_seed: Array | None = None  # [2] int32 (attn_jax.dropout.seeds) when dropout is active
 
     @property
     def dims(self) -> tuple[int, int, int, int, int, int, int]:
@@ -47,10 +51,15 @@ class Problem:
         return b, t, s, n, k, h, hv
 
     @property
-    def dense_logits_bytes(self) -> int:
-        """Bytes of one float32 ``[B, N, T, S]`` logits array (dense path's size)."""
+    def dense_logits_bytes(self):
+        """Bytes of one float32 ``[B, N, T, S]`` logits array (dense path's size; symbolic under shape polymorphism)."""
         b, t, s, n, *_ = self.dims
         return 4 * b * n * t * s
+
+    @property
+    def is_symbolic(self) -> bool:
+        """True when some dim is symbolic (``jax.export`` shape polymorphism)."""
+        return not all(isinstance(d, int) for d in self.dims)
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
@@ -125,22 +134,46 @@ def flatten_batch(x: Array, batch_ndim: int) -> Array:
     return x.reshape((math.prod(x.shape[:batch_ndim]),) + x.shape[batch_ndim:])
 
 
-def _broadcast_4d(x, name: str, full: tuple[int, ...], batch_ndim: int) -> Array:
-    """Check ``x`` broadcasts to ``full = (*B, N, T, S)``; return ``[Bb, Nb, Tb, Sb]``."""
-    xs = shape_of(x)
+def _same_dim(a, b) -> bool:
+    """``a == b`` for ints or symbolic dims (False when undecidable)."""
     try:
-        ok = len(xs) <= len(full) and np.broadcast_shapes(xs, full) == full
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} of shape {xs} is not broadcastable to [*B, N, T, S] = {full}")
+        return bool(a == b)
+    except Exception:  # jax.export's InconclusiveDimensionOperation
+        return False
+
+
+def _broadcasts_to(xs: tuple, full: tuple) -> bool:
+    """``xs`` broadcasts to ``full`` (each trailing axis 1 or equal; symbolic dims allowed)."""
+    return len(xs) <= len(full) and all(
+        (isinstance(d, int) and d == 1) or _same_dim(d, f) for d, f in zip(xs[::-1], full[::-1])
+    )
+
+
+def _broadcast_4d(x, name: str, full: tuple[int, ...], batch_ndim: int) -> Array:
+    """Check ``x`` broadcasts to ``full = (*B, N, T, S)``; return ``[Bb, Nb, Tb, Sb]``.
+
+    Leading axes of size 1 beyond ``full``'s rank are dropped (jax.nn takes a
+    4-D ``[1, N, T, S]`` bias with unbatched 3-D inputs).
+    """
+    xs = shape_of(x)
+    extra = len(xs) - len(full)
+    if extra > 0 and all(isinstance(d, int) and d == 1 for d in xs[:extra]):
+        x, xs = jnp.reshape(jnp.asarray(x), xs[extra:]), xs[extra:]
+    if not _broadcasts_to(xs, full):
+        raise ValueError(f"{name} of shape {xs if extra <= 0 else shape_of(x)} is not broadcastable "
+                         f"to [*B, N, T, S] = {full}")
     x = jnp.asarray(x)
     x = x.reshape((1,) * (len(full) - x.ndim) + x.shape)
     bshape = x.shape[:batch_ndim]
-    if all(d == 1 for d in bshape):
+    if all(isinstance(d, int) and d == 1 for d in bshape):
         return x.reshape((1,) + x.shape[batch_ndim:])
     x = jnp.broadcast_to(x, full[:batch_ndim] + x.shape[batch_ndim:])
     return flatten_batch(x, batch_ndim)
+
+
+def _nonzero(d) -> bool:
+    """``d != 0`` for an int or a symbolic dim (symbolic dims are >= 1)."""
+    return not _same_dim(d, 0)
 
 
 def check_lengths(x, name: str, batch: tuple[int, ...], limit: int) -> Array | None:
@@ -188,15 +221,49 @@ def check_segment_ids(q_ids, kv_ids, batch: tuple[int, ...], t: int, s: int):
     )
 
 
-def check_scalars(scale, logits_soft_cap) -> None:
-    """``scale`` (None or a finite number) and ``logits_soft_cap`` (None or positive and finite)."""
-    for name, x in (("scale", scale), ("logits_soft_cap", logits_soft_cap)):
-        if x is None:
-            continue
-        if not isinstance(x, (int, float, np.floating, np.integer)) or isinstance(x, bool):
-            raise TypeError(f"{name} must be a Python float, got {type(x).__name__}")
-        if not math.isfinite(x) or (name == "logits_soft_cap" and x <= 0):
-            raise ValueError(f"{name} must be {'positive and ' if name == 'logits_soft_cap' else ''}finite, got {x}")
+def _scalar(name: str, x, *, traced_ok: bool):
+    """A Python/numpy/jax scalar as a float, or (``traced_ok``) the traced 0-d array itself."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer, np.ndarray, jax.Array)):
+        raise TypeError(f"{name} must be a number (Python, numpy or jax scalar), got {type(x).__name__}")
+    if shape_of(x) != ():
+        raise ValueError(f"{name} must be a scalar, got shape {shape_of(x)}")
+    if not (is_float(dtype_of(x)) or is_int(dtype_of(x))):
+        raise TypeError(f"{name} must be a real number, got dtype {dtype_of(x)}")
+    value = concrete_value(x)
+    if value is None:
+        if not traced_ok:
+            raise TypeError(f"{name} must be concrete (a Python float), not a traced value")
+        return x
+    return float(value)
+
+
+def check_scalars(scale, logits_soft_cap):
+    """``scale`` (None, a finite number, or a traced scalar) and ``logits_soft_cap`` (None or positive
+    and finite, concrete). Returns them as floats (a traced scale stays traced)."""
+    if scale is not None:
+        scale = _scalar("scale", scale, traced_ok=True)
+        if isinstance(scale, float) and not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
+    if logits_soft_cap is not None:
+        logits_soft_cap = _scalar("logits_soft_cap", logits_soft_cap, traced_ok=False)
+        if not math.isfinite(logits_soft_cap) or logits_soft_cap <= 0:
+            raise ValueError(f"logits_soft_cap must be positive and finite, got {logits_soft_cap}")
+    return scale, logits_soft_cap
+
+
+def check_precision(precision):
+    """``precision`` as jax.lax takes it (None, a name, a ``lax.Precision``, a pair, a
+    ``lax.DotAlgorithmPreset``); ValueError/TypeError naming it otherwise."""
+    if precision is None:
+        return None
+    if isinstance(precision, list):
+        precision = tuple(precision)
+    x = jax.ShapeDtypeStruct((1, 1), jnp.float32)
+    try:
+        jax.eval_shape(lambda a: jax.lax.dot(a, a, precision=precision), x)
+    except Exception as e:
+        raise ValueError(f"precision={precision!r} is not a jax.lax precision: {e}") from None
+    return precision
 
 
 def normalize(
@@ -214,8 +281,16 @@ def normalize(
     q_segment_ids=None,
     kv_segment_ids=None,
     logits_soft_cap=None,
+    precision=None,
+    dropout_rate=0.0,
+    dropout_rng=None,
+    dropout_broadcast=False,
 ) -> Problem:
-    """Validate every argument and build the :class:`Problem`."""
+    """Validate every argument and build the :class:`Problem`.
+
+    A traced ``scale`` is folded into the query (``q · scale`` in the query
+    dtype) and the Problem's scale is 1, so every implementation serves it.
+    """
     batch, t, s, n, _, h, _ = check_qkv(query, key, value)
     nb = len(batch)
     full = batch + (n, t, s)
@@ -233,9 +308,15 @@ def normalize(
     q_seg, kv_seg = check_segment_ids(q_segment_ids, kv_segment_ids, batch, t, s)
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
-    check_scalars(scale, logits_soft_cap)
-    scale = 1.0 / math.sqrt(h) if scale is None else scale
-    logits_soft_cap = None if logits_soft_cap is None else float(logits_soft_cap)
+    scale, logits_soft_cap = check_scalars(scale, logits_soft_cap)
+    precision = check_precision(precision)
+    dropout = Dropout(check_rate(dropout_rate), bool(dropout_broadcast))
+    seed = seeds(dropout_rng) if dropout.active else None
+    if scale is None:
+        scale = 1.0 / math.sqrt(h)
+    elif not isinstance(scale, float):  # traced
+        query = jnp.asarray(query) * jnp.asarray(scale).astype(dtype_of(query))
+        scale = 1.0
     spec = MaskSpec(
         is_causal=bool(is_causal),
         window=window,
@@ -245,7 +326,7 @@ def normalize(
         kv_segment_ids=kv_seg,
     )
     key, value = flatten_batch(key, nb), flatten_batch(value, nb)
-    if t and s:
+    if _nonzero(t) and _nonzero(s):
         # Keys no query may see are selected away here, once for every implementation:
         # a cache slot past its length may hold NaN, and 0 * NaN = NaN in P @ V.
         visible = visible_keys(spec, mask, t, s, key.shape[2])
@@ -262,6 +343,9 @@ def normalize(
         scale=float(scale),
         logits_soft_cap=logits_soft_cap,
         batch_shape=batch,
+        precision=precision,
+        dropout=dropout,
+        dropout_seed=seed,
     )
 
 

@@ -2,7 +2,8 @@
 
 Materialises the ``[B, K, G, T, S]`` logits in float32 (float64 for float64
 inputs). Gradients come from autodiff, including the gradient of the
-logsumexp residual.
+logsumexp residual. Attention dropout evaluates :mod:`attn_jax.dropout`'s hash
+densely, on the same ``(b, n, i, j)`` positions every other path uses.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from attn_jax import dropout as _dropout
 from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
 from attn_jax.masks import MASK_VALUE, and_masks, dense_mask
 from attn_jax.softmax import masked_softmax_stats
@@ -17,17 +19,16 @@ from attn_jax.softmax import masked_softmax_stats
 Array = jax.Array
 
 
-def attention(p: Problem) -> tuple[Array, Array]:
-    """Dense attention on a normalised problem.
+def probabilities(p: Problem) -> tuple[Array, Array]:
+    """The normalised attention weights ``[B, K, G, T, S]`` (before dropout) and ``lse [B, K, G, T]``.
 
-    Returns ``out [B, T, N, Hv]`` in the query dtype and ``lse [B, T, N]`` in
-    float32 (float64 for float64 inputs).
+    float32 (float64 for float64 inputs); rows with nothing to attend to are zeros.
     """
     b, t, s_len, n, k, h, hv = p.dims
     g = n // k
     acc = compute_dtype(p.query.dtype)
     q = p.query.reshape(b, t, k, g, h)
-    s = jnp.einsum("BTKGH,BSKH->BKGTS", q, p.key, preferred_element_type=acc)
+    s = jnp.einsum("BTKGH,BSKH->BKGTS", q, p.key, preferred_element_type=acc, precision=p.precision)
     s = s.astype(acc) * jnp.asarray(p.scale, acc)
     if p.bias is not None:
         s = s + group_heads(p.bias, k).astype(acc)
@@ -43,11 +44,37 @@ def attention(p: Problem) -> tuple[Array, Array]:
     if keep is not None:
         s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
     if keep is None:  # no row can be empty: the plain softmax (XLA:CPU fuses its gradient far better)
-        probs, lse = jax.nn.softmax(s, axis=-1), jax.nn.logsumexp(s, axis=-1)
-    else:
-        probs, l_safe, lse = masked_softmax_stats(s, keep)
-        probs = probs / l_safe[..., None]
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, p.value.astype(acc))
+        return jax.nn.softmax(s, axis=-1), jax.nn.logsumexp(s, axis=-1)
+    probs, l_safe, lse = masked_softmax_stats(s, keep)
+    return probs / l_safe[..., None], lse
+
+
+def attention(p: Problem) -> tuple[Array, Array]:
+    """Dense attention on a normalised problem.
+
+    Returns ``out [B, T, N, Hv]`` in the query dtype and ``lse [B, T, N]`` in
+    float32 (float64 for float64 inputs).
+    """
+    b, t, s_len, n, k, h, hv = p.dims
+    g = n // k
+    acc = compute_dtype(p.query.dtype)
+    probs, lse = probabilities(p)
+    if p.dropout.active:
+        probs = apply_dropout(probs, p, b, k, g, t, s_len)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, p.value.astype(acc), precision=p.precision)
     out = out.reshape(b, t, n, hv).astype(p.query.dtype)
     lse = jnp.moveaxis(lse, 3, 1).reshape(b, t, n)
     return out, lse
+
+
+def dropout_keep(p: Problem, b, k: int, g: int, t, s) -> Array:
+    """The keep mask ``[B, K, G, T, S]`` of problem ``p`` (head ``n = kv · G + g``)."""
+    shape = (b, k, g, t, s)
+    bi, kv, gi, qi, kj = (jax.lax.broadcasted_iota(jnp.int32, shape, axis) for axis in range(5))
+    return _dropout.block_keep(p.dropout_seed, p.dropout, bi, kv * g + gi, qi, kj)
+
+
+def apply_dropout(probs: Array, p: Problem, b, k: int, g: int, t, s) -> Array:
+    """Inverted dropout of the normalised weights ``probs [B, K, G, T, S]``."""
+    kept = dropout_keep(p, b, k, g, t, s)
+    return jnp.where(kept, probs * jnp.asarray(p.dropout.keep_scale, probs.dtype), 0.0)
