@@ -2,6 +2,7 @@
 
 from attn_jax.nn.attention import AdditiveAttention, LocalAttention, LuongAttention, masked_softmax
 from attn_jax.nn.decoding import Decoded, beam_search, greedy_decode, sample_decode
+from attn_jax.nn.flax_adapter import flax_attention_fn
 from attn_jax.nn.generate import PromptedLM, generate
 from attn_jax.nn.lstmn import LSTMN, LSTMNState
 from attn_jax.nn.multi_head import MultiHeadAttention
@@ -18,5 +19,5 @@ __all__ = [
     "PositionSeq2Seq", "PromptedLM", "generate", "sample_decode",
     "KVCache", "MultiHeadAttention", "Seq2Seq", "Transformer", "TransformerAttention", "TransformerConfig",
     "TransformerLM", "beam_search",
-    "greedy_decode", "masked_softmax",
+    "flax_attention_fn", "greedy_decode", "masked_softmax",
 ]
