@@ -112,9 +112,12 @@ def seeds(rng) -> Array:
 
 
 def row_stream(seed, b, n, i):
-    """One int32 word per query row ``(b, n, i)``; the arguments broadcast against each other."""
-    seed = jnp.asarray(seed, jnp.int32)
-    x = mix(seed[0] ^ mix(jnp.asarray(n, jnp.int32) ^ mix(seed[1] + jnp.asarray(b, jnp.int32))))
+    """One int32 word per query row ``(b, n, i)``; the arguments broadcast against each other.
+
+    ``seed``: the two words, as a ``[2]`` array or a pair of scalars (what a kernel loads).
+    """
+    s0, s1 = (jnp.asarray(w, jnp.int32) for w in (seed[0], seed[1]))  # no array of the pair: Triton has no slice
+    x = mix(s0 ^ mix(jnp.asarray(n, jnp.int32) ^ mix(s1 + jnp.asarray(b, jnp.int32))))
     return mix(x + jnp.asarray(i, jnp.int32) * _GOLDEN)
 
 

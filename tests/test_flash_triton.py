@@ -270,6 +270,7 @@ LOWERING_CASES = {  # (q shape, kv heads, Hv, dtype, kwargs)
     "gqa_h80_all_masks_bias_softcap": ((2, 200, 8, 80), 2, 80, jnp.bfloat16, "all"),
     "mqa_h256_f32": ((1, 64, 4, 256), 1, 256, jnp.float32, "causal"),
     "hv_ne_h_f16": ((1, 37, 2, 64), 2, 32, jnp.float16, "none"),
+    "gqa_dropout_bf16": ((2, 100, 4, 64), 2, 64, jnp.bfloat16, "dropout"),
 }
 
 
@@ -295,6 +296,10 @@ def test_lowers_to_triton_ir_for_cuda(case):
         kw = dict(is_causal=True, window=(64, 0), logits_soft_cap=30.0)
     elif masks == "causal":
         kw = dict(is_causal=True)
+    elif masks == "dropout":  # the counter-based hash (int32 shifts and wrapping multiplies) must lower too
+        from attn_jax.dropout import Dropout
+
+        kw = dict(is_causal=True, dropout=Dropout(0.1), dropout_seed=jnp.array([3, -7], jnp.int32))
 
     def f(q, k, v, *rest):
         if rest:

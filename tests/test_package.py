@@ -52,13 +52,15 @@ def test_docstring_examples_run():
     import attn_jax.attention.dispatch
     import attn_jax.memory
     import attn_jax.nn.attention
+    import attn_jax.nn.flax_adapter
     import attn_jax.nn.ntm
     import attn_jax.nn.pointer
     import attn_jax.nn.seq2seq
     import attn_jax.nn.transformer
     import attn_jax.positions
 
-    for module in (attn_jax.attention.dispatch, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.ntm,
+    for module in (attn_jax.attention.dispatch, attn_jax.memory, attn_jax.nn.attention, attn_jax.nn.flax_adapter,
+                   attn_jax.nn.ntm,
                    attn_jax.nn.pointer, attn_jax.nn.seq2seq, attn_jax.nn.transformer, attn_jax.positions):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
