@@ -22,7 +22,8 @@ What each one does:
 * ``module`` (flax's ``sow_weights``): the dense attention weights (before
   dropout) are sown as ``attention_weights``, as flax does; computing them costs
   a dense ``[*B, N, T, S]`` array.
-* ``force_fp32_for_softmax``: always true here (softmax statistics are float32).
+* ``force_fp32_for_softmax``: the softmax statistics are float32 anyway; with it
+  the sown weights are float32, as flax sows them.
 * ``qk_attn_weights_einsum`` / ``attn_weights_value_einsum``, ``promote_dtype``
   other than flax's default: a replacement einsum cannot be honoured by fused
   implementations, so a non-None einsum raises ``UnsupportedError``;
@@ -139,18 +140,19 @@ def flax_attention_fn(implementation=None, **options):
             **options,
         )
         if module is not None:
-            _sow_weights(module, p)
+            _sow_weights(module, p, jnp.float32 if force_fp32_for_softmax else p.query.dtype)
         return run_problem(p, implementation)
 
     attention_fn.__doc__ = f"attn_jax attention for flax (implementation={implementation!r}, options={options})"
     return attention_fn
 
 
-def _sow_weights(module, p) -> None:
-    """Sow the dense weights ``[*B, N, T, S]`` as flax's ``sow_weights`` does (nnx or linen)."""
+def _sow_weights(module, p, dtype) -> None:
+    """Sow the dense weights ``[*B, N, T, S]`` as flax's ``sow_weights`` does (nnx or linen), in ``dtype``
+    (flax's: the computation dtype, float32 with ``force_fp32_for_softmax``)."""
     probs, _ = _xla.probabilities(p)
     b, k, g, t, s = probs.shape
-    weights = probs.reshape(p.batch_shape + (k * g, t, s)).astype(p.query.dtype)
+    weights = probs.reshape(p.batch_shape + (k * g, t, s)).astype(dtype)
     from flax import nnx
 
     if isinstance(module, nnx.Module):
