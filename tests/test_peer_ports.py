@@ -111,7 +111,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.conftest import np_attention
 from flax import linen, nnx
 from flax.core import pop
 from jax import lax
@@ -120,6 +119,7 @@ import attn_jax
 from attn_jax.attention import chunked as _chunked
 from attn_jax.errors import UnsupportedError
 from attn_jax.nn import flax_attention_fn
+from tests.conftest import np_attention
 
 IMPLS = ("xla", "chunked")
 IMPLS_WITH_TRITON = IMPLS + ("pallas_triton",)
