@@ -110,17 +110,14 @@ def test_errors():
 
 
 def test_lowers_to_triton_ir_for_cuda():
-    from jax import export
+    from attn_jax.kernels.lowering import export_for
 
     spec = jax.ShapeDtypeStruct
-    checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
-    contiguous = export.export(jax.jit(lambda q, k, v, l: kernel_decode(q, k, v, l)), platforms=["cuda"],
-                               disabled_checks=checks)(spec((4, 8, 128), jnp.bfloat16),
-                                                       spec((4, 4096, 2, 128), jnp.bfloat16),
-                                                       spec((4, 4096, 2, 128), jnp.bfloat16), spec((4,), jnp.int32))
-    paged = export.export(jax.jit(lambda q, k, v, l, t: kernel_decode(q, k, v, l, t)), platforms=["cuda"],
-                          disabled_checks=checks)(spec((4, 8, 80), jnp.float16), spec((64, 32, 8, 80), jnp.float16),
-                                                  spec((64, 32, 8, 80), jnp.float16), spec((4,), jnp.int32),
-                                                  spec((4, 16), jnp.int32))
+    contiguous = export_for("cuda", lambda q, k, v, l: kernel_decode(q, k, v, l),
+                            spec((4, 8, 128), jnp.bfloat16), spec((4, 4096, 2, 128), jnp.bfloat16),
+                            spec((4, 4096, 2, 128), jnp.bfloat16), spec((4,), jnp.int32))
+    paged = export_for("cuda", lambda q, k, v, l, t: kernel_decode(q, k, v, l, t),
+                       spec((4, 8, 80), jnp.float16), spec((64, 32, 8, 80), jnp.float16),
+                       spec((64, 32, 8, 80), jnp.float16), spec((4,), jnp.int32), spec((4, 16), jnp.int32))
     for exp in (contiguous, paged):
         assert "__gpu$xla.gpu.triton" in exp.mlir_module()

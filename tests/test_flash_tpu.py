@@ -94,3 +94,51 @@ def test_full_product(shape, case):
     FlashTritonTest.check_grads(CI_SHAPES[shape], case, jnp.float32, bias=case == "causal",
                                 soft_cap=5.0 if case == "window" else None, kernel=_kernel)
     FlashTritonTest.check_grads(CI_SHAPES[shape], case, jnp.bfloat16, kernel=_kernel)
+
+
+TPU_LOWERING_CASES = {
+    # name: (query [B, T, N, H], kv heads, value head dim, dtype, what masks)
+    "none_f32": ((1, 128, 2, 128), 2, 128, jnp.float32, "none"),
+    "causal_gqa_bf16": ((2, 200, 4, 128), 2, 128, jnp.bfloat16, "causal"),
+    "window_mqa_h64": ((1, 130, 4, 64), 1, 64, jnp.bfloat16, "window"),
+    "all_masks_bias_softcap": ((2, 200, 4, 128), 2, 128, jnp.bfloat16, "all"),
+    "hv_ne_h": ((1, 96, 2, 128), 2, 64, jnp.float32, "lengths"),
+}
+
+
+@pytest.mark.parametrize("case", list(TPU_LOWERING_CASES))
+def test_lowers_for_a_tpu(case):
+    """Mosaic TPU lowering on a CPU host (an abstract TPU v5e): one kernel forward, dK/dV + dQ (+ dS) backward."""
+    from attn_jax.kernels.lowering import export_for
+
+    qs, kh, hv, dtype, masks = TPU_LOWERING_CASES[case]
+    b, t, n, h = qs
+    s = 300
+    spec = jax.ShapeDtypeStruct
+    args = [spec(qs, dtype), spec((b, s, kh, h), dtype), spec((b, s, kh, hv), dtype)]
+    extra = dict(none={}, causal=dict(is_causal=True), window=dict(window=(64, 16)),
+                 all=dict(is_causal=True, window=(64, 0), logits_soft_cap=30.0), lengths={})[masks]
+    if masks == "all":
+        args += [spec((1, n, t, s), jnp.float32), spec((b, 1, t, s), jnp.bool_), spec((b,), jnp.int32),
+                 spec((b, t), jnp.int32), spec((b, s), jnp.int32)]
+    elif masks == "lengths":
+        args += [spec((b,), jnp.int32), spec((b,), jnp.int32)]
+
+    def f(q, k, v, *rest):
+        if masks == "all":
+            bias, mask, lens, sq, sk = rest
+            return flash_tpu.flash_attention(q, k, v, bias, mask, key_value_seq_lengths=lens, q_segment_ids=sq,
+                                             kv_segment_ids=sk, **extra)
+        if masks == "lengths":
+            return flash_tpu.flash_attention(q, k, v, query_seq_lengths=rest[0], key_value_seq_lengths=rest[1])
+        return flash_tpu.flash_attention(q, k, v, **extra)
+
+    def loss(*a):
+        out, lse = f(*a)
+        return jnp.sum(out.astype(jnp.float32)) + jnp.sum(lse)
+
+    argnums = (0, 1, 2, 3) if masks == "all" else (0, 1, 2)
+    fwd = export_for("tpu", f, *args).mlir_module()
+    bwd = export_for("tpu", jax.grad(loss, argnums=argnums), *args).mlir_module()
+    assert fwd.count("tpu_custom_call") == 1
+    assert bwd.count("tpu_custom_call") == (4 if masks == "all" else 3)  # fwd + dK/dV + dQ (+ dS for the bias)
