@@ -215,12 +215,12 @@ def dense_mask(spec: MaskSpec, q_len: int, kv_len: int) -> Array:
     return jnp.broadcast_to(keep, (keep.shape[0], q_len, kv_len))
 
 
-def _maybe_less(a, b) -> bool:
-    """``a < b``, or True when symbolic dims leave it undecided (applying a redundant test is safe)."""
+def decide(comparison, undecided: bool) -> bool:
+    """``bool(comparison())`` of ints or symbolic dims; ``undecided`` when jax.export's symbolic dims leave it open."""
     try:
-        return bool(a < b)
+        return bool(comparison())
     except Exception:  # jax.export's InconclusiveDimensionOperation
-        return True
+        return undecided
 
 
 def visible_keys(spec: MaskSpec, mask: Array | None, t: int, s: int, num_kv_heads: int) -> Array | None:
@@ -246,7 +246,7 @@ def visible_keys(spec: MaskSpec, mask: Array | None, t: int, s: int, num_kv_head
         q_reach = q_max
     elif spec.window is not None:
         q_reach = q_max + spec.window[1]
-    reach_short = q_reach is not None and _maybe_less(t + (0 if spec.is_causal else spec.window[1]), s)
+    reach_short = q_reach is not None and decide(lambda: t + (0 if spec.is_causal else spec.window[1]) < s, True)
     if q_reach is not None and (spec.q_lengths is not None or reach_short):
         vis = and_masks(vis, k_pos < q_reach)
     if spec.q_lengths is not None:

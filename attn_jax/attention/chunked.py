@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from attn_jax import dropout as _dropout
 from attn_jax.attention.inputs import Problem, compute_dtype, group_heads
-from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks
+from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, decide
 from attn_jax.softmax import (
     attention_vjp,
     bias_and_cap,
@@ -84,10 +84,7 @@ def _cdiv(a, b):
 
 def _maybe_greater(a, b) -> bool:
     """``a > b``; True when symbolic dims leave it undecided (masking padding that is absent is harmless)."""
-    try:
-        return bool(a > b)
-    except Exception:  # jax.export's InconclusiveDimensionOperation
-        return True
+    return decide(lambda: a > b, True)
 
 
 def _chunk(size: int, length) -> int:
@@ -298,11 +295,8 @@ def _pad_axis(x: Array | None, axis: int, target: int, value=0) -> Array | None:
     """Pad ``x`` along ``axis`` to ``target`` unless it is absent or broadcast."""
     if x is None or (isinstance(x.shape[axis], int) and x.shape[axis] == 1):
         return x
-    try:
-        if x.shape[axis] == target:
-            return x
-    except Exception:  # undecidable symbolic comparison: pad (by a possibly-zero width)
-        pass
+    if decide(lambda: x.shape[axis] == target, False):  # undecided (symbolic): pad, by a possibly-zero width
+        return x
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, target - x.shape[axis])
     return jnp.pad(x, widths, constant_values=value)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.dropout import Dropout, check_rate, seeds
-from attn_jax.masks import MaskSpec, normalize_window, visible_keys
+from attn_jax.masks import MaskSpec, decide, normalize_window, visible_keys
 
 Array = jax.Array
 
@@ -136,10 +136,7 @@ def flatten_batch(x: Array, batch_ndim: int) -> Array:
 
 def _same_dim(a, b) -> bool:
     """``a == b`` for ints or symbolic dims (False when undecidable)."""
-    try:
-        return bool(a == b)
-    except Exception:  # jax.export's InconclusiveDimensionOperation
-        return False
+    return decide(lambda: a == b, False)
 
 
 def _broadcasts_to(xs: tuple, full: tuple) -> bool:
