@@ -46,9 +46,9 @@ from attn_jax.softmax import (
 class BlockSizes:
     """Query/key tiles and the chunk of the attention dim A processed at once (powers of two >= 16)."""
 
-    block_q: int = 32
-    block_k: int = 32
-    block_a: int = 32
+    block_q: int = 16
+    block_k: int = 16
+    block_a: int = 16
     num_warps: int = 4
     num_stages: int = 2
 
@@ -58,23 +58,31 @@ class BlockSizes:
 
     @classmethod
     def get_default(cls) -> BlockSizes:
-        # A [32, 32, 32] float32 feature tile is 32K values: a register-sized
-        # working set for 4 warps. Larger A is looped over, not tiled wider.
+        # A [16, 16, 16] float32 feature tile is 32 values a thread at 4 warps.
+        # Compiled offline (benchmarks.gpu_compile, sm_80 and sm_90, A=128): these
+        # tiles take 96-166 registers and never spill; [32, 32, 32] spills in every
+        # kernel, [32, 32, 16] at 4 warps spills in the backward, at 8 warps it
+        # fits with 241 registers (no headroom). Larger A is looped over.
         return cls()
 
 
 
 
 def _scores(qp_ref, kp_ref, w_ref, q_rows, k_rows, num_a_chunks, block_a):
-    """``e [bq, bk] = Σ_a w_a tanh(qp[q, a] + kp[k, a])``, accumulated over A chunks."""
-    e = None
-    for c in range(num_a_chunks):  # static: A is padded to a multiple of block_a
+    """``e [bq, bk] = Σ_a w_a tanh(qp[q, a] + kp[k, a])``, accumulated over A chunks.
+
+    The chunks are a loop, not unrolled: unrolled, the compiler keeps every chunk's
+    loads live at once (measured: 250+ registers a thread even at 16-wide tiles).
+    """
+    def chunk(c, e):
         a = pl.ds(c * block_a, block_a)
         feats = jnp.tanh(qp_ref[q_rows, a].astype(jnp.float32)[:, None, :]
                          + kp_ref[k_rows, a].astype(jnp.float32)[None, :, :])
-        part = jnp.sum(feats * w_ref[a].astype(jnp.float32)[None, None, :], axis=2)
-        e = part if e is None else e + part
-    return e
+        return e + jnp.sum(feats * w_ref[a].astype(jnp.float32)[None, None, :], axis=2)
+
+    bq = qp_ref.shape[0] if q_rows == slice(None) else q_rows.size
+    bk = kp_ref.shape[0] if k_rows == slice(None) else k_rows.size
+    return jax.lax.fori_loop(0, num_a_chunks, chunk, jnp.zeros((bq, bk), jnp.float32))
 
 
 def _keep(q0, k0, bq, bk, kv_ids, mask, causal):
@@ -143,61 +151,70 @@ def _feature_grads(qp_ref, kp_ref, w_ref, ds, q_rows, k_rows, c, block_a):
     return g, dw
 
 
+def _zero_chunks(ref, num_a_chunks, block_a):
+    """Zero an output block ``[..., A]`` chunk by chunk (A need not be a power of two; each chunk is)."""
+    def chunk(c, carry):
+        idx = (slice(None),) * (ref.ndim - 1) + (pl.ds(c * block_a, block_a),)
+        ref[idx] = jnp.zeros(ref.shape[:-1] + (block_a,), jnp.float32)
+        return carry
+
+    jax.lax.fori_loop(0, num_a_chunks, chunk, 0)
+
+
 def _dkv_kernel(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do_ref, lse_ref, delta_ref,
                 dkp_ref, dval_ref, dw_ref, *, causal, block_q, num_q_blocks, block_a, num_a_chunks):
+    """d(kp) and d(w) accumulate in their float32 output blocks, one A chunk at a time."""
     bk = kp_ref.shape[0]
     k0 = pl.program_id(0) * bk
+    _zero_chunks(dkp_ref, num_a_chunks, block_a)
+    _zero_chunks(dw_ref, num_a_chunks, block_a)
 
-    def body(i, carry):
-        dkp, dval, dw = carry
+    def body(i, dval):
         q0 = i * block_q
         qs = pl.ds(q0, block_q)
         do = do_ref[qs, :]
         p, ds = _ds(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do, lse_ref[qs], delta_ref[qs],
                     q0, k0, qs, slice(None), block_q, bk, causal, num_a_chunks, block_a)
-        dval = dval + dot(p.astype(do.dtype), do, trans_a=True)
-        dkp, dw = list(dkp), list(dw)
-        for c in range(num_a_chunks):
+
+        def chunk(c, carry):
+            a = pl.ds(c * block_a, block_a)
             g, dw_c = _feature_grads(qp_ref, kp_ref, w_ref, ds, qs, slice(None), c, block_a)
-            dkp[c] = dkp[c] + jnp.sum(g, axis=0)
-            dw[c] = dw[c] + dw_c
-        return tuple(dkp), dval, tuple(dw)
+            dkp_ref[:, a] = dkp_ref[:, a] + jnp.sum(g, axis=0)
+            dw_ref[a] = dw_ref[a] + dw_c
+            return carry
+
+        jax.lax.fori_loop(0, num_a_chunks, chunk, 0)
+        return dval + dot(p.astype(do.dtype), do, trans_a=True)
 
     lo, _ = MaskSpec(is_causal=causal).query_block_range(k0, k0 + bk, block_q, num_q_blocks)
-    init = (
-        tuple(jnp.zeros((bk, block_a), jnp.float32) for _ in range(num_a_chunks)),
-        jnp.zeros((bk, val_ref.shape[-1]), jnp.float32),
-        tuple(jnp.zeros((block_a,), jnp.float32) for _ in range(num_a_chunks)),
-    )
-    dkp, dval, dw = jax.lax.fori_loop(lo, num_q_blocks, body, init)
-    for c in range(num_a_chunks):
-        a = pl.ds(c * block_a, block_a)
-        dkp_ref[:, a] = dkp[c].astype(dkp_ref.dtype)
-        dw_ref[a] = dw[c]
+    dval = jax.lax.fori_loop(lo, num_q_blocks, body, jnp.zeros((bk, val_ref.shape[-1]), jnp.float32))
     dval_ref[...] = dval.astype(dval_ref.dtype)
 
 
 def _dq_kernel(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do_ref, lse_ref, delta_ref, dqp_ref, *,
                causal, block_k, num_k_blocks, block_a, num_a_chunks):
+    """d(qp) accumulates in its float32 output block, one A chunk at a time."""
     bq = qp_ref.shape[0]
     q0 = pl.program_id(0) * bq
     do, lse, delta = do_ref[...], lse_ref[...], delta_ref[...]
+    _zero_chunks(dqp_ref, num_a_chunks, block_a)
 
-    def body(j, dqp):
+    def body(j, carry):
         k0 = j * block_k
         ks = pl.ds(k0, block_k)
         _, ds = _ds(qp_ref, kp_ref, val_ref, w_ref, mask_ref, kvid_ref, do, lse, delta,
                     q0, k0, slice(None), ks, bq, block_k, causal, num_a_chunks, block_a)
-        dqp = list(dqp)
-        for c in range(num_a_chunks):
+
+        def chunk(c, carry):
+            a = pl.ds(c * block_a, block_a)
             g, _ = _feature_grads(qp_ref, kp_ref, w_ref, ds, slice(None), ks, c, block_a)
-            dqp[c] = dqp[c] + jnp.sum(g, axis=1)
-        return tuple(dqp)
+            dqp_ref[:, a] = dqp_ref[:, a] + jnp.sum(g, axis=1)
+            return carry
+
+        return jax.lax.fori_loop(0, num_a_chunks, chunk, carry)
 
     _, hi = MaskSpec(is_causal=causal).key_block_range(q0, q0 + bq, block_k, num_k_blocks)
-    dqp = jax.lax.fori_loop(0, hi, body, tuple(jnp.zeros((bq, block_a), jnp.float32) for _ in range(num_a_chunks)))
-    for c in range(num_a_chunks):
-        dqp_ref[:, pl.ds(c * block_a, block_a)] = dqp[c].astype(dqp_ref.dtype)
+    jax.lax.fori_loop(0, hi, body, 0)
 
 
 # --- pallas_call wrappers ------------------------------------------------------------------
@@ -271,7 +288,7 @@ def _backward(qp, kp, val, w, mask, kv_ids, do, lse, delta, st: _Static):
         (sp // bk, b), in_specs,
         [pl.BlockSpec((None, bk, a), lambda j, bi: (bi, j, 0)), pl.BlockSpec((None, bk, dv), lambda j, bi: (bi, j, 0)),
          pl.BlockSpec((None, None, a), lambda j, bi: (bi, j, 0))],
-        [jax.ShapeDtypeStruct(kp.shape, kp.dtype), jax.ShapeDtypeStruct(val.shape, val.dtype),
+        [jax.ShapeDtypeStruct(kp.shape, jnp.float32), jax.ShapeDtypeStruct(val.shape, val.dtype),
          jax.ShapeDtypeStruct((b, sp // bk, a), jnp.float32)],
         st, "attn_jax_additive_dkv", qp, kp, val, w, mask, kv_ids, do, lse, delta)
     rows = [pl.BlockSpec((None, bq, dv), lambda i, bi: (bi, i, 0)), pl.BlockSpec((None, bq), lambda i, bi: (bi, i)),
@@ -281,9 +298,9 @@ def _backward(qp, kp, val, w, mask, kv_ids, do, lse, delta, st: _Static):
     dqp = _call(
         functools.partial(_dq_kernel, causal=st.causal, block_k=bk, num_k_blocks=sp // bk, **chunks),
         (tp // bq, b), in_specs, pl.BlockSpec((None, bq, a), lambda i, bi: (bi, i, 0)),
-        jax.ShapeDtypeStruct(qp.shape, qp.dtype), st, "attn_jax_additive_dq",
+        jax.ShapeDtypeStruct(qp.shape, jnp.float32), st, "attn_jax_additive_dq",
         qp, kp, val, w, mask, kv_ids, do, lse, delta)
-    return dqp, dkp, dval, jnp.sum(dw, axis=(0, 1)).astype(w.dtype)
+    return dqp.astype(qp.dtype), dkp.astype(kp.dtype), dval, jnp.sum(dw, axis=(0, 1)).astype(w.dtype)
 
 
 def _fused_backward(st, arrays, out, lse, dout, dlse):
