@@ -93,19 +93,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072])
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--heads", type=int, default=32)
-    ap.add_argument("--kv-heads", type=int, default=8)
-    ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--copy-mib", type=int, default=2048)
-    ap.add_argument("--allow-cpu", action="store_true")
-    add_output_args(ap, readme_from=False)
-    args = ap.parse_args(argv)
+def run(args) -> dict:
     on_gpu = jax.default_backend() == "gpu"
     if not on_gpu and not args.allow_cpu:
         raise SystemExit("benchmarks.decode_attention needs a GPU (use --allow-cpu only to smoke-test the script)")
@@ -117,20 +105,40 @@ def main(argv=None) -> dict:
         except Exception as err:  # noqa: BLE001 - e.g. out of memory at the largest caches
             rows.append(dict(impl=impl, batch=b, seq_len=s, error=f"{type(err).__name__}: {str(err)[:200]}"))
     dev = jax.devices()[0]
-    result = dict(
+    return dict(
         benchmark="decode_attention", device=device_name(), device_kind=dev.device_kind, interpret=not on_gpu,
         jax_version=jax.__version__, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         config=dict(seq_lens=args.seq_lens, batches=args.batches, heads=args.heads, kv_heads=args.kv_heads,
                     head_dim=args.head_dim, dtype=args.dtype, repeats=args.repeats),
         copy_gb_per_s=copy_bandwidth(args.copy_mib, args.repeats), rows=rows,
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"decode_attention_{result['device']}"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    plot(result, args.out_dir / f"{stem}.png")
-    print(markdown(result))
-    if args.update_readme:
-        figure = f"\n\n![decode attention]({os.path.relpath(args.out_dir / (stem + '.png'), README.parent)})"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--copy-mib", type=int, default=2048)
+    ap.add_argument("--allow-cpu", action="store_true")
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    if args.readme_from:
+        result, png = json.loads(args.readme_from.read_text()), args.readme_from.with_suffix(".png")
+    else:
+        result = run(args)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"decode_attention_{result['device']}"
+        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+        png = args.out_dir / f"{stem}.png"
+        plot(result, png)
+        print(markdown(result))
+    if args.update_readme or args.readme_from:
+        figure = f"\n\n![decode attention]({os.path.relpath(png, README.parent)})"
         update_readme_block("decode_attention", markdown(result) + figure)
     return result
 

@@ -9,9 +9,11 @@ as a fraction of what this GPU's matmul units deliver.
 
 Implementations: ``pallas_triton`` (ours, via ``attn_jax.dot_product_attention``),
 ``cudnn`` (``jax.nn.dot_product_attention(implementation="cudnn")``), ``xla``
-(attn_jax's dense path) and ``jax_pallas_mha`` (``jax.experimental.pallas.ops.gpu.attention.mha``,
-jax's bundled Triton-lowered kernel, the issue's comparison point). A case that
-fails (out of memory, unsupported shape) is recorded with its error, not dropped.
+(attn_jax's dense path), ``jax_pallas_mha`` (``jax.experimental.pallas.ops.gpu.attention.mha``,
+jax's bundled Triton-lowered kernel) and ``tokamax`` (``tokamax.dot_product_attention``
+with its own choice of kernel; only where tokamax is importable, else left out and
+said so in the JSON). A case that fails (out of memory, unsupported shape) is
+recorded with its error, not dropped.
 
 Writes ``benchmarks/results/flash_attention_<device>.json`` and ``.png``;
 ``--update-readme`` rewrites the README's ``flash_attention`` block from the JSON.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -38,7 +41,7 @@ from tqdm import tqdm
 import attn_jax
 from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
 
-IMPLS = ("pallas_triton", "cudnn", "xla", "jax_pallas_mha")
+IMPLS = ("pallas_triton", "cudnn", "xla", "jax_pallas_mha", "tokamax")
 MODES = ("fwd", "bwd", "fwd+bwd")
 
 
@@ -53,6 +56,10 @@ def attention_fn(impl: str, causal: bool, interpret: bool):
         return f
     if impl == "cudnn":
         return functools.partial(jax.nn.dot_product_attention, is_causal=causal, implementation="cudnn")
+    if impl == "tokamax":
+        import tokamax
+
+        return functools.partial(tokamax.dot_product_attention, is_causal=causal)
     return functools.partial(attn_jax.dot_product_attention, is_causal=causal, implementation=impl)
 
 
@@ -89,7 +96,11 @@ def run(args) -> dict:
         raise SystemExit("benchmarks.flash_attention needs a GPU (use --allow-cpu only to smoke-test the script)")
     interpret = not on_gpu
     dtype = jnp.dtype(args.dtype)
-    impls = [i for i in args.impls if on_gpu or i != "cudnn"]
+    impls = [i for i in args.impls if on_gpu or i not in ("cudnn", "tokamax")]
+    left_out = {i: "timed on a GPU only" for i in args.impls if i not in impls}
+    if "tokamax" in impls and importlib.util.find_spec("tokamax") is None:
+        impls.remove("tokamax")
+        left_out["tokamax"] = "not installed"
     rows = []
     jobs = [(h, c, t, impl, mode) for h in args.head_dims for c in args.causal for t in args.seq_lens
             for impl in impls for mode in MODES]
@@ -108,6 +119,7 @@ def run(args) -> dict:
         interpret=interpret, jax_version=jax.__version__, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         config=dict(dtype=dtype.name, tokens=args.tokens, hidden=args.hidden, head_dims=args.head_dims,
                     seq_lens=args.seq_lens, causal=args.causal, repeats=args.repeats, impls=impls),
+        left_out=left_out,
         matmul_tflops=mm, matmul_size=args.matmul_size, rows=rows,
     )
 
@@ -122,8 +134,9 @@ def markdown(result: dict) -> str:
         f"bf16 matmul on this device: {result['matmul_tflops']:.0f} TFLOP/s. Cells: TFLOP/s "
         f"(FlashAttention's FLOP count).",
         "",
-        "| H | causal | T | mode | " + " | ".join(impls) + " | ours / jax mha | ours / cudnn | ours / matmul |",
-        "|---:|---|---:|---|" + "---:|" * (len(impls) + 3),
+        "| H | causal | T | mode | " + " | ".join(impls) + " | ours / jax mha | ours / cudnn |"
+        + (" ours / tokamax |" if "tokamax" in impls else "") + " ours / matmul |",
+        "|---:|---|---:|---|" + "---:|" * (len(impls) + 3 + ("tokamax" in impls)),
     ]
     by = {(r["impl"], r["mode"], r["head_dim"], r["causal"], r["seq_len"]): r for r in rows}
     keys = sorted({(r["head_dim"], r["causal"], r["seq_len"], r["mode"]) for r in rows})
@@ -142,12 +155,15 @@ def markdown(result: dict) -> str:
         ours = by.get(("pallas_triton", mode, h, causal, t))
         frac = "—" if not ours or "tflops" not in ours else f"{ours['tflops'] / result['matmul_tflops']:.2f}"
         lines.append(f"| {h} | {causal} | {t} | {mode} | " + " | ".join(cells)
-                     + f" | {ratio('jax_pallas_mha')} | {ratio('cudnn')} | {frac} |")
+                     + f" | {ratio('jax_pallas_mha')} | {ratio('cudnn')} |"
+                     + (f" {ratio('tokamax')} |" if "tokamax" in impls else "") + f" {frac} |")
     errors = [r for r in result["rows"] if "error" in r]
     if errors:
         lines += ["", f"{len(errors)} cases failed (errors recorded in the JSON), e.g. "
                   f"{errors[0]['impl']} H={errors[0]['head_dim']} T={errors[0]['seq_len']} {errors[0]['mode']}: "
                   f"{errors[0]['error'][:120]}"]
+    if result.get("left_out"):
+        lines += ["", "Not timed: " + "; ".join(f"{i} ({why})" for i, why in result["left_out"].items()) + "."]
     return "\n".join(lines)
 
 

@@ -106,18 +106,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS))
     ap.add_argument("--allow-cpu", action="store_true")
-    add_output_args(ap, readme_from=False)
+    add_output_args(ap)
     args = ap.parse_args(argv)
-    if jax.default_backend() == "cpu" and not args.allow_cpu:
-        raise SystemExit("transformer_step measures an accelerator; pass --allow-cpu for a smoke run")
-    rows = [measure(impl, args) for impl in args.implementations]
-    result = {"device": device_name(), "jax": jax.__version__, "date": dt.date.today().isoformat(),
-              "config": f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab {args.vocab}, "
-                        f"seq {args.seq}, batch {args.batch}, {args.dtype}", "rows": rows}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"transformer_step_{result['device']}.json").write_text(json.dumps(result, indent=1))
-    print(markdown(result))
-    if args.update_readme:
+    if args.readme_from:
+        result = json.loads(args.readme_from.read_text())
+    else:
+        if jax.default_backend() == "cpu" and not args.allow_cpu:
+            raise SystemExit("transformer_step measures an accelerator; pass --allow-cpu for a smoke run")
+        rows = [measure(impl, args) for impl in args.implementations]
+        result = {"device": device_name(), "jax": jax.__version__, "date": dt.date.today().isoformat(),
+                  "config": f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab {args.vocab}, "
+                            f"seq {args.seq}, batch {args.batch}, {args.dtype}", "rows": rows}
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / f"transformer_step_{result['device']}.json").write_text(json.dumps(result, indent=1))
+        print(markdown(result))
+    if args.update_readme or args.readme_from:
         update_readme_block("transformer_step", markdown(result), README)
     return result
 
