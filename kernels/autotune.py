@@ -11,6 +11,12 @@ winner for a problem's shape class, or None, in which case the kernel uses
 Cache location: ``$ATTN_JAX_AUTOTUNE_CACHE``, else
 ``~/.cache/attn_jax/flash_triton_autotune.json``.
 
+Candidates that the offline compile check (``python -m benchmarks.gpu_compile``)
+recorded as failing for this GPU's arch (spills, or shared memory over the
+per-block limit) are left out before anything is timed. The check's table is
+``$ATTN_JAX_GPU_COMPILE``, else ``benchmarks/results/gpu_compile.json`` of the
+checkout the kernels come from; without one, nothing is left out.
+
     from attn_jax.kernels import autotune
     best = autotune.autotune(q, k, v, is_causal=True)   # on a GPU; seconds to minutes
 """
@@ -78,16 +84,49 @@ def cached_block_sizes(q, k, v, is_causal: bool, path: Path | None = None) -> Bl
         return None  # a stale or hand-edited entry: fall back to defaults
 
 
-def default_candidates(head_dim: int, dtype) -> list[BlockSizes]:
-    """A small grid around the defaults: forward tiles x backward tiles x warps."""
-    base = BlockSizes.get_default(head_dim, dtype, jax.devices()[0].device_kind)
+def compile_table_path() -> Path:
+    env = os.environ.get("ATTN_JAX_GPU_COMPILE")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu_compile.json"
+
+
+def device_arch(device=None) -> str | None:
+    """``"sm_90"`` for a GPU of compute capability 9.0; None off NVIDIA GPUs."""
+    device = device or jax.devices()[0]
+    cc = getattr(device, "compute_capability", None)
+    return f"sm_{str(cc).replace('.', '')}" if device.platform == "gpu" and cc else None
+
+
+def compile_failures(arch: str | None, head_dim: int, dtype, path: Path | None = None) -> list[dict]:
+    """Block sizes (as dicts) the compile table marks not ok for ``arch``, the head dim's class and dtype."""
+    if arch is None:
+        return []
+    try:
+        rows = json.loads((path or compile_table_path()).read_text())["rows"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+    hp = pl.next_power_of_2(head_dim)
+    name = jnp.dtype(dtype).name
+    return [r["blocks"] for r in rows if r.get("family") == "flash" and not r.get("ok", True)
+            and r.get("arch") == arch and r.get("head_dim") == hp and r.get("dtype") == name]
+
+
+def default_candidates(head_dim: int, dtype, device_kind: str | None = None, arch: str | None = "auto",
+                       compile_table: Path | None = None) -> list[BlockSizes]:
+    """A small grid around the defaults: forward tiles x backward tiles x warps.
+
+    ``arch="auto"`` takes this GPU's arch; the candidates the compile table marks
+    failing for it are left out (``arch=None`` keeps them all).
+    """
+    device_kind = device_kind or jax.devices()[0].device_kind
+    base = BlockSizes.get_default(head_dim, dtype, device_kind)
     fwd = [(64, 64), (128, 64), (128, 32), (64, 32)] if head_dim <= 128 else [(64, 32), (32, 32)]
     bwd = [(32, 64), (64, 64), (32, 32)]
     out = []
     for (bq, bk), (small, big), warps in itertools.product(fwd, bwd, (4, 8)):
         out.append(dataclasses.replace(base, block_q=bq, block_k=bk, block_q_dkv=small, block_kv_dkv=big,
                                        block_q_dq=big, block_kv_dq=small, num_warps=warps))
-    return out
+    failing = compile_failures(device_arch() if arch == "auto" else arch, head_dim, dtype, compile_table)
+    return [bs for bs in out if dataclasses.asdict(bs) not in failing]
 
 
 def _time(fn, *args, repeats: int) -> float:

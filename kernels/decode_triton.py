@@ -68,14 +68,20 @@ def _kernel(q_ref, k_ref, v_ref, pt_ref, len_ref, o_ref, lse_ref, *, scale, soft
                                              "debug", "num_warps", "num_stages"))
 def decode_attention(query, key_cache, value_cache, key_value_seq_lengths, page_table=None, *,
                      scale: float | None = None, logits_soft_cap: float | None = None, num_splits: int = 8,
-                     block: int = 64, interpret: bool = False, debug: bool = False, num_warps: int = 4,
-                     num_stages: int = 2):
+                     block: int | None = None, interpret: bool = False, debug: bool = False, num_warps: int = 4,
+                     num_stages: int | None = None):
     """``query [B, N, H]`` against a contiguous ``[B, S, K, H]`` or paged ``[P, page, K, H]`` cache -> ``[B, N, Hv]``.
 
     ``page_table [B, max_pages]`` selects the paged layout (page size a power of
     two >= 16); ``block`` is the contiguous layout's page size. ``num_splits``
-    parallel programs share each sequence's pages.
+    parallel programs share each sequence's pages. ``block`` and ``num_stages``
+    default to 64 and 2 for 2-byte caches, 16 and 1 for float32 (exact float32
+    tile matmuls need the registers: compiled offline for sm_80 / sm_90 at H=128,
+    64 and 32 token pages spilled, 16 did not).
     """
+    wide = jnp.dtype(key_cache.dtype).itemsize >= 4
+    block = (16 if wide else 64) if block is None else block
+    num_stages = (1 if wide else 2) if num_stages is None else num_stages
     b, n, h = query.shape
     kh, hv = key_cache.shape[2], value_cache.shape[-1]
     g = n // kh

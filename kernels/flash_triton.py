@@ -99,19 +99,23 @@ class BlockSizes:
         """Defaults per head dim, dtype and GPU generation.
 
         Larger head dims use smaller key tiles so the ``[block_q, H]`` accumulator
-        and ``[block_k, H]`` K/V tiles fit in shared memory; float32 halves them
-        again. Hopper/Blackwell-class parts (more shared memory) take 128-row
-        query tiles. These are starting points; :mod:`attn_jax.kernels.autotune`
-        measures and caches better ones per device and shape.
+        and ``[block_k, H]`` K/V tiles fit in shared memory. Hopper/Blackwell-class
+        parts (more shared memory) take 128-row query tiles in 2-byte dtypes.
+        float32 is exact here (no TF32: the tile matmuls are FMA loops), which costs
+        registers: half the tiles and no software pipelining. Compiled
+        offline for sm_80 and sm_90 (``benchmarks.gpu_compile``) these defaults do
+        not spill; float32 with 2 stages, or with the 2-byte Hopper tiles, did.
+        These are starting points; :mod:`attn_jax.kernels.autotune` measures and
+        caches better ones per device and shape.
         """
         kind = (device_kind or "").lower()
         big_smem = any(x in kind for x in ("h100", "h200", "h800", "gh200", "b200", "gb200"))
         wide = jnp.dtype(dtype).itemsize >= 4
         hp = max(MIN_BLOCK, pl.next_power_of_2(head_dim))
         if hp <= 64:
-            bq, bk = (128, 64) if big_smem else (64, 64)
+            bq, bk = (128, 64) if big_smem and not wide else (64, 64)
         elif hp <= 128:
-            bq, bk = (128, 64) if big_smem else (64, 32)
+            bq, bk = (128, 64) if big_smem and not wide else (64, 32)
         else:
             bq, bk = 64, 32
         if wide:
@@ -124,7 +128,9 @@ class BlockSizes:
             block_kv_dkv=bk,
             block_q_dq=bk,
             block_kv_dq=small,
-            num_warps=default_num_warps(head_dim),
+            # float32 warps as measured offline: 4 at H=64 and 8 at H=128 each spilled a little on sm_90
+            num_warps=(8 if hp <= 64 else 4) if wide else default_num_warps(head_dim),
+            num_stages=1 if wide else 2,
         )
 
 
