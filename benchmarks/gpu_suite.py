@@ -174,13 +174,33 @@ def probe_device(env: dict) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def merge_flash_parts(results: list[dict]) -> dict:
+    """One flash_attention result from the per-head-dim parts (same device and config but the head dims)."""
+    merged = json.loads(json.dumps(results[0]))
+    for extra in results[1:]:
+        merged["rows"] += extra["rows"]
+        merged["config"]["head_dims"] += [h for h in extra["config"]["head_dims"]
+                                          if h not in merged["config"]["head_dims"]]
+    merged["config"]["head_dims"].sort()
+    return merged
+
+
 def publish(suite: dict, out: Path) -> list[str]:
     """Copy the benchmark JSON/PNG files into ``benchmarks/results`` and rewrite the README's GPU blocks."""
     done = []
     for step in suite["steps"]:
         if step["name"] == "tests" or not step["results"]:
             continue
-        for path in sorted((out / step["name"]).rglob("*.json")):
+        if step["name"] == "flash":  # one process per head dim: one file, one README block
+            from benchmarks import flash_attention
+
+            merged = merge_flash_parts(step["results"])
+            paths = [out / "flash" / f"flash_attention_{merged['device']}.json"]
+            paths[0].write_text(json.dumps(merged, indent=1))
+            flash_attention.plot(merged, paths[0].with_suffix(".png"))
+        else:
+            paths = sorted((out / step["name"]).glob("*.json"))
+        for path in paths:
             target = RESULTS / path.name
             shutil.copy2(path, target)
             if path.with_suffix(".png").exists():
@@ -188,10 +208,10 @@ def publish(suite: dict, out: Path) -> list[str]:
             module = next((m for m in README_BENCHMARKS if path.name.startswith(m)), None)
             if module:
                 subprocess.run(_module(f"benchmarks.{module}", "--readme-from", str(target)), cwd=ROOT, check=False)
-            done.append(str(target.relative_to(ROOT)))
-    shutil.copy2(out / "gpu_suite.json", RESULTS / f"gpu_suite_{suite['device_name']}.json")
-    done.append(f"benchmarks/results/gpu_suite_{suite['device_name']}.json")
-    return done
+            done.append(str(target))
+    target = RESULTS / f"gpu_suite_{suite['device_name']}.json"
+    shutil.copy2(out / "gpu_suite.json", target)
+    return [*done, str(target)]
 
 
 def main(argv: list[str] | None = None, exit_on_failure: bool = True) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from benchmarks import gpu_suite
 
 
-def test_the_whole_dry_run_writes_the_schema_and_only_into_its_folder(tmp_path):
+def test_the_whole_dry_run_writes_the_schema_and_only_into_its_folder(tmp_path, monkeypatch):
     """CI's run of ``python -m benchmarks.gpu_suite --dry-run``: every step, tiny sizes, CPU."""
     before = {p: p.stat().st_mtime for p in gpu_suite.RESULTS.iterdir()}
     readme = (gpu_suite.ROOT / "README.md").read_text()
@@ -28,6 +28,17 @@ def test_the_whole_dry_run_writes_the_schema_and_only_into_its_folder(tmp_path):
     assert train["rows"][0]["implementation"] == "xla"
     assert {p: p.stat().st_mtime for p in gpu_suite.RESULTS.iterdir()} == before
     assert (gpu_suite.ROOT / "README.md").read_text() == readme
+    # what a GPU run does next, pointed at a scratch results folder (the README rewrite only recorded)
+    calls = []
+    monkeypatch.setattr(gpu_suite, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(gpu_suite.subprocess, "run", lambda args, **kw: calls.append(args))
+    (tmp_path / "results").mkdir()
+    published = gpu_suite.publish(suite, tmp_path / "s")
+    names = {p.split("/")[-1] for p in published}
+    assert {"flash_attention_cpu.json", "decode_attention_cpu.json", "additive_attention_cpu.json",
+            "transformer_step_cpu.json", "gpu_suite_cpu.json"} <= names
+    assert (tmp_path / "results" / "flash_attention_cpu.png").exists()
+    assert sorted(c[2] for c in calls) == sorted(f"benchmarks.{m}" for m in gpu_suite.README_BENCHMARKS)
 
 
 def test_a_step_past_its_box_is_a_timeout_and_the_json_still_lands(tmp_path):
@@ -65,3 +76,12 @@ def test_without_a_gpu_and_without_dry_run_every_step_is_skipped_and_it_says_so(
         gpu_suite.main(["--out", str(tmp_path), "--steps", "decode"])
     step = json.loads((tmp_path / "gpu_suite.json").read_text())["steps"][0]
     assert step["status"] == "skipped" and "no GPU" in step["reason"]
+
+
+def test_the_flash_parts_merge_into_one_result():
+    part = {"device": "gpu-x", "config": {"head_dims": [128], "seq_lens": [1024]}, "rows": [{"head_dim": 128}]}
+    other = {"device": "gpu-x", "config": {"head_dims": [64], "seq_lens": [1024]}, "rows": [{"head_dim": 64}]}
+    merged = gpu_suite.merge_flash_parts([part, other])
+    assert merged["config"]["head_dims"] == [64, 128]
+    assert [r["head_dim"] for r in merged["rows"]] == [128, 64]
+    assert part["config"]["head_dims"] == [128]  # the parts are left as they were
