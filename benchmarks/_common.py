@@ -25,11 +25,15 @@ def add_output_args(parser, readme_from: bool = True) -> None:
         parser.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
 
 
+def slug(kind: str) -> str:
+    """A device kind as a file-name-safe name ("NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3")."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", kind).strip("-").lower()
+
+
 def device_name() -> str:
     """A short, file-name-safe device name: "cpu", or the accelerator's kind (e.g. "nvidia-h100-80gb-hbm3")."""
     d = jax.devices()[0]
-    kind = d.platform if d.platform == "cpu" else d.device_kind
-    return re.sub(r"[^A-Za-z0-9]+", "-", kind).strip("-").lower()
+    return slug(d.platform if d.platform == "cpu" else d.device_kind)
 
 
 def time_fn(fn, *args, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:

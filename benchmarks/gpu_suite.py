@@ -46,6 +46,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from benchmarks._common import slug
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STEP_NAMES = ("tests", "flash", "decode", "additive", "transformer_step")
@@ -236,8 +238,7 @@ def main(argv: list[str] | None = None, exit_on_failure: bool = True) -> dict:
     start = time.monotonic()  # the budget is the steps' (the probe is not counted)
     on_gpu = device["platform"] == "gpu"
     suite = {"device": device["device_kind"] if on_gpu else device["platform"],
-             "device_name": "".join(c if c.isalnum() else "-" for c in
-                                    (device["device_kind"] if on_gpu else "cpu")).strip("-").lower(),
+             "device_name": slug(device["device_kind"] if on_gpu else "cpu"),
              "jax": device["jax"], "dry_run": args.dry_run, "budget_s": args.budget_s,
              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "steps": []}
     path = out / "gpu_suite.json"
