@@ -146,3 +146,20 @@ def smoke_run(tmp_path_factory):
         return runs[name]
 
     return get
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test file, drop jax's compiled programs and collect garbage.
+
+    A pytest-xdist worker runs hundreds of files in one process; jit caches keep every executable a
+    file compiled alive until the process ends, so a worker's memory only grows. Clearing between
+    files bounds it by the largest file instead of the sum of all of them.
+    """
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

@@ -93,11 +93,14 @@ def test_wide_beam_search_is_exact_against_brute_force(length_penalty):
     padded = np.array([list(h) + [PAD] * (steps - len(h)) for h in hyps], np.int32)
     tgt_in = jnp.asarray(np.concatenate([np.full((len(hyps), 1), BOS, np.int32), padded[:, :-1]], axis=1))
     n = np.array([len(h) for h in hyps])
+    # score every hypothesis of every example in one teacher-forced batch ([b * len(hyps)] rows: one compile)
+    logits, _ = model(jnp.repeat(src, len(hyps), 0), jnp.repeat(lengths, len(hyps)), jnp.tile(tgt_in, (b, 1)))
+    logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)).reshape(b, len(hyps), steps, tv),
+                              np.broadcast_to(padded[None, ..., None], (b, *padded.shape, 1)), -1)[..., 0]
+    all_scores = np.where(np.arange(steps)[None, None] < n[None, :, None], logp, 0).sum(-1) / n ** length_penalty
     greedy_misses = 0
-    for i in range(b):  # score every hypothesis in one teacher-forced batch
-        logits, _ = model(jnp.repeat(src[i:i + 1], len(hyps), 0), jnp.repeat(lengths[i:i + 1], len(hyps)), tgt_in)
-        logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), padded[..., None], -1)[..., 0]
-        scores = np.where(np.arange(steps)[None] < n[:, None], logp, 0).sum(1) / n ** length_penalty
+    for i in range(b):
+        scores = all_scores[i]
         best = hyps[int(np.argmax(scores))]
         got = tuple(int(t) for t in out.tokens[i, :int(out.lengths[i])])
         assert got == best, (got, best)
