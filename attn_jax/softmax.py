@@ -1,6 +1,6 @@
 """Softmax bookkeeping shared by every attention path: dense, online (blocked), recomputed, merged.
 
-The dense path (:func:`masked_softmax_stats`), the chunked path, ring attention
+The dense scores (:func:`masked_softmax_stats`), the chunked path, ring attention
 and every Pallas kernel use these few functions, so the rules for masked
 entries and empty rows exist once:
 

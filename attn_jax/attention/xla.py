@@ -9,9 +9,9 @@ Layout. The logits live as ``[B, K, T, G, S]``: one 4-D batched matmul per kv
 head, whose rows are the ``T · G`` queries of that head's group (query ``i`` of
 head ``n = kv · G + g`` is row ``i · G + g``). That is the plain
 ``"BTNH,BSNH->BNTS"`` matmul jax.nn uses when ``G = 1``, and for GQA it is a
-single matmul against the unrepeated keys. On XLA:CPU a 5-D dot with a group
-axis (``"BTKGH,BSKH->BKGTS"``) ran 1.3-2x slower than these 4-D ones, forward
-and backward (docs/performance.md). Masks broadcast over ``G`` as ``[.., T, 1, S]``.
+single matmul against the unrepeated keys; on XLA:CPU a 5-D dot with a group
+axis (``"BTKGH,BSKH->BKGTS"``) was the slower form, forward and backward. Masks
+broadcast over ``G`` as ``[.., T, 1, S]``.
 
 Empty rows. The softmax is ``jax.nn.softmax`` (its custom JVP gives XLA the
 short backward). When some row may see no key, its weights are selected to
@@ -108,8 +108,7 @@ def probabilities(p: Problem) -> tuple[Array, Array]:
     float32 (float64 for float64 inputs); rows with nothing to attend to are zeros.
     """
     probs, lse = _softmax(p)
-    b, k, t, g, s = probs.shape
-    return jnp.swapaxes(probs, 2, 3), jnp.swapaxes(jnp.broadcast_to(lse, (b, k, t, g)), 2, 3)
+    return jnp.swapaxes(probs, 2, 3), jnp.swapaxes(lse, 2, 3)
 
 
 def attention(p: Problem) -> tuple[Array, Array]:
