@@ -324,3 +324,13 @@ def test_full_product_long_sequences(impl, case, shape, rng):
     ref_out, ref_lse = np_attention(q, k, v, **ref_kw)
     np.testing.assert_allclose(out, ref_out, atol=5e-5, rtol=1e-5)
     assert_close_with_inf(lse, ref_lse, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("length, target, expected", [(300, 256, 152), (256, 256, 256), (100, 256, 256),
+                                                      (1000, 256, 256), (513, 256, 176), (4096, 256, 256)])
+def test_chunk_sizes_cut_each_axis_into_equal_multiples_of_8(length, target, expected):
+    cs = chunked.ChunkSizes.for_problem(length, length, backend="cpu")
+    assert cs == chunked.ChunkSizes(expected, expected)
+    assert chunked._cdiv(length, cs.query) == max(1, chunked._cdiv(length, target))  # no extra chunk
+    assert chunked.ChunkSizes.for_problem(length, 7, backend="gpu") == chunked.ChunkSizes(
+        chunked._even_chunk(512, length), 1024)

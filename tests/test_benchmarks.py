@@ -8,15 +8,28 @@ from benchmarks import attention_memory
 
 
 def test_attention_memory_smoke(tmp_path):
-    result = attention_memory.main(["--seq-lens", "256", "1024", "--repeats", "1", "--out-dir", str(tmp_path)])
+    result = attention_memory.main(["--seq-lens", "64", "512", "--repeats", "1", "--no-sweep",
+                                    "--dense-bwd-max", "64", "--out-dir", str(tmp_path)])
     files = {p.name for p in tmp_path.iterdir()}
     stem = f"attention_memory_{result['device']}"
     assert {f"{stem}.json", f"{stem}.png"} <= files
     saved = json.loads((tmp_path / f"{stem}.json").read_text())
-    assert saved["jax_version"] and saved["device"]
-    assert len(saved["rows"]) == 2 * 2 * 2
-    # At T=1024 the default chunks (512, 1024) already split the queries: less memory than dense.
-    assert result["ratios"]["memory_ratio"]["fwd+bwd"][1024] > 1.5
+    assert saved["jax_version"] and saved["device"] and len(saved["matmul_gflops"]) == 2
+    rows = {(r["path"], r["seq_len"], r["mask"], r["heads"], r["mode"]): r for r in saved["rows"]}
+    assert len(rows) == 2 * 2 * 2 * 2 * len(attention_memory.PATHS)
+    if saved["tokamax_version"] is None:
+        assert rows["tokamax_xla", 64, "full", "N=K", "fwd"]["note"].startswith("absent")
+    assert "time_s" not in rows["xla", 512, "full", "N=K", "fwd+bwd"]  # capped by --dense-bwd-max
+    chunked = rows["chunked", 512, "causal", "GQA 4:1", "fwd+bwd"]
+    assert chunked["time_s"] > 0 and chunked["gflops"] > 0
+    assert rows["auto", 64, "full", "N=K", "fwd"]["resolved"] in ("xla", "chunked")
+    # at T = 512 the CPU chunks (256 x 256) split both axes: less temporary memory than jax.nn's dense logits
+    assert rows["chunked", 512, "full", "N=K", "fwd"]["temp_bytes"] < rows["jax_nn", 512, "full", "N=K", "fwd"][
+        "temp_bytes"]
+    text = attention_memory.markdown(saved)
+    assert "ours chunked" in text and "Worst cell" in text
+    table = attention_memory.dispatch_table(saved)
+    assert table["mode"] == "fwd+bwd" and {e["seq_len"] for e in table["entries"]} == {64}
 
 
 def test_readme_block_update(tmp_path):

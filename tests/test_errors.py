@@ -111,12 +111,44 @@ def test_sequence_none_supported_lists_every_reason():
 
 
 def test_default_is_xla_then_chunked_above_threshold(monkeypatch, caplog):
+    monkeypatch.setattr(attention_mod, "cpu_table", lambda: None)  # the memory budget alone
     assert attention_mod.implementation_for(None, Q, K, V) == "xla"
     monkeypatch.setattr(attention_mod, "DENSE_LOGITS_LIMIT_BYTES", 16)
     with caplog.at_level("DEBUG", logger="attn_jax"):
         assert attention_mod.implementation_for(None, Q, K, V) == "chunked"
     assert any("chunked" in r.message for r in caplog.records)
     assert any("not pallas" in r.message for r in caplog.records)
+
+
+def _table(*entries):
+    return dict(entries=[dict(seq_len=t, causal=c, gqa=g, xla_s=x, chunked_s=ch) for t, c, g, x, ch in entries])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the measured table is read on CPU only")
+def test_default_on_cpu_follows_the_measured_table(monkeypatch, caplog):
+    table = _table((256, False, False, 1.0, 2.0), (4096, False, False, 9.0, 3.0),
+                   (256, True, False, 2.0, 1.0), (256, False, True, 1.0, 2.0))
+    monkeypatch.setattr(attention_mod, "cpu_table", lambda: table)
+    q, kv, kv_gqa = jnp.zeros((1, 5, 4, 8)), jnp.zeros((1, 7, 4, 8)), jnp.zeros((1, 7, 1, 8))
+    q_long, kv_long = jnp.zeros((1, 3000, 4, 8)), jnp.zeros((1, 3000, 4, 8))  # nearest entry: 4096
+    assert attention_mod.implementation_for(None, q, kv, kv) == "xla"  # T=5: nearest 256, xla faster
+    with caplog.at_level("DEBUG", logger="attn_jax"):
+        assert attention_mod.implementation_for(None, q_long, kv_long, kv_long) == "chunked"
+    assert any("measured chunked faster" in r.message for r in caplog.records)
+    assert attention_mod.implementation_for(None, q, kv, kv, is_causal=True) == "chunked"  # the causal entry
+    assert attention_mod.implementation_for(None, q, kv, kv, local_window_size=2) == "chunked"  # windows: causal
+    assert attention_mod.implementation_for(None, q, kv_gqa, kv_gqa) == "xla"  # the GQA entry
+    # the memory budget overrides the table
+    monkeypatch.setattr(attention_mod, "DENSE_LOGITS_LIMIT_BYTES", 16)
+    assert attention_mod.implementation_for(None, q, kv, kv) == "chunked"
+
+
+def test_committed_cpu_table_is_read():
+    table = attention_mod.cpu_table()
+    assert table is not None and table["mode"] == "fwd+bwd"
+    assert {(e["causal"], e["gqa"]) for e in table["entries"]} == {(False, False), (True, False), (False, True),
+                                                                   (True, True)}
+    assert all(e["xla_s"] > 0 and e["chunked_s"] > 0 for e in table["entries"])
 
 
 def test_empty_implementation_sequence():

@@ -133,7 +133,7 @@ X64_PEER = dict(atol=1e-6, rtol=1e-6)
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     """Small default chunks, so that "chunked" really chunks the short sequences used here."""
-    monkeypatch.setattr(_chunked.ChunkSizes, "get_default", classmethod(lambda cls: cls(query=4, key=8)))
+    monkeypatch.setattr(_chunked.ChunkSizes, "for_problem", classmethod(lambda cls, t, s, backend=None: cls(4, 8)))
 
 
 def _np(x):

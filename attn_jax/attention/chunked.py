@@ -45,6 +45,8 @@ Array = jax.Array
 
 # The chunk length used along a symbolic (jax.export) dim, where min(chunk, T) is unknowable.
 SYMBOLIC_CHUNK = 128
+# The chunk target on CPU (ChunkSizes.for_problem).
+CPU_CHUNK = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,29 @@ class ChunkSizes:
     @classmethod
     def get_default(cls) -> ChunkSizes:
         return cls()
+
+    @classmethod
+    def for_problem(cls, t, s, backend: str | None = None) -> ChunkSizes:
+        """The chunks ``attention`` uses for ``T`` queries and ``S`` keys on ``backend``.
+
+        The target is :data:`CPU_CHUNK` on CPU (``benchmarks.attention_memory``'s
+        sweep: 256 x 256 was the fastest or within noise of it at T = 2k-4k, forward
+        and backward, N = K and GQA 4:1, where the former 512 x 1024 was up to 1.4x
+        slower) and the class defaults elsewhere (not measured there). Each axis is
+        then cut into equal chunks, a multiple of 8 long, so ``T = 300`` pads to 304
+        instead of 512. Symbolic lengths keep :data:`SYMBOLIC_CHUNK`.
+        """
+        backend = backend or jax.default_backend()
+        target = cls(CPU_CHUNK, CPU_CHUNK) if backend == "cpu" else cls()
+        return cls(_even_chunk(target.query, t), _even_chunk(target.key, s))
+
+
+def _even_chunk(target: int, length) -> int:
+    """The smallest multiple of 8 that covers ``length`` in ``ceil(length / target)`` chunks."""
+    if not isinstance(length, int) or length <= target:
+        return target
+    pieces = _cdiv(length, target)
+    return min(target, _cdiv(_cdiv(length, pieces), 8) * 8)
 
 
 class _Static(NamedTuple):
@@ -101,20 +126,30 @@ def _slice_broadcast(x: Array, start, size: int, axis: int) -> Array:
     return jax.lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
 
-def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padded):
-    """Logits of one block: ``qc [B,cq,K,G,H]``, ``kc [B,ck,K,H]`` -> ``[B,K,G,cq,ck]``.
+def _rows(x: Array) -> Array:
+    """``[B, K, c, G, X]`` -> ``[B, K, c·G, X]``: the rows of one kv head's matmul (a free reshape)."""
+    b, kh, c, g, x_ = x.shape
+    return x.reshape(b, kh, c * g, x_)
 
-    Returns ``(s, tanh_or_None, keep_or_None)``; ``s`` is MASK_VALUE where masked.
+
+def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padded):
+    """Logits of one block: ``qc [B,K,cq,G,H]``, ``kc [B,K,ck,H]`` -> ``[B,K,cq,G,ck]``.
+
+    One 4-D matmul per kv head over its ``cq · G`` query rows (GQA without
+    repeating K). Returns ``(s, tanh_or_None, keep_or_None)``; ``s`` is
+    MASK_VALUE where masked.
     """
     acc = compute_dtype(qc.dtype)
-    cq, ck = qc.shape[1], kc.shape[1]
+    b, kh, cq, g, _ = qc.shape
+    ck = kc.shape[2]
     # The scale goes on q, not on the logits: XLA:CPU fuses ``logits * scale - max`` into
     # an FMA, whose unrounded product differs from the rounded logit the max saw by up to
     # half an ulp, which is > 88 (exp's range) once logits pass ~1e9 (e.g. scale=3e8).
     qs = qc.astype(acc) * jnp.asarray(st.scale, acc)
-    s = jnp.einsum("BTKGH,BSKH->BKGTS", qs, kc.astype(acc), preferred_element_type=acc,
+    s = jnp.einsum("BKMH,BKSH->BKMS", _rows(qs), kc.astype(acc), preferred_element_type=acc,
                    precision=st.precision).astype(acc)
-    blk = None if bias is None else _slice_broadcast(_slice_broadcast(bias, q0, cq, 3), k0, ck, 4)
+    s = s.reshape(b, kh, cq, g, ck)
+    blk = None if bias is None else _slice_broadcast(_slice_broadcast(bias, q0, cq, 2), k0, ck, 4)
     s, tanh = bias_and_cap(s, blk, st.soft_cap)
     q_pad, k_pad = padded
     keep = spec.block(
@@ -123,9 +158,9 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
         k_bound=st.kv_len if k_pad else None,
     )
     if keep is not None:
-        keep = keep[:, None, None]
+        keep = keep[:, None, :, None, :]
     if mask is not None:
-        blk = _slice_broadcast(_slice_broadcast(mask, q0, cq, 3), k0, ck, 4)
+        blk = _slice_broadcast(_slice_broadcast(mask, q0, cq, 2), k0, ck, 4)
         keep = and_masks(keep, blk)
     if keep is not None:
         s = jnp.where(keep, s, jnp.asarray(MASK_VALUE, acc))
@@ -133,12 +168,12 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
 
 
 def _dropout_multiplier(seed, st: _Static, shape, q0, k0):
-    """Inverted-dropout multiplier ``[B, K, G, cq, ck]`` (``keep_scale`` or 0) of the block at (q0, k0)."""
-    b, kh, g, cq, ck = shape
+    """Inverted-dropout multiplier ``[B, K, cq, G, ck]`` (``keep_scale`` or 0) of the block at (q0, k0)."""
+    b, kh, cq, g, ck = shape
     bi = jax.lax.broadcasted_iota(jnp.int32, (b, 1, 1, 1, 1), 0)
-    n = (jax.lax.broadcasted_iota(jnp.int32, (1, kh, g, 1, 1), 1) * g
-         + jax.lax.broadcasted_iota(jnp.int32, (1, kh, g, 1, 1), 2))
-    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, cq, 1), 3)
+    n = (jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 1) * g
+         + jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 3))
+    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, cq, 1, 1), 2)
     k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, ck), 4)
     kept = _dropout.block_keep(seed, st.dropout, bi, n, q_pos, k_pos)
     return jnp.where(kept, st.dropout.keep_scale, 0.0)
@@ -160,12 +195,12 @@ def _query_range(spec: MaskSpec, k0, st: _Static, nq: int):
 
 
 def _forward(q, k, v, bias, mask, seed, spec, st: _Static):
-    """``q [B,Tp,K,G,H]`` etc. -> ``out [B,Tp,K,G,Hv]`` (q dtype), ``lse [B,K,G,Tp]``.
+    """``q [B,K,Tp,G,H]``, ``k [B,K,Sp,H]``, ``v [B,K,Sp,Hv]`` -> ``out [B,K,Tp,G,Hv]`` (q dtype), ``lse [B,K,Tp,G]``.
 
     ``lse`` is MASK_VALUE (finite) for empty rows, padded ones included.
     """
-    b, tp, nkv, g, _ = q.shape
-    sp, hv = k.shape[1], v.shape[-1]
+    b, nkv, tp, g, _ = q.shape
+    sp, hv = k.shape[2], v.shape[-1]
     cq, ck = st.chunk_q, st.chunk_k
     nq, nk = tp // cq, sp // ck
     acc_t = compute_dtype(q.dtype)
@@ -173,24 +208,25 @@ def _forward(q, k, v, bias, mask, seed, spec, st: _Static):
 
     def one_query_chunk(i):
         q0 = jnp.asarray(i * cq, jnp.int32)
-        qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=1)
+        qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=2)
 
         def body(j, carry):
             o, m, l = carry
             k0 = jnp.asarray(j * ck, jnp.int32)
-            kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=1)
-            vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
+            kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=2)
+            vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=2)
             s, _, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
             m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
             if st.dropout.active:  # the normaliser l keeps every weight; only the P @ V term drops
                 p = p * _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
-            o = alpha[..., None] * o + jnp.einsum("BKGTS,BSKH->BKGTH", p, vc.astype(acc_t), precision=st.precision)
+            pv = jnp.einsum("BKMS,BKSH->BKMH", _rows(p), vc.astype(acc_t), precision=st.precision)
+            o = alpha[..., None] * o + pv.reshape(o.shape)
             return o, m_new, l
 
         init = (
-            jnp.zeros((b, nkv, g, cq, hv), acc_t),
-            jnp.full((b, nkv, g, cq), MASK_VALUE, acc_t),
-            jnp.zeros((b, nkv, g, cq), acc_t),
+            jnp.zeros((b, nkv, cq, g, hv), acc_t),
+            jnp.full((b, nkv, cq, g), MASK_VALUE, acc_t),
+            jnp.zeros((b, nkv, cq, g), acc_t),
         )
         lo, hi = _key_range(spec, q0, st, nk)
         o, m, l = jax.lax.fori_loop(lo, hi, body, init)
@@ -200,15 +236,15 @@ def _forward(q, k, v, bias, mask, seed, spec, st: _Static):
         return o.astype(q.dtype), lse
 
     o, lse = jax.lax.map(one_query_chunk, jnp.arange(nq, dtype=jnp.int32))
-    # o: [nq, B, K, G, cq, Hv] -> [B, Tp, K, G, Hv]; lse: [nq, B, K, G, cq] -> [B, K, G, Tp]
-    o = jnp.transpose(o, (1, 0, 4, 2, 3, 5)).reshape(b, tp, nkv, g, hv)
-    lse = jnp.transpose(lse, (1, 2, 3, 0, 4)).reshape(b, nkv, g, tp)
+    # o: [nq, B, K, cq, G, Hv] -> [B, K, Tp, G, Hv]; lse: [nq, B, K, cq, G] -> [B, K, Tp, G]
+    o = jnp.moveaxis(o, 0, 2).reshape(b, nkv, tp, g, hv)
+    lse = jnp.moveaxis(lse, 0, 2).reshape(b, nkv, tp, g)
     return o, lse
 
 
 def _backward(q, k, v, bias, mask, seed, spec, st: _Static, out, lse, dout, dlse):
-    b, tp, nkv, g, h = q.shape
-    sp = k.shape[1]
+    b, nkv, tp, g, h = q.shape
+    sp = k.shape[2]
     cq, ck = st.chunk_q, st.chunk_k
     nq, nk = tp // cq, sp // ck
     acc_t = compute_dtype(q.dtype)
@@ -216,31 +252,30 @@ def _backward(q, k, v, bias, mask, seed, spec, st: _Static, out, lse, dout, dlse
     scale = jnp.asarray(st.scale, acc_t)
     prec = st.precision
 
-    # D_i = rowsum(dO ∘ O) minus the residual's cotangent: [B, K, G, Tp].
-    delta = jnp.sum(dout.astype(acc_t) * out.astype(acc_t), axis=-1)
-    delta = jnp.moveaxis(delta, 1, 3) - dlse.astype(acc_t)
+    # D_i = rowsum(dO ∘ O) minus the residual's cotangent: [B, K, Tp, G].
+    delta = jnp.sum(dout.astype(acc_t) * out.astype(acc_t), axis=-1) - dlse.astype(acc_t)
 
     def one_key_chunk(j, carry):
         dq, dk, dv, dbias = carry
         k0 = jnp.asarray(j * ck, jnp.int32)
-        kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=1)
-        vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=1)
+        kc = jax.lax.dynamic_slice_in_dim(k, k0, ck, axis=2)
+        vc = jax.lax.dynamic_slice_in_dim(v, k0, ck, axis=2)
 
         def one_query_chunk(i, inner):
             dk_c, dv_c, dq, dbias = inner
             q0 = jnp.asarray(i * cq, jnp.int32)
-            qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=1)
-            doc = jax.lax.dynamic_slice_in_dim(dout, q0, cq, axis=1).astype(acc_t)
-            lse_c = jax.lax.dynamic_slice_in_dim(lse, q0, cq, axis=3)
-            delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=3)
+            qc = jax.lax.dynamic_slice_in_dim(q, q0, cq, axis=2)
+            doc = _rows(jax.lax.dynamic_slice_in_dim(dout, q0, cq, axis=2).astype(acc_t))
+            lse_c = jax.lax.dynamic_slice_in_dim(lse, q0, cq, axis=2)
+            delta_c = jax.lax.dynamic_slice_in_dim(delta, q0, cq, axis=2)
             s, tanh, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
             p = recomputed_probabilities(s, lse_c, keep)
-            dp = jnp.einsum("BTKGH,BSKH->BKGTS", doc, vc.astype(acc_t), precision=prec)
+            dp = jnp.einsum("BKMH,BKSH->BKMS", doc, vc.astype(acc_t), precision=prec).reshape(p.shape)
             p_dropped = p
             if st.dropout.active:  # out = (P ∘ M) V: dV sees P ∘ M, and dP = M ∘ (dO Vᵀ)
                 mult = _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
                 p_dropped, dp = p * mult, dp * mult
-            dv_c = dv_c + jnp.einsum("BKGTS,BTKGH->BSKH", p_dropped, doc, precision=prec)
+            dv_c = dv_c + jnp.einsum("BKMS,BKMH->BKSH", _rows(p_dropped), doc, precision=prec)
             ds = p * (dp - delta_c[..., None])
             if tanh is not None:
                 ds = ds * (1.0 - jnp.square(tanh))
@@ -250,25 +285,26 @@ def _backward(q, k, v, bias, mask, seed, spec, st: _Static, out, lse, dout, dlse
                     if bias.shape[axis] == 1 and red.shape[axis] != 1:
                         red = jnp.sum(red, axis=axis, keepdims=True)
                 zero = jnp.int32(0)
-                start = (zero, zero, zero, q0 if bias.shape[3] > 1 else zero, k0 if bias.shape[4] > 1 else zero)
+                start = (zero, zero, q0 if bias.shape[2] > 1 else zero, zero, k0 if bias.shape[4] > 1 else zero)
                 cur = jax.lax.dynamic_slice(dbias, start, red.shape)
                 dbias = jax.lax.dynamic_update_slice(dbias, cur + red, start)
-            dq_c = jnp.einsum("BKGTS,BSKH->BTKGH", ds, kc.astype(acc_t), precision=prec) * scale
-            cur = jax.lax.dynamic_slice_in_dim(dq, q0, cq, axis=1)
-            dq = jax.lax.dynamic_update_slice_in_dim(dq, cur + dq_c, q0, axis=1)
-            dk_c = dk_c + jnp.einsum("BKGTS,BTKGH->BSKH", ds, qc.astype(acc_t), precision=prec) * scale
+            ds_rows = _rows(ds)
+            dq_c = jnp.einsum("BKMS,BKSH->BKMH", ds_rows, kc.astype(acc_t), precision=prec) * scale
+            cur = jax.lax.dynamic_slice_in_dim(dq, q0, cq, axis=2)
+            dq = jax.lax.dynamic_update_slice_in_dim(dq, cur + dq_c.reshape(cur.shape), q0, axis=2)
+            dk_c = dk_c + jnp.einsum("BKMS,BKMH->BKSH", ds_rows, _rows(qc.astype(acc_t)), precision=prec) * scale
             return dk_c, dv_c, dq, dbias
 
         inner = (
-            jnp.zeros((b, ck, nkv, h), acc_t),
-            jnp.zeros((b, ck, nkv, v.shape[-1]), acc_t),
+            jnp.zeros((b, nkv, ck, h), acc_t),
+            jnp.zeros((b, nkv, ck, v.shape[-1]), acc_t),
             dq,
             dbias,
         )
         lo, hi = _query_range(spec, k0, st, nq)
         dk_c, dv_c, dq, dbias = jax.lax.fori_loop(lo, hi, one_query_chunk, inner)
-        dk = jax.lax.dynamic_update_slice_in_dim(dk, dk_c, k0, axis=1)
-        dv = jax.lax.dynamic_update_slice_in_dim(dv, dv_c, k0, axis=1)
+        dk = jax.lax.dynamic_update_slice_in_dim(dk, dk_c, k0, axis=2)
+        dv = jax.lax.dynamic_update_slice_in_dim(dv, dv_c, k0, axis=2)
         return dq, dk, dv, dbias
 
     init = (
@@ -304,18 +340,17 @@ def _pad_axis(x: Array | None, axis: int, target: int, value=0) -> Array | None:
 
 def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array, Array]:
     """Chunked attention on a normalised problem: ``out [B,T,N,Hv]``, ``lse [B,T,N]``."""
-    chunk_sizes = chunk_sizes or ChunkSizes.get_default()
     b, t, s, n, kh, h, hv = p.dims
     g = n // kh
+    chunk_sizes = chunk_sizes or ChunkSizes.for_problem(t, s)
     cq, ck = _chunk(chunk_sizes.query, t), _chunk(chunk_sizes.key, s)
     tp, sp = _cdiv(t, cq) * cq, _cdiv(s, ck) * ck
-    q = _pad_axis(p.query.reshape(b, t, kh, g, h), 1, tp)
-    k = _pad_axis(p.key, 1, sp)
-    v = _pad_axis(p.value, 1, sp)
-    bias = group_heads(p.bias, kh)
-    bias = _pad_axis(_pad_axis(bias, 3, tp), 4, sp)
-    mask = group_heads(p.mask, kh)
-    mask = _pad_axis(_pad_axis(mask, 3, tp, False), 4, sp, False)
+    # The kernel's layout: kv heads outermost, a head's G queries of one position adjacent.
+    q = _pad_axis(jnp.transpose(p.query.reshape(b, t, kh, g, h), (0, 2, 1, 3, 4)), 2, tp)
+    k = _pad_axis(jnp.swapaxes(p.key, 1, 2), 2, sp)
+    v = _pad_axis(jnp.swapaxes(p.value, 1, 2), 2, sp)
+    bias = _pad_axis(_pad_axis(group_heads(p.bias, kh), 2, tp), 4, sp)
+    mask = _pad_axis(_pad_axis(group_heads(p.mask, kh), 2, tp, False), 4, sp, False)
     spec = p.spec
     if spec.q_segment_ids is not None:
         spec = dataclasses.replace(
@@ -325,6 +360,6 @@ def attention(p: Problem, chunk_sizes: ChunkSizes | None = None) -> tuple[Array,
         )
     st = _Static(p.scale, p.logits_soft_cap, cq, ck, t, s, p.precision, p.dropout)
     out, lse = _chunked_core_jit(q, k, v, bias, mask, p.dropout_seed, spec, st)
-    out = out[:, :t].reshape(b, t, n, hv)
-    lse = jnp.moveaxis(lse[..., :t], 3, 1).reshape(b, t, n)
+    out = jnp.transpose(out[:, :, :t], (0, 2, 1, 3, 4)).reshape(b, t, n, hv)
+    lse = jnp.moveaxis(lse[:, :, :t], 2, 1).reshape(b, t, n)
     return out, empty_rows_to_neg_inf(lse)

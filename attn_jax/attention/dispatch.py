@@ -5,11 +5,17 @@ Dispatch is one explicit chain on the ``implementation`` argument:
 * a name or a sequence of names: the first implementation that supports the
   arguments on this backend is used; if none does, ``UnsupportedError`` says
   why each one declined. Unknown names raise ``ValueError``.
-* ``None``: ``pallas`` where it supports the arguments, else ``xla``, or
-  ``chunked`` when the dense float32 logits would exceed
-  :data:`DENSE_LOGITS_LIMIT_BYTES` (or, with symbolic shapes under
-  ``jax.export``, when that size cannot be bounded: the static choice is
-  ``chunked``). Never ``cudnn``. Every implementation draws the same dropout
+* ``None``: ``pallas`` where it supports the arguments (GPU/TPU); else
+  ``xla`` or ``chunked``. ``chunked`` whenever the dense float32 logits would
+  exceed :data:`DENSE_LOGITS_LIMIT_BYTES` (the memory budget), and with
+  symbolic shapes under ``jax.export``, where that size cannot be bounded (a
+  static choice). Within the budget on CPU, the faster of the two for the
+  problem, read off the table ``benchmarks.attention_memory`` measured on a
+  CPU and committed beside this module (:data:`CPU_TABLE_PATH`): the entry of
+  the same mask kind (causal or windowed vs not), head grouping (GQA or not)
+  and the nearest ``sqrt(T·S)``, timed forward+backward (training steps are
+  what dominate). On other backends, and without a table, ``xla`` within the
+  budget. Never ``cudnn``. Every implementation draws the same dropout
   mask for the same key, so the choice never changes results beyond rounding. On a CPU backend the
   Pallas kernels run only in interpret mode, a test tool far slower than XLA,
   so ``None`` does not pick them there; ask for them by name. Each fallback's
@@ -24,7 +30,11 @@ pallas_triton, ``mosaic`` -> pallas_mosaic_tpu on TPU, else pallas_mosaic_gpu.
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -40,6 +50,32 @@ Array = jax.Array
 # implementation=None switches from "xla" to "chunked" above this many bytes of
 # float32 logits (B·N·T·S·4): 256 MiB, e.g. B=1, N=16, T=S=2048.
 DENSE_LOGITS_LIMIT_BYTES = 256 * 2**20
+#: implementation=None's measured CPU table (``python -m benchmarks.attention_memory --write-dispatch-table``).
+CPU_TABLE_PATH = Path(__file__).with_name("cpu_dispatch.json")
+
+
+@functools.cache
+def cpu_table() -> dict | None:
+    """The committed CPU timing table, or None if it is missing or unreadable."""
+    try:
+        table = json.loads(CPU_TABLE_PATH.read_text())
+    except (OSError, ValueError):
+        return None
+    return table if table.get("entries") else None
+
+
+def measured_choice(p: Problem, table: dict | None = None) -> tuple[str, dict] | None:
+    """``("xla" | "chunked", entry)``: the faster path in ``table``'s nearest entry (None for symbolic dims)."""
+    table = table or cpu_table()
+    _, t, s, n, k, _, _ = p.dims
+    if table is None or not all(isinstance(d, int) for d in (t, s)):
+        return None
+    causal = p.spec.is_causal or p.spec.window is not None
+    same = [e for e in table["entries"] if e["causal"] == causal and e["gqa"] == (n != k)] or table["entries"]
+    size = math.sqrt(max(t * s, 1))
+    entry = min(same, key=lambda e: abs(math.log(e["seq_len"]) - math.log(size)))
+    return ("xla" if entry["xla_s"] <= entry["chunked_s"] else "chunked"), entry
+
 
 def _pallas_reason(name: str):
     def reason(p: Problem, automatic: bool) -> str | None:
@@ -68,6 +104,13 @@ def _xla_reason(p: Problem, automatic: bool) -> str | None:
         return f"with symbolic shapes the dense logits ({p.dense_logits_bytes} bytes) cannot be bounded"
     if too_big:
         return f"the dense logits would take {p.dense_logits_bytes} bytes > {DENSE_LOGITS_LIMIT_BYTES}"
+    if jax.default_backend() == "cpu":
+        choice = measured_choice(p)
+        if choice is not None and choice[0] == "chunked":
+            e = choice[1]
+            return (f"{CPU_TABLE_PATH.name} measured chunked faster on CPU at T = S = {e['seq_len']} "
+                    f"(causal={e['causal']}, gqa={e['gqa']}): {e['chunked_s'] * 1e3:.1f} ms vs "
+                    f"{e['xla_s'] * 1e3:.1f} ms forward+backward")
     return None
 
 

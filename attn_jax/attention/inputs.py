@@ -347,13 +347,17 @@ def normalize(
 
 
 def group_heads(x: Array | None, k: int) -> Array | None:
-    """``[Bb, Nb, Tb, Sb]`` -> ``[Bb, Kb, Gb, Tb, Sb]`` for GQA (Nb is 1 or N = K*G)."""
+    """A ``[Bb, Nb, Tb, Sb]`` bias or mask as ``[Bb, K or 1, Tb, G or 1, Sb]`` (Nb is 1 or N = K*G).
+
+    The logits' layout of the "xla" and "chunked" paths: query ``i`` of head
+    ``n = kv · G + g`` is row ``(i, g)`` of kv head ``kv``.
+    """
     if x is None:
         return None
     b, n, t, s = x.shape
     if n == 1:
-        return x[:, :, None]
-    return x.reshape(b, k, n // k, t, s)
+        return x[:, :, :, None]
+    return jnp.swapaxes(x.reshape(b, k, n // k, t, s), 2, 3)
 
 
 def compute_dtype(dtype) -> np.dtype:

@@ -50,12 +50,6 @@ def rows_may_be_empty(p: Problem) -> bool:
     return False
 
 
-def _grouped(x: Array | None, k: int) -> Array | None:
-    """A ``[Bb, Nb, Tb, Sb]`` bias or mask as ``[Bb, K or 1, Tb, G or 1, Sb]`` (the logits' layout)."""
-    x = group_heads(x, k)  # [Bb, K or 1, G or 1, Tb, Sb]
-    return None if x is None else jnp.swapaxes(x, 2, 3)
-
-
 def _logits(p: Problem) -> Array:
     """Scaled logits ``[B, K, T, G, S]`` (bias and soft-cap applied, masks not yet)."""
     b, t, s_len, n, k, h, hv = p.dims
@@ -67,7 +61,7 @@ def _logits(p: Problem) -> Array:
         q = jnp.swapaxes(p.query.reshape(b, t, k, g * h), 1, 2).reshape(b, k, t * g, h)
         s = jnp.einsum("BKMH,BSKH->BKMS", q, p.key, preferred_element_type=acc, precision=p.precision)
     s = s.astype(acc).reshape(b, k, t, g, s_len) * jnp.asarray(p.scale, acc)
-    bias = _grouped(p.bias, k)
+    bias = group_heads(p.bias, k)
     if bias is not None:
         s = s + bias.astype(acc)
     if p.logits_soft_cap is not None:
@@ -82,7 +76,7 @@ def _keep(p: Problem, s: Array) -> Array | None:
     keep = None
     if not p.spec.is_empty:
         keep = dense_mask(p.spec, t, s_len)[:, None, :, None, :]
-    keep = and_masks(keep, _grouped(p.mask, k))
+    keep = and_masks(keep, group_heads(p.mask, k))
     if p.bias is not None:  # a -inf bias masks its key; a row it empties is an empty row
         keep = and_masks(keep, s > -jnp.inf)
     return keep
