@@ -131,3 +131,16 @@ def test_leading_batch_dims_and_unbatched(inputs):
     r = lambda x: x.reshape((1, 2) + x.shape[1:])  # noqa: E731
     multi = attn_jax.additive_attention(r(q), r(k), r(val), w_q, w_k, v, implementation="chunked")
     np.testing.assert_allclose(multi.reshape(flat.shape), flat, atol=1e-5)
+
+
+def test_chunked_with_one_chunk_runs_the_dense_form(inputs):
+    """Every key in one chunk: no loop (the dense form, autodiff keeps the features); several chunks: the loop."""
+    q, k, val, w_q, w_k, v = inputs
+
+    def hlo(chunk_size):
+        f = lambda *xs: attn_jax.additive_attention(*xs, implementation="chunked", chunk_size=chunk_size)  # noqa: E731
+        return jax.jit(jax.grad(lambda *xs: jnp.sum(f(*xs)), argnums=(0, 1))).lower(q, k, val, w_q, w_k, v).as_text()
+
+    s = k.shape[-2]
+    assert "while" not in hlo(s) and "while" not in hlo(4 * s)
+    assert "while" in hlo(max(1, s // 3))

@@ -118,3 +118,20 @@ def test_transformer_step_script_smoke_on_cpu(tmp_path):
     cfg = transformer_step.TransformerConfig(vocab_size=10, d_model=4, num_heads=2, d_ff=8, decoder_layers=1)
     # 1 layer: q,k,v,o 4*16 + mlp 2*32 = 128; output projection 40 -> 6*168 + 6*1*T*4
     assert transformer_step.model_flops_per_token(cfg, 5) == 6 * 168 + 6 * 5 * 4
+
+
+def test_transformer_step_lm_experiment_compares_with_jax_nn(tmp_path, monkeypatch):
+    """--lm-experiment: the experiment's LM sizes, our attention beside jax.nn's through attention_fn."""
+    from benchmarks import transformer_step
+
+    def tiny(args):  # the real sizes take minutes on CPU; keep the code path, shrink the model
+        args.layers, args.d_model, args.heads, args.kv_heads, args.d_ff = 1, 16, 2, 0, 32
+        args.seq, args.batch, args.vocab, args.dtype, args.positions, args.norm = 16, 2, 20, "float32", "rope", "pre"
+
+    monkeypatch.setattr(transformer_step, "lm_experiment_args", tiny)
+    result = transformer_step.main(["--lm-experiment", "--repeats", "1", "--out-dir", str(tmp_path)])
+    assert [r["implementation"] for r in result["rows"]] == list(transformer_step.LM_IMPLEMENTATIONS)
+    assert all(r["tokens_per_s"] > 0 for r in result["rows"])
+    assert result["loss_spread"] < 1e-4  # the same parameters and batch: the same first loss
+    assert (tmp_path / "transformer_step_lm_cpu.json").exists()
+    assert "attention_fn" in transformer_step.markdown(result)

@@ -6,7 +6,8 @@ Three implementations behind ``implementation=``:
   test oracle.
 * ``"chunked"``: streams key chunks with an online softmax and a hand-written
   backward (``jax.custom_vjp``) that recomputes each chunk's features, so it
-  never holds more than ``[B, T, chunk, A]``. A pointer network's loss
+  never holds more than ``[B, T, chunk, A]``. When one chunk holds every key
+  it runs the dense form (the same bound, without the recomputation). A pointer network's loss
   ``-(e_target - logsumexp)`` can then be trained on long inputs.
 
 * ``"pallas"``: the fused kernel (``attn_jax.kernels.additive_triton``), same
@@ -218,6 +219,11 @@ def _run_blocked(c: _Call, fused: bool):
     if c.mask is not None and c.mask.shape[2] != 1:
         mask_p = jnp.pad(c.mask, ((0, 0), (0, 0), (0, sp - s)), constant_values=False)
     st = _Static(ck, s)
+    if not fused and ck >= s:
+        # One chunk holds every key: the dense form is the same computation, and autodiff keeps its tanh
+        # features for the backward instead of recomputing them (the recomputation buys memory only when
+        # there are several chunks). Its peak is the one [B, T, chunk, A] block the chunk budget allows.
+        return _run_xla(c)
     if fused:
         out, lse = _pallas(c.qp, c.kp, c.value, c.w, c.mask, c.spec.kv_lengths, c.is_causal)
     else:

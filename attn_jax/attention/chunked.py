@@ -72,12 +72,12 @@ class ChunkSizes:
     def for_problem(cls, t, s, backend: str | None = None) -> ChunkSizes:
         """The chunks ``attention`` uses for ``T`` queries and ``S`` keys on ``backend``.
 
-        The target is :data:`CPU_CHUNK` on CPU (``benchmarks.attention_memory``'s
-        sweep: 256 x 256 was the fastest or within noise of it at T = 2k-4k, forward
-        and backward, N = K and GQA 4:1, where the former 512 x 1024 was up to 1.4x
-        slower) and the class defaults elsewhere (not measured there). Each axis is
-        then cut into equal chunks, a multiple of 8 long, so ``T = 300`` pads to 304
-        instead of 512. Symbolic lengths keep :data:`SYMBOLIC_CHUNK`.
+        The target is :data:`CPU_CHUNK` on CPU, chosen from the chunk sweep of
+        ``benchmarks.attention_memory`` (T = 4096, N = K, full and causal, forward
+        and forward+backward; its table is in the README), and the class defaults
+        elsewhere (not measured there). Each axis is then cut into equal chunks, a
+        multiple of 8 long, so ``T = 300`` pads to 304 instead of 512. Symbolic
+        lengths keep :data:`SYMBOLIC_CHUNK`.
         """
         backend = backend or jax.default_backend()
         target = cls(CPU_CHUNK, CPU_CHUNK) if backend == "cpu" else cls()

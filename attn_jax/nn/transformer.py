@@ -66,6 +66,11 @@ class TransformerConfig:
     activation: str = "relu"
     tie_embeddings: bool = True
     implementation: Any = None  # dot_product_attention's
+    # Replaces attn_jax.dot_product_attention in full-sequence attention (training, prefill) when set: any function
+    # with its (jax.nn's) signature, e.g. jax.nn.dot_product_attention, called as
+    # f(q, k, v, is_causal=..., key_value_seq_lengths=...) (+ q_segment_ids / kv_segment_ids when packing).
+    # Decoding steps keep decode_attention.
+    attention_fn: Any = None
     dtype: str = "float32"  # activations
     param_dtype: str = "float32"
 
@@ -157,6 +162,7 @@ class TransformerAttention(nnx.Module):
                          ("heads", "head_dim", "embed"), pd)
         self.rotary, self.rope_base = rotary, cfg.rope_base
         self.implementation = cfg.implementation
+        self.attention_fn = cfg.attention_fn
         self.dtype = jnp.dtype(cfg.dtype)
 
     def _proj(self, x: Array, w: nnx.Param, names) -> Array:
@@ -171,6 +177,11 @@ class TransformerAttention(nnx.Module):
     def queries(self, x: Array, positions: Array | None) -> Array:
         q = self._proj(x, self.wq, ("batch", "seq", "heads", "head_dim"))
         return rope(q, positions, base=self.rope_base) if self.rotary else q
+
+    def _attend(self, q: Array, k: Array, v: Array, **kwargs) -> Array:
+        if self.attention_fn is not None:
+            return self.attention_fn(q, k, v, **kwargs)
+        return dot_product_attention(q, k, v, implementation=self.implementation, **kwargs)
 
     def out(self, o: Array) -> Array:
         return constrain(jnp.einsum("BTNH,NHD->BTD", o, self.wo[...].astype(self.dtype)), ("batch", "seq", "embed"))
@@ -190,8 +201,7 @@ class TransformerAttention(nnx.Module):
         q = self.queries(x, positions)
         k, v = self.keys_values(context, context_positions)
         seg = {} if segment_ids is None else dict(q_segment_ids=segment_ids, kv_segment_ids=context_segment_ids)
-        o = dot_product_attention(q, k, v, is_causal=is_causal, key_value_seq_lengths=context_lengths,
-                                  implementation=self.implementation, **seg)
+        o = self._attend(q, k, v, is_causal=is_causal, key_value_seq_lengths=context_lengths, **seg)
         return self.out(o)
 
     def prefill(self, x: Array, cache: KVCache, lengths: Array, positions: Array) -> tuple[Array, KVCache]:
@@ -199,8 +209,7 @@ class TransformerAttention(nnx.Module):
         into ``cache`` (slots ``[0, T)``; ``cache.lengths`` becomes ``lengths``)."""
         q = self.queries(x, positions)
         k, v = self.keys_values(x, positions)
-        o = dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=lengths,
-                                  implementation=self.implementation)
+        o = self._attend(q, k, v, is_causal=True, key_value_seq_lengths=lengths)
         t = x.shape[1]
         cache = KVCache(cache.key.at[:, :t].set(k.astype(cache.key.dtype)),
                         cache.value.at[:, :t].set(v.astype(cache.value.dtype)), jnp.asarray(lengths, jnp.int32))
