@@ -138,6 +138,22 @@ def block_keep(seed, dropout: Dropout, b, n, q_pos, k_pos):
     return keep(row_stream(seed, b, n, q_pos), k_pos, dropout.threshold)
 
 
+def grouped_multiplier(seed, dropout: Dropout, shape, q0=0, k0=0):
+    """Inverted-dropout multiplier (``keep_scale`` or 0, weakly typed) of a ``[B, K, cq, G, ck]`` block.
+
+    The "xla" and "chunked" paths' layout: head ``n = kv · G + g``; the block's
+    first query row is ``q0`` and its first key ``k0`` (absolute positions).
+    """
+    b, kh, cq, g, ck = shape
+    bi = jax.lax.broadcasted_iota(jnp.int32, (b, 1, 1, 1, 1), 0)
+    n = (jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 1) * g
+         + jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 3))
+    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, cq, 1, 1), 2)
+    k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, ck), 4)
+    kept = block_keep(seed, dropout, bi, n, q_pos, k_pos)
+    return jnp.where(kept, dropout.keep_scale, 0.0)
+
+
 def dropout_mask(rng, rate: float, shape: tuple[int, int, int, int], *, broadcast: bool = False) -> Array:
     """The whole keep mask ``[B, N, T, S]`` (bool) that every implementation applies for ``rng``.
 

@@ -167,18 +167,6 @@ def _block_logits(qc, kc, bias, mask, spec: MaskSpec, q0, k0, st: _Static, padde
     return s, tanh, keep
 
 
-def _dropout_multiplier(seed, st: _Static, shape, q0, k0):
-    """Inverted-dropout multiplier ``[B, K, cq, G, ck]`` (``keep_scale`` or 0) of the block at (q0, k0)."""
-    b, kh, cq, g, ck = shape
-    bi = jax.lax.broadcasted_iota(jnp.int32, (b, 1, 1, 1, 1), 0)
-    n = (jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 1) * g
-         + jax.lax.broadcasted_iota(jnp.int32, (1, kh, 1, g, 1), 3))
-    q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, cq, 1, 1), 2)
-    k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, ck), 4)
-    kept = _dropout.block_keep(seed, st.dropout, bi, n, q_pos, k_pos)
-    return jnp.where(kept, st.dropout.keep_scale, 0.0)
-
-
 def _key_range(spec: MaskSpec, q0, st: _Static, nk: int):
     lo, hi = spec.key_block_range(q0, jnp.minimum(q0 + st.chunk_q, st.q_len), st.chunk_k, nk)
     if spec.kv_lengths is not None:
@@ -218,7 +206,7 @@ def _forward(q, k, v, bias, mask, seed, spec, st: _Static):
             s, _, keep = _block_logits(qc, kc, bias, mask, spec, q0, k0, st, padded)
             m_new, alpha, p, l = online_softmax_step(m, l, s, keep)
             if st.dropout.active:  # the normaliser l keeps every weight; only the P @ V term drops
-                p = p * _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
+                p = p * _dropout.grouped_multiplier(seed, st.dropout, p.shape, q0, k0).astype(acc_t)
             pv = jnp.einsum("BKMS,BKSH->BKMH", _rows(p), vc.astype(acc_t), precision=st.precision)
             o = alpha[..., None] * o + pv.reshape(o.shape)
             return o, m_new, l
@@ -273,7 +261,7 @@ def _backward(q, k, v, bias, mask, seed, spec, st: _Static, out, lse, dout, dlse
             dp = jnp.einsum("BKMH,BKSH->BKMS", doc, vc.astype(acc_t), precision=prec).reshape(p.shape)
             p_dropped = p
             if st.dropout.active:  # out = (P ∘ M) V: dV sees P ∘ M, and dP = M ∘ (dO Vᵀ)
-                mult = _dropout_multiplier(seed, st, p.shape, q0, k0).astype(acc_t)
+                mult = _dropout.grouped_multiplier(seed, st.dropout, p.shape, q0, k0).astype(acc_t)
                 p_dropped, dp = p * mult, dp * mult
             dv_c = dv_c + jnp.einsum("BKMS,BKMH->BKSH", _rows(p_dropped), doc, precision=prec)
             ds = p * (dp - delta_c[..., None])
