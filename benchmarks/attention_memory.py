@@ -22,7 +22,8 @@ A chunk-size sweep of ``chunked`` at T = 4096 checks
 :meth:`attn_jax.ChunkSizes.for_problem`'s CPU choice, and the float32
 forward+backward rows of ``xla`` and ``chunked`` become the table
 ``implementation=None`` reads on CPU (``attn_jax/attention/cpu_dispatch.json``,
-written with ``--write-dispatch-table``).
+written with ``--write-dispatch-table``; the ``auto`` rows then run last, after
+the table is written, so they show the dispatch that table gives).
 
 Writes ``benchmarks/results/attention_memory_<device>.json`` and a PNG beside
 it, prints a table, and with ``--update-readme`` rewrites the README's block
@@ -141,10 +142,18 @@ def cells(args) -> list[dict]:
 
 
 def run(args) -> dict:
+    if args.write_dispatch_table and jax.devices()[0].platform != "cpu":
+        raise SystemExit("--write-dispatch-table: the table is for CPU runs")
     tokamax_ok = tokamax_version() is not None
     rates = [matmul_gflops()]
+    # "auto" last: with --write-dispatch-table it reads the table this run's own rows just wrote.
     rows, jobs = [], [(c, p) for c in cells(args) for p in PATHS]
+    jobs.sort(key=lambda job: job[1] == "auto")
+    table_source = f"{_dispatch.CPU_TABLE_PATH.name} as committed"
     for cell, path in tqdm(jobs, desc="attention_memory", unit="case"):
+        if path == "auto" and args.write_dispatch_table and not table_source.startswith("written"):
+            write_dispatch_table(rows, args)
+            table_source = f"{_dispatch.CPU_TABLE_PATH.name} written by this run before its auto rows"
         t, (n, kh) = cell["seq_len"], HEADS[cell["heads"]]
         dense_max = args.dense_max if cell["mode"] == "fwd" else args.dense_bwd_max
         row = dict(cell, path=path)
@@ -177,6 +186,8 @@ def run(args) -> dict:
                                       **measure(fn, q, k, v, args.repeats, args.max_cell_s)))
     rates.append(matmul_gflops())
     dev = jax.devices()[0]
+    if table_source.endswith("committed") and (table := _dispatch.cpu_table()) is not None:
+        table_source += f" (measured {table['date']})"
     return dict(
         benchmark="attention_memory",
         device=device_name(),
@@ -193,9 +204,20 @@ def run(args) -> dict:
                     max_cell_s=args.max_cell_s, seq_lens=args.seq_lens, dense_max=args.dense_max,
                     dense_bwd_max=args.dense_bwd_max, bf16_len=args.bf16_len, gqa_max=args.gqa_max,
                     cpu_chunk=_chunked.CPU_CHUNK),
+        dispatch_table=table_source,
         rows=rows,
         sweep=sweep,
     )
+
+
+def write_dispatch_table(rows: list[dict], args) -> None:
+    """Write :func:`dispatch_table` of ``rows`` for ``implementation=None`` and make the dispatch reread it."""
+    table = dispatch_table(dict(rows=rows, device_kind=jax.devices()[0].device_kind, cpu_count=os.cpu_count(),
+                                jax_version=jax.__version__, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+                                config=dict(batch=args.batch, head_dim=args.head_dim)))
+    _dispatch.CPU_TABLE_PATH.write_text(json.dumps(table, indent=1) + "\n")
+    _dispatch.cpu_table.cache_clear()
+    print(f"wrote {_dispatch.CPU_TABLE_PATH}")
 
 
 def dispatch_table(result: dict) -> dict:
@@ -235,7 +257,8 @@ def markdown(result: dict) -> str:
         f"{result['date']}. B={cfg['batch']}, H={cfg['head_dim']}, N=4 query heads (K=4, or K=1 for GQA 4:1). "
         f"Each cell: median time · compiled temporary memory · achieved share of this machine's float32 matmul "
         f"rate ({' and '.join(f'{x:.0f}' for x in result['matmul_gflops'])} GFLOP/s before and after, measured in "
-        f"the same run; model FLOPs). `auto` is `implementation=None`; its choice in brackets. – : not run "
+        f"the same run; model FLOPs). `auto` is `implementation=None`; its choice in brackets (it read "
+        f"{result.get('dispatch_table', 'the committed table')}). – : not run "
         f"(dense paths stop at T = {cfg['dense_max']} forward, {cfg['dense_bwd_max']} forward+backward).",
         "",
         "| T | mask | heads | pass | dtype | jax.nn xla | tokamax xla | tokamax xla_chunked | ours xla | "
@@ -354,11 +377,6 @@ def main(argv=None) -> dict:
     plot(result, args.out_dir / f"{stem}.png")
     print(markdown(result))
     print(f"\nwrote {args.out_dir / (stem + '.json')} and {stem}.png")
-    if args.write_dispatch_table:
-        if result["platform"] != "cpu":
-            raise SystemExit("--write-dispatch-table: the table is for CPU runs")
-        _dispatch.CPU_TABLE_PATH.write_text(json.dumps(dispatch_table(result), indent=1) + "\n")
-        print(f"wrote {_dispatch.CPU_TABLE_PATH}")
     if args.update_readme:
         _write_readme(result, args.out_dir / f"{stem}.png")
     return result

@@ -7,9 +7,23 @@ import json
 from benchmarks import attention_memory
 
 
-def test_attention_memory_smoke(tmp_path):
-    result = attention_memory.main(["--seq-lens", "64", "512", "--repeats", "1", "--no-sweep",
-                                    "--dense-bwd-max", "64", "--out-dir", str(tmp_path)])
+def test_attention_memory_smoke(tmp_path, monkeypatch):
+    from attn_jax.attention import dispatch
+
+    table_path = tmp_path / "cpu_dispatch.json"
+    monkeypatch.setattr(dispatch, "CPU_TABLE_PATH", table_path)
+    dispatch.cpu_table.cache_clear()
+    try:
+        result = attention_memory.main(["--seq-lens", "64", "512", "--repeats", "1", "--no-sweep",
+                                        "--dense-bwd-max", "64", "--out-dir", str(tmp_path),
+                                        "--write-dispatch-table"])
+        # the auto rows ran after this run's own table was written, and read it
+        assert result["dispatch_table"].endswith("written by this run before its auto rows")
+        written = json.loads(table_path.read_text())
+        assert dispatch.cpu_table() == written and {e["seq_len"] for e in written["entries"]} == {64}
+    finally:
+        dispatch.cpu_table.cache_clear()
+    assert [r["path"] for r in result["rows"]][-1] == "auto"
     files = {p.name for p in tmp_path.iterdir()}
     stem = f"attention_memory_{result['device']}"
     assert {f"{stem}.json", f"{stem}.png"} <= files
@@ -27,6 +41,7 @@ def test_attention_memory_smoke(tmp_path):
     assert rows["chunked", 512, "full", "N=K", "fwd"]["temp_bytes"] < rows["jax_nn", 512, "full", "N=K", "fwd"][
         "temp_bytes"]
     text = attention_memory.markdown(saved)
+    assert "written by this run before its auto rows" in text
     assert "ours chunked" in text and "Worst cell" in text
     table = attention_memory.dispatch_table(saved)
     assert table["mode"] == "fwd+bwd" and {e["seq_len"] for e in table["entries"]} == {64}
