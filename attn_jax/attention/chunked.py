@@ -3,7 +3,9 @@
 Queries are processed in chunks of ``query`` rows (a sequential ``lax.map``),
 and for each chunk the keys/values are streamed in chunks of ``key`` columns
 with an online softmax, so the forward never holds more than one
-``[B, N, query, key]`` block of logits. The backward pass is written by hand
+``[B, K, query · G, key]`` block of logits (kv heads outermost, the ``G``
+query heads of a kv head folded into the block's matmul rows, so GQA never
+repeats the keys). The backward pass is written by hand
 (``jax.custom_vjp``, FlashAttention-2's recurrences in plain jnp): it recomputes
 each block of probabilities from the saved logsumexp instead of storing them,
 so it too runs in ``O(T·chunk)`` extra memory. Key chunks that the causal or
@@ -66,6 +68,11 @@ class ChunkSizes:
 
     @classmethod
     def get_default(cls) -> ChunkSizes:
+        """The class defaults (smaller than Rabe & Staats' TPU chunks): what :meth:`for_problem` targets off CPU.
+
+        ``attention`` without ``chunk_sizes`` uses :meth:`for_problem`, which
+        also cuts each axis into equal chunks and targets :data:`CPU_CHUNK` on CPU.
+        """
         return cls()
 
     @classmethod
