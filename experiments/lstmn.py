@@ -21,7 +21,6 @@ import functools
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -31,11 +30,11 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.lstmn import LSTMN
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, add_to_summary, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, plot_metric_curves, pyplot
+from attn_jax.train.report import plot_metric_curves, pyplot
 from experiments.data import chars
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
 MODELS = ("lstmn", "lstm")
 
@@ -216,20 +215,15 @@ def plot_attention(task: CharLMTask, params, path: Path) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = CharLMTask(cfg)
     config = {"experiment": "lstmn", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
-               "parameters": parameter_count(params),
-               "hidden": task.model(params).hidden}
+    sample = task.sample(params, "The ", 200)
     if jax.process_index() == 0:
-        summary["sample"] = task.sample(params, "The ", 200)
-        (out / "samples.txt").write_text(summary["sample"])
+        (out / "samples.txt").write_text(sample)
         if cfg.model == "lstmn":
             plot_attention(task, params, out / "attention.png")
-        rundir.write_json(out / "summary.json", summary)
-    return summary
+    return add_to_summary(out, summary, {"hidden": task.model(params).hidden, "sample": sample})
 
 
 def main(argv=None) -> dict | None:
@@ -240,7 +234,7 @@ def main(argv=None) -> dict | None:
     with cli.run_dir(parsed):
         summaries, dirs = cli.run_models(parsed, run_one, MODELS)
         out = Path(out)
-        if cfg.models and jax.process_index() == 0:
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
             plot_metric_curves(dirs, "bits_per_char", out / "learning_curve.png",
                                f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
             cli.save_comparison(out, "lstmn", argv, summaries, preset=preset, batch_size=cfg.batch_size,
@@ -257,7 +251,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     comparison = stage_comparison(run_dir, results)
     images = []
     for src, name in ((run_dir / "learning_curve.png", "learning_curve.png"),
-                      (run_dir / "lstmn" / "attention.png", "attention.png")):
+                      (row_run(run_dir, "lstmn") / "attention.png", "attention.png")):
         if src.exists():
             shutil.copy(src, results / name)
             images.append(name)

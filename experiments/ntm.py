@@ -24,7 +24,6 @@ import dataclasses
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -38,7 +37,7 @@ from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import plot_metric_curves, pyplot, save_line_plot
 from experiments.data import ntm_tasks
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
 MODELS = ("ntm", "lstm")
 
@@ -195,7 +194,7 @@ def repeat_generalisation(d: TaskConfig) -> list[tuple[int, int]]:
 
 
 # --- plots --------------------------------------------------------------------------------------------------------
-def plot_learning_curves(runs: dict[str, Path], batch_size: int, path: Path, title: str) -> None:
+def plot_learning_curves(runs: dict[str, Path | list[Path]], batch_size: int, path: Path, title: str) -> None:
     plot_metric_curves(runs, "bits", path, title, "cost per sequence (bits)", x_per_step=batch_size,
                        xlabel="sequences seen", log_y=True)
 
@@ -242,7 +241,6 @@ def plot_weightings(task: NTMTask, params, path: Path) -> None:
 
 
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = NTMTask(cfg)
     config = {"experiment": "ntm", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
@@ -252,9 +250,6 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     if cfg.task == "copy":
         plot_generalisation({cfg.model: summary}, cfg.data.eval_lengths, cfg.data.max_length,
                             out / "generalisation.png")
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start)}  # of the training call
-    if jax.process_index() == 0:
-        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -268,7 +263,7 @@ def main(argv=None) -> dict | None:
     with cli.run_dir(parsed):
         summaries, dirs = cli.run_models(parsed, run_one, MODELS)
         out = Path(out)
-        if cfg.models and jax.process_index() == 0:
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
             plot_learning_curves(dirs, cfg.batch_size, out / "learning_curve.png", f"{cfg.task} ({preset})")
             if cfg.task == "copy":
                 plot_generalisation(summaries, cfg.data.eval_lengths, cfg.data.max_length,
@@ -294,8 +289,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
             shutil.copy(run_dir / name, results / name)
             images.append(name)
     for model in comparison["summaries"]:
-        if (run_dir / model / "weightings.png").exists():
-            shutil.copy(run_dir / model / "weightings.png", results / f"weightings_{model}.png")
+        if (row_run(run_dir, model) / "weightings.png").exists():
+            shutil.copy(row_run(run_dir, model) / "weightings.png", results / f"weightings_{model}.png")
             images.append(f"weightings_{model}.png")
     summaries = comparison["summaries"]
     first = next(iter(summaries.values()))

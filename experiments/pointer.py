@@ -32,7 +32,6 @@ import functools
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -329,6 +328,15 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
     return text
 
 
+def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    task = PointerTask(cfg)
+    summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
+                                                                 **to_dict(cfg)}, mesh=mesh)
+    if jax.process_index() == 0:
+        plot_examples(task, params, Path(out) / "examples.png")
+    return summary
+
+
 def main(argv=None) -> dict | None:
     parsed = cli.parse("pointer", PRESETS, argv, default_preset="quick", variants=VARIANTS)
     if parsed is None:
@@ -338,15 +346,8 @@ def main(argv=None) -> dict | None:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(geometry.TASKS)}")
     if cfg.model not in MODELS:
         raise SystemExit(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
-    start = time.perf_counter()
-    with cli.run_dir(parsed):
-        task = PointerTask(cfg)
-        summary, params = train(task, cfg.train, Path(out), config={"experiment": "pointer", "preset": preset,
-                                                                     **to_dict(cfg)}, mesh=mesh)
-        summary.setdefault("wall_s", time.perf_counter() - start)  # data, training, eval, plot (of the training call)
-        if jax.process_index() == 0:
-            plot_examples(task, params, Path(out) / "examples.png")
-            rundir.write_json(Path(out) / "summary.json", summary)
+    summaries, _ = cli.run_rows(parsed, {cfg.model: cfg}, run_one)
+    (summary,) = summaries.values()
     print(f"pointer, {cfg.task} ({cfg.model}, preset {preset}): " +
           ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()))
     return summary

@@ -1,6 +1,6 @@
 """Copy a finished run's JSON and plots into ``experiments/results/`` and rewrite its README block.
 
-    python -m experiments.publish seq2seq runs/seq2seq/quick-num2words-de --block seq2seq_num2words_de
+    python -m experiments.publish seq2seq runs/seq2seq/num2words-de --block seq2seq_num2words_de --table num2words_de
     python -m experiments.publish ntm runs/ntm/quick-copy --block ntm_copy
 
 Every number in those README blocks comes from the run's JSON by this script.
@@ -24,11 +24,14 @@ def main(argv=None) -> str:
                          "one or more run folders")
     ap.add_argument("--block", required=True, help="the README block to rewrite (<!-- NAME:begin -->)")
     ap.add_argument("--readme", type=Path, default=None)
-    ap.add_argument("--results", type=Path, default=None, help="default experiments/results/<experiment>/<block>")
+    ap.add_argument("--table", default=None,
+                    help="the published table's folder under experiments/results/<experiment>/ (default: the block)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="the table's folder itself (default experiments/results/<experiment>/<table>)")
     args = ap.parse_args(argv)
     from experiments import lstmn, ntm, pointer, sagan, seq2seq, show_attend_tell, snail, transformer
 
-    results = args.results or RESULTS / args.experiment / args.block
+    results = args.results or RESULTS / args.experiment / (args.table or args.block)
     if args.experiment in ("pointer", "transformer", "snail"):
         publish = {"pointer": pointer.publish, "transformer": transformer.publish, "snail": snail.publish}[
             args.experiment]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attn_jax.train.cli import row_folder
 from attn_jax.train.rundir import write_json
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -41,3 +42,12 @@ def stage_comparison(run_dir: Path, results: Path) -> dict:
     Path(results).mkdir(parents=True, exist_ok=True)
     write_json(Path(results) / "comparison.json", comparison)
     return comparison
+
+
+def row_run(run_dir: Path, row: str) -> Path:
+    """The run folder a comparison's per-row pictures come from: ``run_dir/<row>`` when it is a run, else the
+    row's first seed, ``run_dir/<row>/seed<k>`` with the smallest k (``run_dir/<row>`` when it has none)."""
+    folder = Path(run_dir) / row_folder(row)
+    seeds = sorted((p for p in folder.glob("seed*") if p.name[4:].isdigit() and (p / "config.json").is_file()),
+                   key=lambda p: int(p.name[4:]))
+    return seeds[0] if seeds and not (folder / "config.json").is_file() else folder

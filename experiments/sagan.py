@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -36,11 +35,11 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.sagan import Discriminator, Generator, hinge_losses
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import parameter_count, pyplot
 from experiments.data import digit_canvas
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
 MODELS = ("none", "8", "16")
 CLASSES = 10
@@ -211,6 +210,10 @@ class GANTask:
                               for s in range(0, n, 250)])
         return out, labels
 
+    def parameter_count(self, params) -> dict[str, int]:
+        """The generator's and the discriminator's sizes apart (the summary's ``parameters``)."""
+        return {k: parameter_count(v) for k, v in params.items()}
+
     def evaluate(self, params) -> dict[str, float]:
         c = self.cfg
         graphdef, cparams, accuracy = classifier(c.size, c.classifier_steps, c.test_fraction)
@@ -277,17 +280,13 @@ def plot_attention(task: GANTask, params, path: Path) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = GANTask(cfg)
     config = {"experiment": "sagan", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
-               "parameters": {k: parameter_count(v) for k, v in params.items()}}
     if jax.process_index() == 0:
         plot_samples(task, params, out / "samples.png")
         if cfg.model != "none":
             plot_attention(task, params, out / "attention.png")
-        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -300,7 +299,7 @@ def main(argv=None) -> dict | None:
     with cli.run_dir(parsed):
         summaries, _ = cli.run_models(parsed, run_one, MODELS)
         out = Path(out)
-        if cfg.models and jax.process_index() == 0:
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
             cli.save_comparison(out, "sagan", argv, summaries, preset=preset, size=cfg.size,
                                 batch_size=cfg.batch_size, eval_samples=cfg.eval_samples)
     print(f"\nsagan, preset {preset}:")
@@ -315,8 +314,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     images = []
     for model in comparison["summaries"]:
         for name in ("samples.png", "attention.png"):
-            if (run_dir / model / name).exists():
-                shutil.copy(run_dir / model / name, results / f"{name[:-4]}_{model}.png")
+            if (row_run(run_dir, model) / name).exists():
+                shutil.copy(row_run(run_dir, model) / name, results / f"{name[:-4]}_{model}.png")
                 images.append(f"{name[:-4]}_{model}.png")
     summaries = comparison["summaries"]
     first = next(iter(summaries.values()))

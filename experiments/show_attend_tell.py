@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -36,13 +35,13 @@ from flax import nnx
 
 from attn_jax.nn.show_attend_tell import ATTENTIONS, ShowAttendTell, doubly_stochastic_penalty
 from attn_jax.reinforce import score_function_surrogate
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
 from attn_jax.train.report import parameter_count, pyplot
 from attn_jax.train.text_metrics import bleu, exact_match
 from experiments.data import digit_canvas as dc
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
 # Table 1 of the paper, for the README: BLEU-1..4 on Flickr8k / COCO (soft, hard)
 PAPER = {"soft": {"Flickr8k": (67, 44.8, 29.9, 19.5), "COCO": (70.7, 49.2, 34.4, 24.3)},
@@ -185,6 +184,10 @@ class CaptionTask:
             alphas.append(np.asarray(a))
         return out, np.concatenate(alphas)
 
+    def parameter_count(self, params) -> int:
+        """The captioner's size, without the REINFORCE baseline's state (the summary's ``parameters``)."""
+        return parameter_count(params["model"])
+
     def evaluate(self, params) -> dict[str, float]:
         test = self.test_set()
         hyps, _ = self.captions(params, test["images"])
@@ -226,12 +229,9 @@ def plot_attention(task: CaptionTask, params, path: Path, examples: int = 3) -> 
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = CaptionTask(cfg)
     config = {"experiment": "show_attend_tell", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
-               "parameters": parameter_count(params["model"])}
     if jax.process_index() == 0:
         test = task.test_set()
         hyps, _ = task.captions(params, test["images"][:20])
@@ -240,7 +240,6 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
             for c, h in zip(test["captions"][:20], hyps, strict=True)))
         if cfg.model != "none":
             plot_attention(task, params, out / "attention.png")
-        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -253,7 +252,7 @@ def main(argv=None) -> dict | None:
     with cli.run_dir(parsed):
         summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
         out = Path(out)
-        if cfg.models and jax.process_index() == 0:
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
             cli.save_comparison(out, "show_attend_tell", argv, summaries, preset=preset, batch_size=cfg.batch_size,
                                 eval_size=cfg.eval_size)
     print(f"\nshow_attend_tell, preset {preset}: test captions")
@@ -274,8 +273,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     comparison = stage_comparison(run_dir, results)
     images = []
     for model in comparison["summaries"]:
-        if (run_dir / model / "attention.png").exists():
-            shutil.copy(run_dir / model / "attention.png", results / f"attention_{model}.png")
+        if (row_run(run_dir, model) / "attention.png").exists():
+            shutil.copy(row_run(run_dir, model) / "attention.png", results / f"attention_{model}.png")
             images.append(f"attention_{model}.png")
     summaries = comparison["summaries"]
     first = next(iter(summaries.values()))
@@ -288,7 +287,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         for name, scores in sets.items():
             rows.append(f"| the paper, {model} ({name}) | " + " | ".join(map(str, scores)) + " | | |")
     examples = ["```text"]
-    captions = {m: _read_samples(run_dir / m / "samples.txt") for m in summaries}
+    captions = {m: _read_samples(row_run(run_dir, m) / "samples.txt") for m in summaries}
     for k, (ref, _) in enumerate(next(iter(captions.values()))[:4]):
         examples += [f"reference: {ref}"] + [f"{m + ':':10} {c[k][1]}" for m, c in captions.items()] + [""]
     examples[-1] = "```"

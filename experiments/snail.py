@@ -22,7 +22,6 @@ import functools
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -32,11 +31,11 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, plot_metric_curves, pyplot
+from attn_jax.train.report import plot_metric_curves, pyplot
 from experiments.data import glyphs
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
 # Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
 PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
@@ -182,17 +181,13 @@ def plot_episode(task: FewShotTask, params, path: Path) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = FewShotTask(cfg)
     config = {"experiment": "snail", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
-               "parameters": parameter_count(params),
-               "classes": {"train": len(task.train_classes), "test": len(task.test_classes)}}
     if jax.process_index() == 0:
         plot_episode(task, params, out / "episode.png")
-        rundir.write_json(out / "summary.json", summary)
-    return summary
+    return add_to_summary(out, summary, {"classes": {"train": len(task.train_classes),
+                                                     "test": len(task.test_classes)}})
 
 
 def main(argv=None) -> dict | None:
@@ -203,7 +198,7 @@ def main(argv=None) -> dict | None:
     with cli.run_dir(parsed):
         summaries, dirs = cli.run_models(parsed, run_one, MODELS)
         out = Path(out)
-        if cfg.models and jax.process_index() == 0:
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
             plot_metric_curves(dirs, "accuracy", out / "learning_curve.png",
                                f"{cfg.ways}-way {cfg.shots}-shot, {cfg.split} split ({preset})",
                                "query accuracy (training episodes)")
@@ -219,8 +214,8 @@ def _ablation(run_dir: Path, results: Path, block: str) -> list[str]:
     comparison = stage_comparison(run_dir, results)
     images = []
     for model in comparison["summaries"]:
-        if (run_dir / model / "episode.png").exists():
-            shutil.copy(run_dir / model / "episode.png", results / f"episode_{model}.png")
+        if (row_run(run_dir, model) / "episode.png").exists():
+            shutil.copy(row_run(run_dir, model) / "episode.png", results / f"episode_{model}.png")
             images.append(f"episode_{model}.png")
     if (run_dir / "learning_curve.png").exists():
         shutil.copy(run_dir / "learning_curve.png", results / "learning_curve.png")

@@ -36,7 +36,7 @@ def test_one_step_comparison_and_publish(tmp_path):
     for m, s in summaries.items():
         assert f"| {m} | {s['eval']['bleu_1']:.1f} |" in text
     assert "| the paper, hard (COCO) | 71.8 | 50.4 | 35.7 | 25.0 |" in text
-    refs = (out / "soft" / "samples.txt").read_text().splitlines()
+    refs = (out / "soft" / "seed0" / "samples.txt").read_text().splitlines()
     assert f"```text\n{refs[0]}\nsoft:      " in text and "\nnone:      " in text  # example captions
     assert json.loads((tmp_path / "res" / "comparison.json").read_text())["eval_size"] == 16
     with pytest.raises(SystemExit, match="unknown model"):

@@ -2,6 +2,15 @@
 
     python -m experiments.<name> [--preset smoke|quick|paper] [--out DIR] [--set key=value]... [--list]
         [--mesh data=2,model=4] [--coordinator HOST:PORT --num-processes N --process-id I]
+    python -m experiments.<name> --set models=a,b --set seeds=0,1,2     # rows x seeds: OUT/<row>/seed<k>/
+
+Rows and seeds: ``--set seeds=0,1,2`` (short for ``train.seeds``) runs every row once per seed, with
+``train.seed`` set to that seed, each into ``OUT/<row>/seed<k>/``, a normal resumable run folder; a row is a
+model of ``models=...`` (or the one ``model``) or a setting an experiment names (:func:`run_rows`). A run with
+several rows or any ``seeds`` is a comparison: its folder holds runs, not a run. :func:`run_rows` returns each
+row's summary aggregated over its seeds (:func:`attn_jax.train.report.aggregate`: means in ``eval``, the spread
+in ``eval_std``, every seed's value in ``per_seed``); a comparison's ``comparison.json`` keeps the per-seed
+summaries too.
 
 An experiment calls :func:`main` with its presets (name -> config factory; the
 config has a ``train: TrainConfig`` field) and a function building its
@@ -30,7 +39,7 @@ from jax.sharding import Mesh
 
 from attn_jax.sharding import make_mesh
 from attn_jax.train import config as config_lib
-from attn_jax.train import distributed, rundir
+from attn_jax.train import distributed, report, rundir
 from attn_jax.train.loop import train
 
 
@@ -84,7 +93,7 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
     first when asked (flags or environment, :mod:`attn_jax.train.distributed`), then builds the ``--mesh`` over all
     devices of all processes."""
     args = parser(name, presets, default_preset).parse_args(argv)
-    args.sets = [_unalias(item, aliases or {}) for item in args.sets]
+    args.sets = [_unalias(item, {"seeds": "train.seeds", **(aliases or {})}) for item in args.sets]
     if args.list:
         if variants:
             print(variants)
@@ -97,40 +106,75 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
     return Run(cfg, out, args.preset, mesh)
 
 
+def is_comparison(cfg) -> bool:
+    """Whether a config's run is a folder of runs: several models, or any ``train.seeds``."""
+    return bool(getattr(cfg, "models", ())) or bool(cfg.train.seeds)
+
+
 @contextlib.contextmanager
 def run_dir(run: Run, comparison: bool | None = None) -> Iterator[Path]:
     """Hold ``run.out`` for the body: refuse it when it holds the other kind of run
-    (:func:`attn_jax.train.rundir.check_kind`; ``comparison`` defaults to whether ``cfg.models`` is set), then lock
+    (:func:`attn_jax.train.rundir.check_kind`; ``comparison`` defaults to :func:`is_comparison`), then lock
     it (creating it). Wrap everything an experiment's ``main`` writes, plots and comparison files included."""
-    comparison = bool(getattr(run.cfg, "models", ())) if comparison is None else comparison
+    comparison = is_comparison(run.cfg) if comparison is None else comparison
     rundir.check_kind(run.out, comparison)
     with rundir.hold(run.out):
         yield Path(run.out)
 
 
+def row_folder(row: str) -> str:
+    """A row's folder name: its name without spaces (``_``) and ``=`` (``heads=4`` -> ``heads4``)."""
+    return row.replace(" ", "_").replace("=", "")
+
+
+def seed_dir(out: Path | str, row: str, seed: int) -> Path:
+    """The run folder of one row and seed in a comparison: ``out/<row>/seed<k>`` (the row by :func:`row_folder`)."""
+    return Path(out) / row_folder(row) / f"seed{seed}"
+
+
+def run_rows(run: Run, rows: Mapping[str, Any], run_one: Callable[..., dict]) -> tuple[dict, dict]:
+    """Run ``run_one(cfg, out, preset, mesh)`` for every row (name -> its config) and seed.
+
+    Seeds are ``run.cfg.train.seeds`` (none given: the one ``train.seed``); each run gets its row's config with
+    ``train.seed`` set and ``train.seeds`` cleared, so its folder is an ordinary resumable run whatever the seed
+    list (adding a seed later reuses the finished ones). One row of a config that is not a comparison
+    (:func:`is_comparison`) runs in ``run.out`` itself;
+    otherwise in :func:`seed_dir`. Returns ``(summaries, dirs)`` by row: in a comparison the summary aggregated
+    over seeds (:func:`attn_jax.train.report.aggregate`; its ``per_seed_summaries`` keeps each seed's own), else
+    the one run's summary as its summary.json holds it; and the row's folders in seed order."""
+    seeds = tuple(run.cfg.train.seeds) or (run.cfg.train.seed,)
+    comparison = len(rows) > 1 or is_comparison(run.cfg)
+    out = Path(run.out)
+    summaries, dirs = {}, {}
+    with run_dir(run, comparison=comparison):
+        for i, (row, cfg) in enumerate(rows.items()):
+            per_seed, dirs[row] = {}, []
+            for seed in seeds:
+                where = seed_dir(out, row, seed) if comparison else out
+                if comparison:
+                    print(f"== {row} ({i + 1}/{len(rows)}), seed {seed} -> {where}")
+                one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, seeds=()))
+                per_seed[seed] = run_one(one, where, run.preset, run.mesh)
+                dirs[row].append(where)
+            summaries[row] = report.aggregate(per_seed) if comparison else per_seed[seeds[0]]
+    return summaries, dirs
+
+
 def run_models(run: Run, run_one: Callable[..., dict], valid: tuple[str, ...]) -> tuple[dict, dict]:
-    """The ``model`` / ``models`` convention: run ``run_one(cfg, out, preset, mesh)`` for ``cfg.model``, or for each
-    of ``cfg.models`` in ``out/<model>`` (comparison mode). Returns (summaries, run folders) by model name.
-    The folder is held (:func:`run_dir`) for the loop; hold it in ``main`` too to cover what follows."""
-    cfg, out, preset, mesh = run
+    """The ``model`` / ``models`` convention on :func:`run_rows`: a row per model of ``cfg.models`` (or the one
+    ``cfg.model``), each config with ``model`` set and ``models`` cleared. Hold the folder (:func:`run_dir`) in
+    ``main`` too to cover what follows the runs."""
+    cfg = run.cfg
     models = cfg.models or (cfg.model,)
     for m in models:
         if m not in valid:
             raise SystemExit(f"unknown model {m!r}; valid: {', '.join(valid)}")
-    out = Path(out)
-    summaries, dirs = {}, {}
-    with run_dir(run):
-        for m in models:
-            dirs[m] = out / m if cfg.models else out
-            if cfg.models:
-                print(f"== {m} ({models.index(m) + 1}/{len(models)}) -> {dirs[m]}")
-            summaries[m] = run_one(dataclasses.replace(cfg, model=m, models=()), dirs[m], preset, mesh)
-    return summaries, dirs
+    return run_rows(run, {m: dataclasses.replace(cfg, model=m, models=()) for m in models}, run_one)
 
 
 def save_comparison(out: Path, name: str, argv, summaries: Mapping[str, dict], **fields) -> None:
-    """``out/comparison.json`` of a ``models=...`` run: ``fields``, the command line and every model's summary
-    (written atomically)."""
+    """``out/comparison.json`` of a comparison: ``fields``, the command line and every row's summary (aggregated
+    over seeds, each seed's own in ``per_seed_summaries``; written atomically)."""
     rundir.write_json(Path(out) / "comparison.json", {**fields, "command": command_line(name, argv),
                                                        "summaries": summaries})
 
@@ -145,9 +189,11 @@ def main(name: str, presets: Mapping[str, Callable[[], Any]], make_task: Callabl
     parsed = parse(name, presets, argv, default_preset)
     if parsed is None:
         return None
-    cfg, out, preset, mesh = parsed
-    with run_dir(parsed, comparison=False):
-        summary, _ = train(make_task(cfg), cfg.train, out,
-                           config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)}, mesh=mesh)
-    print(f"{name}: final train loss {summary['final_train_loss']:.4f}; eval {summary['eval']}; wrote {out}")
+    def run_one(cfg, out, preset, mesh):
+        return train(make_task(cfg), cfg.train, out,
+                     config={"experiment": name, "preset": preset, **config_lib.to_dict(cfg)}, mesh=mesh)[0]
+
+    summaries, _ = run_rows(parsed, {getattr(parsed.cfg, "model", name): parsed.cfg}, run_one)
+    (summary,) = summaries.values()
+    print(f"{name}: final train loss {summary['final_train_loss']:.4f}; eval {summary['eval']}; wrote {parsed.out}")
     return summary

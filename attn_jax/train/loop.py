@@ -7,8 +7,12 @@ loss is, which batch belongs to a step, how to evaluate) and a
 * optimizer (adam / adamw / rmsprop / sgd) with warmup + cosine schedule and
   global-norm gradient clipping; one ``jax.jit``-compiled step;
 * ``metrics.jsonl`` (one JSON line per logged step and per evaluation), a tqdm
-  bar with loss and steps/s, ``summary.json`` at the end (docs/design.md, "Runs and results");
-  TensorBoard event files in ``tensorboard/`` too when the optional
+  bar with loss and steps/s, ``summary.json`` at the end (docs/design.md, "Runs and results") with what the
+  loop alone records: ``wall_s`` (seconds of :func:`train` up to the final checkpoint, summed over sittings:
+  set-up, steps and periodic evaluations, not the final evaluation; an interrupted sitting counts up to its last
+  checkpoint; a finished run's results recomputed from that checkpoint keep it), ``parameters`` and ``commit``
+  (:mod:`attn_jax.train.provenance`); experiments add their own fields with :func:`add_to_summary`, which
+  refuses those keys; TensorBoard event files in ``tensorboard/`` too when the optional
   ``tensorboardX`` package is installed (nothing else needs it);
 * orbax checkpoints of parameters, optimizer state and step, every
   ``checkpoint_every`` steps and at the end, keeping the last ``keep_checkpoints``.
@@ -52,7 +56,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from attn_jax.sharding import ACTIVATION_RULES, batch_sharding, parse_rules, state_shardings, use_mesh
-from attn_jax.train import rundir
+from attn_jax.train import provenance, rundir
+from attn_jax.train.report import parameter_count
 from attn_jax.train.rundir import RunDirError
 
 
@@ -68,6 +73,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0
     seed: int = 0
+    # several seeds (``--set seeds=0,1,2``): each row runs once per seed into ``<out>/<row>/seed<k>/`` with
+    # ``seed`` set to k (attn_jax.train.cli); () = the one run of ``seed``
+    seeds: tuple[int, ...] = ()
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     checkpoint_every: int = 50
@@ -95,6 +103,9 @@ class TrainConfig:
                 continue
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} = {v!r}: must be a finite number >= 0")
+        if len(set(self.seeds)) != len(self.seeds) or any(isinstance(k, bool) or not isinstance(k, int) or k < 0
+                                                           for k in self.seeds):
+            raise ValueError(f"seeds = {self.seeds!r}: must be distinct integers >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule = {self.schedule!r}: unknown; valid: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -114,7 +125,9 @@ class Task(Protocol):
 
     def evaluate(self, params: Any) -> Mapping[str, float]: ...
 
-    # optional: ``optimizer(cfg) -> optax.GradientTransformation`` replaces :func:`make_optimizer`
+    # optional: ``optimizer(cfg) -> optax.GradientTransformation`` replaces :func:`make_optimizer`;
+    # ``parameter_count(params) -> int | dict[str, int]`` replaces counting every array of the state
+    # (e.g. a GAN's generator and discriminator apart, or the model without a baseline's state)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -335,7 +348,31 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
         return _train(task, cfg, out, config_json, mesh)
 
 
+# summary.json keys the loop owns: an experiment adds its own fields with add_to_summary, never these
+HARNESS_KEYS = ("final_train_loss", "steps", "eval", "device", "wall_s", "parameters", "commit")
+
+
+def add_to_summary(out: Path | str, summary: Mapping[str, Any], fields: Mapping[str, Any]) -> dict:
+    """``summary`` (what :func:`train` returned for ``out``) with an experiment's own ``fields`` (e.g. bucket
+    sizes) merged in, written to ``out/summary.json``.
+
+    The harness's keys (:data:`HARNESS_KEYS`: ``wall_s``, ``parameters``, ``commit``, ``eval``, ...) are refused,
+    so a rerun cannot replace what the loop recorded; equal content is not rewritten (a finished run's rerun
+    touches nothing). Only process 0 writes."""
+    if owned := sorted(set(fields) & set(HARNESS_KEYS)):
+        raise ValueError(f"summary.json keys {owned} are recorded by the training loop; an experiment cannot set them")
+    summary = {**summary, **json.loads(json.dumps(dict(fields), default=float))}
+    if jax.process_index() == 0:
+        rundir.write_json(Path(out) / "summary.json", summary)
+    return summary
+
+
+def _count(task: Task, params) -> int | dict[str, int]:
+    return task.parameter_count(params) if hasattr(task, "parameter_count") else parameter_count(params)
+
+
 def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mesh | None) -> tuple[dict, Any]:
+    began = time.perf_counter()
     main_process = jax.process_index() == 0
     _check_config(out, config_json)
     # a task may bring its own optimizer (e.g. a non-gradient update for part of its state); else the config's
@@ -347,10 +384,11 @@ def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mes
     writer = None
     try:
         restored, unreadable = _restore(manager, {"params": params, "opt_state": opt_state}, ckdir)
-        start, restored_loss = 0, None
+        start, restored_loss, earlier_s = 0, None, 0.0
         if restored is not None:
             params, opt_state = restored["state"]["params"], restored["state"]["opt_state"]
             start, restored_loss = int(restored["meta"]["step"]), restored["meta"].get("loss")
+            earlier_s = float(restored["meta"].get("wall_s", 0.0))  # earlier sittings, up to that checkpoint
         if unreadable:  # resume from an older one: the newer ones are replayed and saved again
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
@@ -397,11 +435,14 @@ def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mes
 
         step_fn = jax.jit(step) if mesh is None else jax.jit(step, out_shardings=(param_sh, opt_sh, None, None))
 
+        wall = {"s": earlier_s}  # seconds up to the latest checkpoint, over sittings: the summary's wall_s
+
         def save(step, loss):
             _check_finite(loss, step, manager)
+            wall["s"] = earlier_s + time.perf_counter() - began
             manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
-                meta=ocp.args.JsonSave({"step": step, "loss": loss})), force=True)
+                meta=ocp.args.JsonSave({"step": step, "loss": loss, "wall_s": wall["s"]})), force=True)
 
         writer = tensorboard_writer(out) if cfg.tensorboard and main_process else None
 
@@ -444,7 +485,9 @@ def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mes
         manager.wait_until_finished()
         metrics = {k: float(v) for k, v in task.evaluate(params).items()}
         log({"step": cfg.steps, **{f"eval/{k}": v for k, v in metrics.items()}})
-        summary = dict(final_train_loss=final_loss, steps=cfg.steps, eval=metrics, device=device_string())
+        summary = dict(final_train_loss=final_loss, steps=cfg.steps, eval=metrics, device=device_string(),
+                       wall_s=wall["s"], parameters=_count(task, params),
+                       commit=provenance.code_commit())
         if main_process:
             rundir.write_json(summary_path, summary)
         return summary, params

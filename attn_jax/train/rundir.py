@@ -107,11 +107,14 @@ def read_metrics(path: Path | str) -> list[dict]:
 
 # --- one kind of run per folder ------------------------------------------------------------------------------------
 def runs_inside(out: Path | str) -> list[str]:
-    """Names of the subfolders of ``out`` that are runs (hold a config.json)."""
+    """Names of the subfolders of ``out`` that are runs (hold a config.json) or rows of runs over seeds (hold
+    ``seed<k>/config.json``)."""
     out = Path(out)
     if not out.is_dir():
         return []
-    return sorted(p.name for p in out.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and (
+        (p / "config.json").is_file() or any(s.name.startswith("seed") and (s / "config.json").is_file()
+                                             for s in p.iterdir() if s.is_dir())))
 
 
 def check_kind(out: Path | str, comparison: bool) -> None:
