@@ -31,7 +31,6 @@ import functools
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -42,9 +41,9 @@ from flax import nnx
 
 from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import parameter_count, plot_metric_curves
+from attn_jax.train.report import plot_metric_curves
 from experiments import seq2seq
 from experiments.data import chars
 from experiments.readme import repo_relative, update_readme_block
@@ -115,7 +114,9 @@ def model_config(cfg: Config, vocab: int, target_vocab: int = 0, max_length: int
     return TransformerConfig(vocab_size=vocab, target_vocab_size=target_vocab, d_model=n.d_model, num_heads=n.heads,
                              num_kv_heads=n.kv_heads, d_ff=n.d_ff, encoder_layers=n.layers, decoder_layers=n.layers,
                              dropout=n.dropout, positions=n.positions, norm=n.norm, max_length=max_length,
-                             tie_embeddings=not target_vocab or target_vocab == vocab,
+                             # the output projection is the target embedding (Vaswani 3.4); the two languages
+                             # keep their own tables (share_embeddings off)
+                             tie_embeddings=True,
                              implementation=n.implementation)
 
 
@@ -207,19 +208,17 @@ class CharLMTask:
 
 # --- runs ----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = CharLMTask(cfg) if cfg.task == "lm" else TranslationTask(cfg)
     config = {"experiment": "transformer", "preset": preset, **to_dict(cfg)}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
-    summary = {**summary, "wall_s": summary.get("wall_s", time.perf_counter() - start),  # of the training call
-               "parameters": parameter_count(params)}
+    extra = {}
     if cfg.task != "lm" and task.last_outputs is None:  # a finished run returned without training: decode
         task.evaluate(params)
     if jax.process_index() == 0:
         if cfg.task == "lm":
             text = task.sample(params, "The ", min(200, cfg.lm_length - 5))
             (out / "samples.txt").write_text(text)
-            summary["sample"] = text
+            extra["sample"] = text
             plot_metric_curves({"transformer": out}, "bits_per_char", out / "learning_curve.png",
                                f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
         else:
@@ -227,13 +226,11 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
             counts = seq2seq._bucket_counts(task)
             seq2seq.plot_bleu_by_length({"transformer": summary}, task.buckets, counts, out / "bleu_by_length.png",
                                         f"transformer on {cfg.data} ({preset}): BLEU by source length")
-        rundir.write_json(out / "summary.json", summary)
-    return summary
+    return add_to_summary(out, summary, extra) if extra else summary
 
 
 def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> dict:
     """Table 3 rows A and E at our scale: heads at fixed d_model, and learned positions (4 heads)."""
-    rows = {}
     train_cfg = cfg.train
     if cfg.ablation_steps:  # a shorter run: warm up over at most a fifth of it
         train_cfg = dataclasses.replace(train_cfg, steps=cfg.ablation_steps,
@@ -243,8 +240,8 @@ def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> d
                 for h in cfg.ablation_heads]
     variants.append(("learned positions", dataclasses.replace(base, net=dataclasses.replace(
         base.net, positions="learned"))))
-    for name, c in variants:
-        rows[name] = {**run_one(c, out / name.replace(" ", "_").replace("=", ""), preset, mesh), "heads": c.net.heads}
+    summaries, _ = cli.run_rows(cli.Run(cfg, out, preset, mesh), dict(variants), run_one)
+    rows = {name: {**summaries[name], "heads": c.net.heads} for name, c in variants}
     result = {"preset": preset, "d_model": cfg.net.d_model, "command": cli.command_line("transformer", argv),
               "rows": rows}
     if jax.process_index() == 0:

@@ -155,3 +155,41 @@ def test_attention_fn_hook_swaps_in_jax_nn():
     theirs = _lm("rope", "pre", attention_fn=jax_nn)(tokens)
     np.testing.assert_allclose(theirs, ours, atol=2e-5, rtol=2e-5)
     assert calls and all(c == ["is_causal", "key_value_seq_lengths"] for c in calls)
+
+
+def _position_signal(kind: str, d: int = 64, length: int = 128) -> np.ndarray:
+    """What the embedding adds for positions at init: its output minus the scaled token embedding."""
+    from attn_jax.nn.transformer import Embedding, _Rng
+
+    cfg = TransformerConfig(vocab_size=50, d_model=d, positions=kind, max_length=length, dropout=0.0)
+    emb = Embedding(cfg, 50, rngs=nnx.Rngs(params=0))
+    tokens = jnp.arange(length)[None] % 50
+    x = emb(tokens, jnp.arange(length)[None], _Rng(None))
+    token_part = jnp.take(emb.table[...], tokens, axis=0) * np.sqrt(d)
+    return np.asarray(x - token_part), np.asarray(token_part)
+
+
+def test_learned_and_sinusoidal_positions_start_at_comparable_scale():
+    learned, tokens = _position_signal("learned")
+    sines, _ = _position_signal("sinusoidal")
+    rms = {name: float(np.sqrt(np.mean(a ** 2))) for name, a in
+           {"learned": learned, "sinusoidal": sines, "tokens": tokens}.items()}
+    assert 0.5 < rms["learned"] / rms["sinusoidal"] < 2.0, rms
+    assert 0.5 < rms["learned"] / rms["tokens"] < 2.0, rms  # not ~50x weaker than the tokens it is added to
+
+
+def test_two_languages_keep_their_own_tables_and_one_vocabulary_shares_one():
+    def model(**kw):
+        cfg = TransformerConfig(vocab_size=20, d_model=16, num_heads=2, d_ff=32, encoder_layers=1,
+                                decoder_layers=1, positions="learned", max_length=16, **kw)
+        return Transformer(cfg, rngs=nnx.Rngs(params=0))
+
+    two = model(target_vocab_size=20)  # two languages that happen to have the same vocabulary size
+    assert two.src_embed is not two.tgt_embed and two.head is None  # output tied to the target table only
+    assert not np.allclose(two.src_embed.learned[...], two.tgt_embed.learned[...])
+    one = model()
+    assert one.src_embed is one.tgt_embed
+    asked = model(target_vocab_size=20, share_embeddings=True)
+    assert asked.src_embed is asked.tgt_embed
+    with pytest.raises(ValueError, match="share_embeddings"):
+        TransformerConfig(vocab_size=20, target_vocab_size=21, share_embeddings=True)

@@ -64,7 +64,11 @@ class TransformerConfig:
     rope_base: float = 10_000.0
     norm: str = "post"
     activation: str = "relu"
-    tie_embeddings: bool = True
+    tie_embeddings: bool = True  # the output projection is the target embedding transposed
+    # the encoder-decoder's source and target share one embedding (and learned position) table, with
+    # tie_embeddings: always when target_vocab_size is 0 (one vocabulary); with two declared vocabularies (of equal
+    # size) only when this is set
+    share_embeddings: bool = False
     implementation: Any = None  # dot_product_attention's
     # Replaces attn_jax.dot_product_attention in full-sequence attention (training, prefill) when set: any function
     # with its (jax.nn's) signature, e.g. jax.nn.dot_product_attention, called as
@@ -75,6 +79,9 @@ class TransformerConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
+        if self.share_embeddings and self.target_vocab_size not in (0, self.vocab_size):
+            raise ValueError(f"share_embeddings needs one vocabulary; target_vocab_size {self.target_vocab_size} != "
+                             f"vocab_size {self.vocab_size}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; valid: {', '.join(POSITIONS)}")
         if self.norm not in NORMS:
@@ -331,7 +338,10 @@ class Embedding(nnx.Module):
         pd = jnp.dtype(cfg.param_dtype)
         self.table = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5), (vocab, cfg.d_model),
                             ("vocab", "embed"), pd)
-        self.learned = _param(rngs, nnx.initializers.normal(0.02), (cfg.max_length, cfg.d_model),
+        # learned positions start like the token table and are scaled by √D as the tokens are: both signals start
+        # at RMS ~1, beside the sinusoids' RMS of 1/√2 (a table at N(0, 0.02) unscaled starts ~50x weaker than
+        # the tokens it is added to)
+        self.learned = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5), (cfg.max_length, cfg.d_model),
                               ("positions", "embed"), pd) if cfg.positions == "learned" else None
         self.kind, self.d, self.dtype, self.rate = cfg.positions, cfg.d_model, jnp.dtype(cfg.dtype), cfg.dropout
 
@@ -340,7 +350,7 @@ class Embedding(nnx.Module):
         if self.kind == "sinusoidal":
             x = x + sinusoidal(positions, self.d, dtype=self.dtype)
         elif self.kind == "learned":
-            x = x + jnp.take(self.learned[...], positions, axis=0, mode="clip").astype(self.dtype)
+            x = x + jnp.take(self.learned[...], positions, axis=0, mode="clip").astype(self.dtype) * math.sqrt(self.d)
         return _dropout(constrain(x, ("batch", "seq", "embed")), self.rate, rng())
 
     def attend(self, h: Array) -> Array:
@@ -432,7 +442,10 @@ class Transformer(nnx.Module):
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs, decode_length: int = 64):
         self.cfg, self.decode_length = cfg, decode_length
-        shared = cfg.target_vocab == cfg.vocab_size and cfg.tie_embeddings
+        # one table for both sides only for one vocabulary (target_vocab_size 0: the target speaks the source's
+        # vocabulary, as the paper's joint BPE) or when asked; two languages whose vocabularies merely have the
+        # same size keep their own token and position tables
+        shared = cfg.tie_embeddings and (cfg.target_vocab_size == 0 or cfg.share_embeddings)
         self.src_embed = Embedding(cfg, cfg.vocab_size, rngs=rngs)
         self.tgt_embed = self.src_embed if shared else Embedding(cfg, cfg.target_vocab, rngs=rngs)
         self.encoder = nnx.List([EncoderLayer(cfg, rngs=rngs) for _ in range(cfg.encoder_layers)])
