@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import shutil
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -39,23 +39,29 @@ import optax
 from flax import nnx
 
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
-from attn_jax.train import TrainConfig, cli, rundir, text_metrics, train
+from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, text_metrics, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import pyplot, save_line_plot
+from experiments import tables
 from experiments.data import dates, number_words
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
-from experiments.readme import repo_relative, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 DATASETS = ("num2words-de", "num2words-fr", "dates")
-DEFAULT_BUCKETS = {"num2words-de": (6, 9, 12, 15, 18), "num2words-fr": (6, 9, 12, 15, 18), "dates": (7, 9, 11)}
+# num2words: the first three buckets hold the training lengths (train_max_tokens 10), the rest lengths no
+# training source has
+DEFAULT_BUCKETS = {"num2words-de": (4, 7, 10, 13, 16), "num2words-fr": (4, 7, 10, 13, 16), "dates": (7, 9, 11)}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     train_size: int = 20000
     test_size: int = 1000
-    max_digits: int = 12  # num2words: test numbers have 1..max_digits digits (uniform)
-    train_digits: int = 9  # num2words: training numbers mostly up to this many digits
+    max_digits: int = 12  # num2words: numbers have 1..max_digits digits (uniform)
+    train_digits: int = 9  # num2words with train_max_tokens 0: training numbers mostly up to this many digits
+    # num2words: training sources of at most this many English tokens, test sources of any length (length
+    # generalisation, experiments.data.number_words); 0: every length in training (train_digits' tail)
+    train_max_tokens: int = 10
     seed: int = 0
     length_buckets: tuple[int, ...] = ()  # upper edges of the source-length buckets; () = per-dataset default
 
@@ -116,7 +122,8 @@ def load(data: str, dcfg: DataConfig) -> tuple[ParallelData, ParallelData]:
     if data in ("num2words-de", "num2words-fr"):
         train_split, test_split = number_words.make_split(data[-2:], train_size=dcfg.train_size,
                                                           test_size=dcfg.test_size, max_digits=dcfg.max_digits,
-                                                          train_digits=dcfg.train_digits, seed=dcfg.seed)
+                                                          train_digits=dcfg.train_digits, seed=dcfg.seed,
+                                                          train_max_tokens=dcfg.train_max_tokens)
     elif data == "dates":
         train_split, test_split = dates.make_split(train_size=dcfg.train_size, test_size=dcfg.test_size,
                                                    seed=dcfg.seed)
@@ -289,13 +296,26 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
 
 
-def plot_bleu_by_length(summaries: dict[str, dict], buckets, counts: dict[str, int], path: Path, title: str) -> None:
+def plot_bleu_by_length(summaries: dict[str, dict], buckets, counts: dict[str, int], path: Path, title: str,
+                        train_max: int | None = None) -> None:
+    """BLEU per source-length bucket, one line per model (with a ±1 std band when the summary is over seeds), and
+    a dashed line after the bucket holding ``train_max``, the longest training source."""
     plt = pyplot()
     names = [b for b in text_metrics.bucket_names(buckets) if b in counts]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for model, s in summaries.items():
-        ax.plot(range(len(names)), [s["eval"].get(f"bleu_len_{b}", np.nan) for b in names], marker="o",
-                label=model)
+        y = np.array([s["eval"].get(f"bleu_len_{b}", np.nan) for b in names], dtype=float)
+        seeds = len(s.get("seeds", ()))
+        (line,) = ax.plot(range(len(names)), y, marker="o", label=model + (f" ({seeds} seeds)" if seeds > 1 else ""))
+        if seeds > 1:
+            std = np.array([s["eval_std"].get(f"bleu_len_{b}", np.nan) for b in names], dtype=float)
+            ax.fill_between(range(len(names)), y - std, y + std, color=line.get_color(), alpha=0.15, linewidth=0)
+    if train_max is not None:
+        all_names = text_metrics.bucket_names(buckets)
+        inside = all_names[text_metrics.bucket_of(train_max, buckets)]
+        if inside in names:
+            ax.axvline(names.index(inside) + 0.5, color="gray", ls="--", lw=1,
+                       label=f"longest training source ({train_max} tokens)")
     ax.set_xticks(range(len(names)), [f"{b}\n(n={counts[b]})" for b in names])
     ax.set_xlabel("source length (tokens)")
     ax.set_ylabel("BLEU")
@@ -336,23 +356,19 @@ def write_samples(task: Seq2SeqTask, path: Path, count: int = 20) -> None:
 
 
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
-    start = time.perf_counter()
     task = Seq2SeqTask(cfg)
     config = {"experiment": "seq2seq", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
     if task.last_outputs is None:  # a finished run was returned without training: decode for the reports
         task.evaluate(params)
     counts = _bucket_counts(task)
+    train_max = max(map(len, task.train_data.source))
     plot_bleu_by_length({cfg.model: summary}, task.buckets, counts, out / "bleu_by_length.png",
-                        f"{cfg.data}: BLEU by source length")
+                        f"{cfg.data}: BLEU by source length", train_max)
     if cfg.model != "none" and cfg.heatmaps:
         plot_alignments(task, out / "alignments.png", cfg.heatmaps)
     write_samples(task, out / "samples.txt")
-    summary = {**summary, "bucket_counts": counts,
-               "wall_s": summary.get("wall_s", time.perf_counter() - start)}  # of the training call
-    if jax.process_index() == 0:
-        rundir.write_json(out / "summary.json", summary)
-    return summary
+    return add_to_summary(out, summary, {"bucket_counts": counts, "train_max_source_length": train_max})
 
 
 def _bucket_counts(task: Seq2SeqTask) -> dict[str, int]:
@@ -371,57 +387,78 @@ def main(argv=None) -> dict | None:
     if cfg.data not in DATASETS:
         raise SystemExit(f"unknown data {cfg.data!r}; valid: {', '.join(DATASETS)}")
     with cli.run_dir(parsed):
-        summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
+        summaries, dirs = cli.run_models(parsed, run_one, ATTENTIONS)
         out = Path(out)
         buckets = cfg.dataset.length_buckets or DEFAULT_BUCKETS[cfg.data]
-        counts = next(iter(summaries.values()))["bucket_counts"]
+        first = next(iter(summaries.values()))
+        counts, train_max = first["bucket_counts"], first.get("train_max_source_length")
         plot_bleu_by_length(summaries, buckets, counts, out / "bleu_by_length.png",
-                            f"{cfg.data} ({preset}): BLEU by source length")
+                            f"{cfg.data} ({preset}): BLEU by source length", train_max)
         table = bucket_table(summaries, buckets)
-        if cfg.models:
+        if cli.is_comparison(cfg):
             rundir.write_json(out / "comparison.json", {
                 "data": cfg.data, "preset": preset, "buckets": buckets, "bucket_counts": counts,
+                "train_max_source_length": train_max,
                 "command": cli.command_line("seq2seq", argv), "summaries": summaries})
     print(f"\n{cfg.data}, preset {preset}: test BLEU by source length (tokens)\n{table}\n")
     print(f"plots: {out / 'bleu_by_length.png'}"
-          + "".join(f", {(out / m if cfg.models else out) / 'alignments.png'}" for m in summaries if m != "none"))
+          + "".join(f", {dirs[m][0] / 'alignments.png'}" for m in summaries if m != "none"))
     return summaries
 
 
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
+    """The published table of a comparison run (``results/comparison.json``, experiments.tables' schema: every
+    metric's mean, std and per-seed values), its plots, and the README block ``block`` written from them."""
     run_dir, results = Path(run_dir), Path(results)
-    comparison = stage_comparison(run_dir, results)
+    comparison = json.loads((run_dir / "comparison.json").read_text())
+    summaries, buckets, counts = comparison["summaries"], comparison["buckets"], comparison["bucket_counts"]
+    names = [b for b in text_metrics.bucket_names(buckets) if b in counts]
+    overall = [m for m in ("bleu", "chrf", "exact_match", "perplexity", "aer", "inversion")
+               if any(m in s["per_seed"] for s in summaries.values())]
+    metrics = overall + [f"bleu_len_{b}" for b in names if any(f"bleu_len_{b}" in s["per_seed"]
+                                                              for s in summaries.values())]
+    table = tables.from_summaries(summaries, comparison["command"], metrics)
+    table["buckets"] = {"edges": list(buckets), "counts": counts,
+                        "train_max_source_length": comparison.get("train_max_source_length")}
+    tables.write(results, table)
     shutil.copy(run_dir / "bleu_by_length.png", results / "bleu_by_length.png")
     images = []
-    for model in comparison["summaries"]:
-        if (run_dir / model / "alignments.png").exists():
-            shutil.copy(run_dir / model / "alignments.png", results / f"alignments_{model}.png")
+    for model in summaries:
+        if (row_run(run_dir, model) / "alignments.png").exists():
+            shutil.copy(row_run(run_dir, model) / "alignments.png", results / f"alignments_{model}.png")
             images.append(model)
-    summaries, buckets = comparison["summaries"], comparison["buckets"]
-    first = next(iter(summaries.values()))
-    names = [b for b in text_metrics.bucket_names(buckets) if b in comparison["bucket_counts"]]
-    longest = names[-1]
-    walls = [s["wall_s"] for s in summaries.values()]
+    train_max = comparison.get("train_max_source_length")
+    beyond = [b for b in names if train_max is not None and int(b.split("-")[0].rstrip("+")) > train_max]
+    rows = table["rows"]
+    walls = [r["wall_s"] for r in rows.values()]
+    lower = {"perplexity": False, "aer": False}
+    fmt = {"exact_match": ".3f", "perplexity": ".3f", "aer": ".3f", "inversion": ".2f"}
+    columns = [(m, m, fmt.get(m, ".1f")) for m in overall if m in ("bleu", "exact_match", "aer", "inversion")]
+    columns += [(f"bleu_len_{b}", f"BLEU {b}" + (" *" if b in beyond else ""), ".1f") for b in names]
+    prov = table["provenance"]
     lines = [
-        f"Device: {first['device']}; preset `{comparison['preset']}`, {first['steps']} steps per model; "
-        f"written by `python -m experiments.publish seq2seq {run_dir} --block {block}` from "
-        f"`{comparison['command']}` (wall time per model {min(walls):.0f}-{max(walls):.0f} s, training and "
-        f"evaluation). Test set: {sum(comparison['bucket_counts'].values())} pairs; buckets by source length in "
-        "tokens with their sizes: " + ", ".join(f"{b} (n={comparison['bucket_counts'][b]})" for b in names) + ".",
+        f"Device: {prov['device']}; commit {str(prov['commit'])[:12]}; {next(iter(summaries.values()))['steps']} "
+        f"steps per run, seeds {', '.join(map(str, table['seeds']))}; written by `python -m experiments.publish "
+        f"seq2seq {run_dir} --block {block}` from `{prov['command']}` (training time per run, mean over seeds: "
+        f"{min(walls):.0f}-{max(walls):.0f} s). Test set: {sum(counts.values())} pairs; buckets by source length in "
+        "tokens with their sizes: " + ", ".join(f"{b} (n={counts[b]})" for b in names) + "."
+        + (f" Training sources have at most {train_max} tokens: the buckets marked * hold lengths no training "
+           "source has." if beyond else ""),
         "",
-        bucket_table(summaries, buckets),
+        tables.markdown(table, columns, higher=lower),
         "",
-        f"Longest bucket ({longest}): " + ", ".join(
-            f"{m} {s['eval'].get(f'bleu_len_{longest}', float('nan')):.1f}" for m, s in summaries.items())
-        + " BLEU; overall exact match: " + ", ".join(
-            f"{m} {s['eval']['exact_match']:.3f}" for m, s in summaries.items()) + ".",
-        "",
-        f"![BLEU by source length]({repo_relative(results / 'bleu_by_length.png')})",
     ]
+    longest = f"bleu_len_{names[-1]}"
+    if "none" in rows and longest in metrics:
+        base = rows["none"]["metrics"][longest]
+        gaps = [f"{m} {r['metrics'][longest]['mean'] - base['mean']:+.1f}"
+                + (" (within noise)" if tables.within_noise(r["metrics"][longest], base) else "")
+                for m, r in rows.items() if m != "none"]
+        lines += [f"Longest bucket ({names[-1]}), BLEU minus no attention's: " + ", ".join(gaps) + ".", ""]
+    lines.append(f"![BLEU by source length]({repo_relative(results / 'bleu_by_length.png')})")
     lines += [f"![alignments {m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[:2]]
     if len(images) > 2:
-        lines += ["", "Alignment heatmaps of the other models: " + ", ".join(
+        lines += ["", "Alignment heatmaps of the other models (first seed): " + ", ".join(
             f"[{m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[2:]) + "."]
     text = "\n".join(lines)
     update_readme_block(block, text, readme)

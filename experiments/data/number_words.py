@@ -8,10 +8,17 @@ space between German words (around "Million", "Milliarde"). German puts units
 before tens (zwei|und|vierzig ~ "forty two"), so the alignment is not monotone.
 French targets split at spaces and hyphens, the hyphen kept as a token.
 
-Lengths: the training numbers have up to ``train_digits`` digits for the most
-part (each extra digit halves the probability), the test numbers are uniform in
-their digit count up to ``max_digits``, so the test set holds longer inputs than
-most of training. Splits are deterministic in ``seed``; a number (hence a
+Lengths, two ways. By default the training numbers have up to ``train_digits``
+digits for the most part (each extra digit halves the probability) and the test
+numbers are uniform in their digit count up to ``max_digits``, so the test set
+holds longer inputs than most of training, but every length occurs in training.
+With ``train_max_tokens`` the split tests length generalisation proper: both
+splits draw numbers whose 3-digit groups are each zero with probability 1/2
+(so "three billion and five" is as likely as a dense twelve-digit number, and
+every word of the vocabulary, "Milliarde" included, occurs in short sources),
+the training split keeps only sources of at most ``train_max_tokens`` English
+tokens, and the test split keeps every length: its long buckets hold lengths no
+training source has. Splits are deterministic in ``seed``; a number (hence a
 source string) is never in both.
 """
 
@@ -98,6 +105,17 @@ def _sample(rng: np.random.Generator, count: int, digit_probs: np.ndarray) -> li
     return [int(x) for x in rng.integers(low, 10**digits)]
 
 
+def _sample_sparse(rng: np.random.Generator, count: int, max_digits: int) -> list[int]:
+    """Numbers uniform in their digit count up to ``max_digits``, each 3-digit group below the leading one zero
+    with probability 1/2 (short sources for long numbers)."""
+    out = []
+    for n in _sample(rng, count, np.full(max_digits, 1.0 / max_digits)):
+        groups = [(n // 1000**g) % 1000 for g in range((len(str(n)) + 2) // 3)]
+        keep = [g == len(groups) - 1 or rng.random() >= 0.5 for g in range(len(groups))]
+        out.append(sum(v * 1000**g for g, (v, k) in enumerate(zip(groups, keep, strict=True)) if k))
+    return out
+
+
 def digit_probs(max_digits: int, train_digits: int | None) -> np.ndarray:
     """Probability of each digit count 1..max_digits: uniform, or halving per digit above ``train_digits``."""
     d = np.arange(1, max_digits + 1)
@@ -106,18 +124,29 @@ def digit_probs(max_digits: int, train_digits: int | None) -> np.ndarray:
 
 
 def make_split(language: str, *, train_size: int, test_size: int, max_digits: int = 9, train_digits: int = 6,
-               seed: int = 0) -> tuple[ParallelData, ParallelData]:
-    """(train, test) pairs for ``language`` in {"de", "fr"}."""
+               seed: int = 0, train_max_tokens: int = 0) -> tuple[ParallelData, ParallelData]:
+    """(train, test) pairs for ``language`` in {"de", "fr"}; ``train_max_tokens`` > 0: the length-generalisation
+    split (module docstring)."""
     if language not in ("de", "fr"):
         raise ValueError(f"unknown target language {language!r}; valid: de, fr")
     if not 1 <= train_digits <= max_digits:
         raise ValueError(f"need 1 <= train_digits <= max_digits, got {train_digits=}, {max_digits=}")
     rng = np.random.default_rng(seed)
-    train_numbers: list[int] = list(dict.fromkeys(_sample(rng, 3 * train_size, digit_probs(max_digits, train_digits))))
-    train_numbers = train_numbers[:train_size]
-    taken = set(train_numbers)
-    test_numbers = [n for n in dict.fromkeys(_sample(rng, 4 * test_size, digit_probs(max_digits, None)))
-                    if n not in taken][:test_size]
+    if train_max_tokens:
+        pool = list(dict.fromkeys(_sample_sparse(rng, 6 * train_size, max_digits)))
+        train_numbers = [n for n in pool if len(english_tokens(n)) <= train_max_tokens][:train_size]
+        if len(train_numbers) < train_size:
+            raise ValueError(f"only {len(train_numbers)} distinct numbers of at most {train_max_tokens} tokens up "
+                             f"to {max_digits} digits for train_size {train_size}; lower it or raise the limit")
+        taken = set(train_numbers)
+        test_numbers = [n for n in dict.fromkeys(_sample_sparse(rng, 4 * test_size, max_digits))
+                        if n not in taken][:test_size]
+    else:
+        train_numbers = list(dict.fromkeys(_sample(rng, 3 * train_size, digit_probs(max_digits, train_digits))))
+        train_numbers = train_numbers[:train_size]
+        taken = set(train_numbers)
+        test_numbers = [n for n in dict.fromkeys(_sample(rng, 4 * test_size, digit_probs(max_digits, None)))
+                        if n not in taken][:test_size]
     target = german_tokens if language == "de" else french_tokens
 
     def pairs(numbers):
