@@ -7,7 +7,8 @@
 
 Variants: ``model`` in {none, bahdanau, luong-dot, luong-general, luong-concat,
 luong-location, local-m, local-p}; ``data`` in {num2words-de, num2words-fr,
-dates}. ``models=a,b,...`` trains each with the same budget into ``OUT/<model>/``
+dates, reorder}. ``models=a,b,...`` trains each with the same budget into
+``OUT/<model>/seed<k>/`` (``seeds=0,1,2`` for several seeds, docs/results.md)
 and draws them together in ``OUT/bleu_by_length.png``.
 
 Each run writes (beside the harness's config.json, metrics.jsonl, checkpoints,
@@ -16,10 +17,13 @@ summary.json): ``bleu_by_length.png`` (Bahdanau 2015 Fig. 2 analogue),
 Eval metrics in summary.json: ``bleu`` (sacrebleu, on target tokens: German
 number morphemes, French words, ISO characters), ``chrf`` (detokenised),
 ``exact_match``, ``perplexity`` (teacher-forced, per target token incl. EOS),
-``bleu_len_<a>-<b>`` per source-length bucket, and for dates ``aer`` (alignment
-error rate of teacher-forced arg-max alignments against the gold field links),
-for num2words-de ``inversion`` (the share of "<unit> und <tens>" pairs whose
-teacher-forced arg-max alignments are inverted, as the English order demands).
+``bleu_len_<a>-<b>`` per source-length bucket; for dates and reorder (the
+synthetic reordering language, experiments.data.reorder) ``aer`` (alignment
+error rate of teacher-forced arg-max alignments against the gold links) and
+``alignment_accuracy`` (the share of target tokens whose arg-max lands on a
+sure gold source token); for num2words-de ``inversion`` (the share of
+"<unit> und <tens>" pairs whose teacher-forced arg-max alignments are inverted,
+as the English order demands).
 """
 
 from __future__ import annotations
@@ -43,14 +47,15 @@ from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, text_metric
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import pyplot, save_line_plot
 from experiments import tables
-from experiments.data import dates, number_words
+from experiments.data import dates, number_words, reorder
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
 from experiments.readme import repo_relative, row_run, update_readme_block
 
-DATASETS = ("num2words-de", "num2words-fr", "dates")
+DATASETS = ("num2words-de", "num2words-fr", "dates", "reorder")
 # num2words: the first three buckets hold the training lengths (train_max_tokens 10), the rest lengths no
 # training source has
-DEFAULT_BUCKETS = {"num2words-de": (4, 7, 10, 13, 16), "num2words-fr": (4, 7, 10, 13, 16), "dates": (7, 9, 11)}
+DEFAULT_BUCKETS = {"num2words-de": (4, 7, 10, 13, 16), "num2words-fr": (4, 7, 10, 13, 16), "dates": (7, 9, 11),
+                   "reorder": (10, 16, 22, 28)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +132,9 @@ def load(data: str, dcfg: DataConfig) -> tuple[ParallelData, ParallelData]:
     elif data == "dates":
         train_split, test_split = dates.make_split(train_size=dcfg.train_size, test_size=dcfg.test_size,
                                                    seed=dcfg.seed)
+    elif data == "reorder":
+        train_split, test_split = reorder.make_split(train_size=dcfg.train_size, test_size=dcfg.test_size,
+                                                     seed=dcfg.seed)
     else:
         raise ValueError(f"unknown data {data!r}; valid: {', '.join(DATASETS)}")
     check_disjoint(train_split, test_split)
@@ -136,6 +144,8 @@ def load(data: str, dcfg: DataConfig) -> tuple[ParallelData, ParallelData]:
 def detokenize(data: str, tokens) -> str:
     if data == "dates":
         return "".join(tokens)
+    if data == "reorder":
+        return " ".join(tokens)
     return number_words.detokenize(tokens, data[-2:])
 
 
@@ -213,9 +223,10 @@ class Seq2SeqTask:
         for name, (score, _) in text_metrics.bleu_by_length(hyps, refs, src_lengths, self.buckets).items():
             metrics[f"bleu_len_{name}"] = score
         if data.gold is not None and self.cfg.model != "none":
-            metrics["aer"] = text_metrics.alignment_error_rate(
-                [w[:len(t), :len(s)] for w, t, s in zip(tf_weights, data.target, data.source, strict=True)],
-                [g.sure for g in data.gold], [g.possible for g in data.gold])
+            weights = [w[:len(t), :len(s)] for w, t, s in zip(tf_weights, data.target, data.source, strict=True)]
+            metrics["aer"] = text_metrics.alignment_error_rate(weights, [g.sure for g in data.gold],
+                                                               [g.possible for g in data.gold])
+            metrics["alignment_accuracy"] = text_metrics.alignment_accuracy(weights, [g.sure for g in data.gold])
         if self.cfg.data == "num2words-de" and self.cfg.model != "none":
             metrics["inversion"], _ = number_words.inversion_rate(tf_weights, refs)
         self.last_outputs = {"hypotheses": hyps, "alignments": aligns}
@@ -413,7 +424,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     comparison = json.loads((run_dir / "comparison.json").read_text())
     summaries, buckets, counts = comparison["summaries"], comparison["buckets"], comparison["bucket_counts"]
     names = [b for b in text_metrics.bucket_names(buckets) if b in counts]
-    overall = [m for m in ("bleu", "chrf", "exact_match", "perplexity", "aer", "inversion")
+    overall = [m for m in ("bleu", "chrf", "exact_match", "perplexity", "aer", "alignment_accuracy", "inversion")
                if any(m in s["per_seed"] for s in summaries.values())]
     metrics = overall + [f"bleu_len_{b}" for b in names if any(f"bleu_len_{b}" in s["per_seed"]
                                                               for s in summaries.values())]
@@ -432,8 +443,9 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     rows = table["rows"]
     walls = [r["wall_s"] for r in rows.values()]
     lower = {"perplexity": False, "aer": False}
-    fmt = {"exact_match": ".3f", "perplexity": ".3f", "aer": ".3f", "inversion": ".2f"}
-    columns = [(m, m, fmt.get(m, ".1f")) for m in overall if m in ("bleu", "exact_match", "aer", "inversion")]
+    fmt = {"exact_match": ".3f", "perplexity": ".3f", "aer": ".3f", "alignment_accuracy": ".3f", "inversion": ".2f"}
+    columns = [(m, m, fmt.get(m, ".1f")) for m in overall
+               if m in ("bleu", "exact_match", "aer", "alignment_accuracy", "inversion")]
     columns += [(f"bleu_len_{b}", f"BLEU {b}" + (" *" if b in beyond else ""), ".1f") for b in names]
     prov = table["provenance"]
     lines = [

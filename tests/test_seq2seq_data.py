@@ -94,3 +94,42 @@ def test_inversion_rate():
     assert number_words.inversion_rate([monotone, inverted], [target, target]) == (0.5, 2)
     rate, n = number_words.inversion_rate([monotone], [("sieb", "zehn")])
     assert np.isnan(rate) and n == 0
+
+
+def test_reorder_reverses_each_clause_with_exact_gold_links():
+    from experiments.data import reorder
+
+    words, table = reorder.lexicon(8)
+    source = (words[0], words[1], "|", words[2], words[3], words[4])
+    target, gold = reorder.translate(source, table)
+    links = [min(s) for s in gold.sure]
+    # clause 1 reversed, the separator, clause 2 reversed (a compound's two tokens share their word's link)
+    assert [p for i, p in enumerate(links) if i == 0 or links[i - 1] != p] == [1, 0, 2, 5, 4, 3]
+    assert len(target) == len(source) + sum(len(table[w]) - 1 for w in source if w != "|")
+    for tok, p in zip(target, links, strict=True):  # every target token is its source word's image
+        assert tok == "|" if source[p] == "|" else tok.lstrip("=") == table[source[p]][0]
+    assert gold.sure == gold.possible and all(len(s) == 1 for s in gold.sure)
+    assert sum(len(t) == 2 for t in table.values()) == 2  # every fourth word is a compound of two tokens
+
+
+def test_reorder_split_is_deterministic_disjoint_and_not_monotone():
+    from experiments.data import reorder
+    from experiments.data.text import check_disjoint
+
+    a_train, a_test = reorder.make_split(train_size=300, test_size=50, seed=3)
+    b_train, _ = reorder.make_split(train_size=300, test_size=50, seed=3)
+    assert a_train == b_train and len(a_test) == 50
+    check_disjoint(a_train, a_test)
+    links = [[min(s) for s in g.sure] for g in a_train.gold]
+    assert all(any(b < a for a, b in zip(ls, ls[1:], strict=False)) for ls in links)  # every pair goes backwards
+
+
+def test_alignment_accuracy_counts_arg_max_hits_on_sure_links():
+    from attn_jax.train.text_metrics import alignment_accuracy
+
+    sure = [(frozenset({1}), frozenset({0}), frozenset())]
+    right = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])
+    assert alignment_accuracy([right], sure) == 1.0
+    assert alignment_accuracy([right[:, ::-1]], sure) == 0.0
+    assert alignment_accuracy([np.array([[0.1, 0.9], [0.3, 0.7], [1, 0]])], sure) == 0.5
+    assert np.isnan(alignment_accuracy([right], [(frozenset(), frozenset(), frozenset())]))

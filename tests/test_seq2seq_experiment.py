@@ -44,12 +44,12 @@ def test_main_variant_smoke(smoke_run):
 
 
 @pytest.mark.parametrize("model,data", [(m, "num2words-de") for m in ATTENTIONS if m != "bahdanau"]
-                         + [("bahdanau", "num2words-fr"), ("bahdanau", "dates")])
+                         + [("bahdanau", "num2words-fr"), ("bahdanau", "dates"), ("luong-location", "reorder")])
 def test_every_other_variant_runs_one_step(tmp_path, model, data):
     summaries = seq2seq.main(TINY + ["--out", str(tmp_path), "--set", f"model={model}", "--set", f"data={data}"])
     e = summaries[model]["eval"]
     assert summaries[model]["steps"] == 1 and np.isfinite(e["bleu"]) and np.isfinite(e["perplexity"])
-    assert ("aer" in e) == (data == "dates")
+    assert ("aer" in e) == ("alignment_accuracy" in e) == (data in ("dates", "reorder"))
     assert (tmp_path / "alignments.png").exists() == (model != "none")
 
 

@@ -63,6 +63,20 @@ def bleu_by_length(hypotheses, references, source_lengths, edges: Sequence[int])
     return out
 
 
+def alignment_accuracy(weights: Sequence[np.ndarray], sure: Sequence[Sequence[frozenset]]) -> float:
+    """The share of target tokens with sure links whose arg-max attention lands on one of them (did attention
+    look at the right source token?). ``weights``: per sentence ``[T, S]``; ``sure``: per sentence and target
+    token, the gold source positions (tokens without any are not counted). NaN when none is counted."""
+    hits = total = 0
+    for w, s_links in zip(weights, sure, strict=True):
+        w = np.asarray(w)
+        for t, s_set in enumerate(s_links):
+            if s_set:
+                total += 1
+                hits += int(np.argmax(w[t])) in s_set
+    return hits / total if total else float("nan")
+
+
 def alignment_error_rate(weights: Sequence[np.ndarray], sure: Sequence[Sequence[frozenset]],
                          possible: Sequence[Sequence[frozenset]]) -> float:
     """AER of arg-max alignments.
