@@ -3,6 +3,7 @@
     python -m experiments.pointer --preset smoke --out /tmp/ptr               # main variant: ptrnet on convex_hull
     python -m experiments.pointer --set task=tsp
     python -m experiments.pointer --list
+    python -m experiments.pointer --set models=ptrnet,seq2seq --set train_n=10,10 --set test_n=10 --set seeds=0,1,2
 
 ``task`` in {convex_hull, tsp, sort}; ``model`` in {ptrnet, seq2seq}: the
 pointer network, or the paper's baseline, a seq2seq model with attention whose
@@ -46,8 +47,9 @@ from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import pyplot
+from experiments import tables
 from experiments.data import geometry
-from experiments.readme import repo_relative, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 MODELS = ("ptrnet", "seq2seq")
 LOSSES = ("auto", "dense", "fused")
@@ -57,6 +59,7 @@ LOSSES = ("auto", "dense", "fused")
 class Config:
     task: str = "convex_hull"
     model: str = "ptrnet"
+    models: tuple[str, ...] = ()  # comparison mode: each of these, same data and budget, OUT/<model>/seed<k>/
     train_n: tuple[int, ...] = (5, 5)  # (min, max) points per training instance
     test_n: tuple[int, ...] = (5, 10)
     train_size: int = 50000
@@ -296,7 +299,10 @@ def _ours(task: str, e: dict, k: int) -> str:
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
     """Copy each run's config, summary and example plot to ``results`` and write README block ``block``: one row
-    per run and test size, beside the paper's number where it reports one."""
+    per run and test size, beside the paper's number where it reports one. Comparison folders (``models=...``,
+    ``seeds=...``) go to :func:`publish_comparisons` instead: a published table over seeds."""
+    if all((Path(r) / "comparison.json").is_file() for r in run_dirs):
+        return publish_comparisons(run_dirs, results, block, readme)
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     rows = ["| task | model | trained on n | test n | ours | paper | steps x batch | wall time | device |",
@@ -344,13 +350,72 @@ def main(argv=None) -> dict | None:
     cfg, out, preset, mesh = parsed
     if cfg.task not in geometry.TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(geometry.TASKS)}")
-    if cfg.model not in MODELS:
-        raise SystemExit(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
-    summaries, _ = cli.run_rows(parsed, {cfg.model: cfg}, run_one)
-    (summary,) = summaries.values()
-    print(f"pointer, {cfg.task} ({cfg.model}, preset {preset}): " +
-          ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()))
-    return summary
+    with cli.run_dir(parsed):
+        summaries, _ = cli.run_models(parsed, run_one, MODELS)
+        if cli.is_comparison(cfg) and jax.process_index() == 0:
+            cli.save_comparison(out, "pointer", argv, summaries, preset=preset, task=cfg.task,
+                                train_n=list(cfg.train_n), test_n=list(cfg.test_n), beam_size=cfg.beam_size,
+                                test_size=cfg.test_size, batch_size=cfg.batch_size)
+    for model, summary in summaries.items():
+        print(f"pointer, {cfg.task} ({model}, preset {preset}): " +
+              ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()))
+    return summaries if cli.is_comparison(cfg) else next(iter(summaries.values()))
+
+
+TABLE_METRICS = {"convex_hull": (("accuracy", "accuracy", ".3f", True), ("coverage", "area coverage", ".3f", True)),
+                 "tsp": (("gap", "tour / optimal - 1", ".3f", False), ("valid", "valid tours", ".3f", True)),
+                 "sort": (("accuracy", "accuracy", ".3f", True),)}
+
+
+def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
+    """One published table from one or more comparison folders of one task (e.g. ptrnet and seq2seq trained and
+    tested at n = 10, and ptrnet trained on 5-10): rows named by model, with ``(train a-b)`` when a folder's
+    training sizes are not its one test size; metrics per test size; the README block from the table."""
+    results = Path(results)
+    rows, commands, comparisons = {}, [], []
+    for run in map(Path, run_dirs):
+        comparison = json.loads((run / "comparison.json").read_text())
+        comparisons.append(comparison)
+        commands.append(comparison["command"])
+        train = sorted(set(comparison["train_n"]))
+        fixed = len(train) == 1 and comparison["test_n"] == train
+        for model, summary in comparison["summaries"].items():
+            name = model if fixed else f"{model} (train {'-'.join(map(str, train))})"
+            if name in rows:
+                raise ValueError(f"row {name!r} appears in two comparisons")
+            rows[name] = summary
+            if (row_run(run, model) / "examples.png").exists():
+                results.mkdir(parents=True, exist_ok=True)
+                shutil.copy(row_run(run, model) / "examples.png", results / f"examples_{cli.row_folder(name)}.png")
+    tasks = {c["task"] for c in comparisons}
+    if len(tasks) != 1:
+        raise ValueError(f"a table holds one task; got {sorted(tasks)}")
+    (task,) = tasks
+    sizes = sorted({n for c in comparisons for n in c["test_n"]})
+    table = tables.from_summaries(rows, commands[0] if len(commands) == 1 else commands)
+    tables.write(results, table)
+    columns, higher = [], {}
+    for key, label, fmt, up in TABLE_METRICS[task]:
+        for n in sizes:
+            if any(f"{key}_n{n}" in r["metrics"] for r in table["rows"].values()):
+                columns.append((f"{key}_n{n}", f"{label} n={n}", fmt))
+                higher[f"{key}_n{n}"] = up
+    paper = {f"paper n={n}": {r: PAPER[(task, r.split(" ")[0], n)] for r in rows
+                              if (task, r.split(" ")[0], n) in PAPER} for n in sizes}
+    paper = {h: v for h, v in paper.items() if v}
+    first = comparisons[0]
+    prov = table["provenance"]
+    steps = next(iter(rows.values()))["steps"]
+    text = "\n".join([
+        f"Device: {prov['device']}; commit {str(prov['commit'])[:12]}; task `{task}`, {steps} steps x "
+        f"{first['batch_size']} per run, beam {first['beam_size']}, {first['test_size']} test instances per size; "
+        f"written by `python -m experiments.publish pointer {' '.join(map(str, run_dirs))} --block {block}` from "
+        + ", ".join(f"`{c}`" for c in commands) + ". The paper's numbers (where it reports one for that row's "
+        "model and n) come from training on 1M instances.", "",
+        tables.markdown(table, columns, higher, extra=paper),
+        "", *[f"![{p.stem}]({repo_relative(p)})" for p in sorted(results.glob("examples_*.png"))]])
+    update_readme_block(block, text, readme)
+    return text
 
 
 if __name__ == "__main__":

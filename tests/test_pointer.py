@@ -146,6 +146,33 @@ def test_experiment_smoke_and_one_step_of_every_task(tmp_path, smoke_run):
     assert "2.12 vs optimal 2.12" in text and (tmp_path / "res" / "tsp-ptrnet-tsp.examples.png").exists()
 
 
+def test_experiment_fixed_n_comparison_over_seeds_and_its_published_table(tmp_path):
+    """ptrnet and seq2seq at the same fixed n, and a ptrnet trained on a range, in one table over seeds."""
+    import json
+
+    from experiments import pointer, publish
+
+    tiny = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false", "--set", "seeds=0,1"]
+    fixed = pointer.main(tiny + ["--out", str(tmp_path / "n5"), "--set", "models=ptrnet,seq2seq",
+                                 "--set", "train_n=5,5", "--set", "test_n=5"])
+    assert set(fixed) == {"ptrnet", "seq2seq"} and fixed["seq2seq"]["seeds"] == [0, 1]
+    assert (tmp_path / "n5" / "seq2seq" / "seed1" / "summary.json").is_file()
+    pointer.main(tiny + ["--out", str(tmp_path / "range"), "--set", "models=ptrnet", "--set", "train_n=4,5",
+                         "--set", "test_n=5"])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- ptr:begin -->\n<!-- ptr:end -->\n")
+    publish.main(["pointer", str(tmp_path / "n5"), str(tmp_path / "range"), "--block", "ptr", "--readme",
+                  str(readme), "--results", str(tmp_path / "res")])
+    table = json.loads((tmp_path / "res" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["ptrnet", "seq2seq", "ptrnet (train 4-5)"] and table["seeds"] == [0, 1]
+    acc = table["rows"]["seq2seq"]["metrics"]["accuracy_n5"]
+    assert acc["per_seed"] == fixed["seq2seq"]["per_seed"]["accuracy_n5"]
+    text = readme.read_text()
+    assert "| ptrnet (train 4-5) |" in text and f"{acc['mean']:.3f} ± {acc['std']:.3f}" in text
+    assert "92.0% (trained on 5-50)" in text  # the paper's number beside our ptrnet at n = 5
+    assert (tmp_path / "res" / "examples_ptrnet_(train_4-5).png").exists()
+
+
 @pytest.mark.parametrize("task", ["convex_hull", "tsp"])
 def test_experiment_seq2seq_baseline_one_step_fails_past_its_vocabulary(tmp_path, task):
     """model=seq2seq trains; on instances larger than its vocabulary it cannot produce a hull or a valid tour."""
