@@ -10,8 +10,11 @@
 experiment's budget (steps x batch) and reports the same metrics (BLEU, chrF,
 exact match, BLEU by source length, perplexity), decoded by beam search over a
 KV cache. ``task=ablation`` trains the translate model once per ``heads`` value
-at fixed d_model (head_dim = d_model / heads, as Table 3 row A) plus once with
-learned positions, and writes ``ablation.json`` and a table. ``task=lm`` is a
+at fixed d_model (head_dim = d_model / heads, as Table 3 row A; rows
+``heads=<h>``), once per ``ablation_key_sizes`` value at the base heads (row B:
+a smaller key and value size, rows ``key size=<d>``), and once with learned
+positions (row E, ``learned positions``), and writes ``ablation.json`` and a
+table; ``seeds=...`` runs every row per seed. ``task=lm`` is a
 decoder-only character model on the text of ``pydoc_data.topics`` (the Python
 documentation topics that ship with CPython's standard library), split 90/10;
 eval ``bits_per_char`` on the held-out 10%; ``samples.txt`` holds sampled text.
@@ -56,6 +59,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class NetConfig:
     d_model: int = 128
     heads: int = 4
+    head_dim: int = 0  # 0: d_model / heads
     kv_heads: int = 0  # 0: = heads (no GQA)
     d_ff: int = 256
     layers: int = 2  # encoder and decoder layers each (lm: decoder layers)
@@ -72,8 +76,9 @@ class Config:
     batch_size: int = 64
     beam_size: int = 4
     label_smoothing: float = 0.1
-    ablation_heads: tuple[int, ...] = (1, 4, 8, 16)
-    ablation_steps: int = 250  # training steps of each ablation row (0: train.steps); 5 rows fit in ~5 CPU minutes
+    ablation_heads: tuple[int, ...] = (1, 4, 8, 16, 32)  # row A: head_dim = d_model / heads
+    ablation_key_sizes: tuple[int, ...] = (16,)  # row B: head_dim at net.heads (the base has d_model / heads)
+    ablation_steps: int = 1000  # training steps of each ablation row (0: train.steps)
     lm_length: int = 128  # lm: characters per training window
     lm_batch_size: int = 32  # lm: windows per step
     lm_eval_chars: int = 20000  # lm: held-out characters scored
@@ -85,7 +90,8 @@ class Config:
 
 
 def smoke() -> Config:
-    return Config(batch_size=16, beam_size=2, ablation_heads=(1, 2), ablation_steps=0, lm_length=32,
+    return Config(batch_size=16, beam_size=2, ablation_heads=(1, 2), ablation_key_sizes=(4,), ablation_steps=0,
+                  lm_length=32,
                   lm_batch_size=16, lm_eval_chars=512,
                   dataset=seq2seq.DataConfig(train_size=256, test_size=32),
                   net=NetConfig(d_model=16, heads=2, d_ff=32, layers=1),
@@ -112,7 +118,8 @@ VARIANTS = f"variants: task={'|'.join(TASKS)}  data={'|'.join(seq2seq.DATASETS)}
 def model_config(cfg: Config, vocab: int, target_vocab: int = 0, max_length: int = 512) -> TransformerConfig:
     n = cfg.net
     return TransformerConfig(vocab_size=vocab, target_vocab_size=target_vocab, d_model=n.d_model, num_heads=n.heads,
-                             num_kv_heads=n.kv_heads, d_ff=n.d_ff, encoder_layers=n.layers, decoder_layers=n.layers,
+                             head_dim=n.head_dim, num_kv_heads=n.kv_heads, d_ff=n.d_ff, encoder_layers=n.layers,
+                             decoder_layers=n.layers,
                              dropout=n.dropout, positions=n.positions, norm=n.norm, max_length=max_length,
                              # the output projection is the target embedding (Vaswani 3.4); the two languages
                              # keep their own tables (share_embeddings off)
@@ -230,7 +237,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> dict:
-    """Table 3 rows A and E at our scale: heads at fixed d_model, and learned positions (4 heads)."""
+    """Table 3 rows A, B and E at our scale: heads at fixed d_model, smaller keys at the base heads, and learned
+    positions (base heads), each row over ``train.seeds``."""
     train_cfg = cfg.train
     if cfg.ablation_steps:  # a shorter run: warm up over at most a fifth of it
         train_cfg = dataclasses.replace(train_cfg, steps=cfg.ablation_steps,
@@ -238,10 +246,13 @@ def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> d
     base = dataclasses.replace(cfg, task="translate", train=train_cfg)
     variants = [(f"heads={h}", dataclasses.replace(base, net=dataclasses.replace(base.net, heads=h)))
                 for h in cfg.ablation_heads]
+    variants += [(f"key size={d}", dataclasses.replace(base, net=dataclasses.replace(base.net, head_dim=d)))
+                 for d in cfg.ablation_key_sizes]
     variants.append(("learned positions", dataclasses.replace(base, net=dataclasses.replace(
         base.net, positions="learned"))))
     summaries, _ = cli.run_rows(cli.Run(cfg, out, preset, mesh), dict(variants), run_one)
-    rows = {name: {**summaries[name], "heads": c.net.heads} for name, c in variants}
+    rows = {name: {**summaries[name], "heads": c.net.heads, "head_dim": c.net.head_dim or c.net.d_model // c.net.heads}
+            for name, c in variants}
     result = {"preset": preset, "d_model": cfg.net.d_model, "command": cli.command_line("transformer", argv),
               "rows": rows}
     if jax.process_index() == 0:
@@ -250,13 +261,19 @@ def run_ablation(cfg: Config, out: Path, preset: str, mesh=None, argv=None) -> d
 
 
 def ablation_table(result: dict) -> str:
-    head = "| variant | head_dim | steps | BLEU | perplexity | exact match | parameters | wall time |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    """The ablation rows; over several seeds each cell is mean ± std."""
+    head = "| variant | head_dim | steps | seeds | BLEU | perplexity | exact match | parameters | wall time |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(s, m, fmt):
+        std = s.get("eval_std", {}).get(m)
+        return f"{s['eval'][m]:{fmt}}" + (f" ± {std:{fmt}}" if std is not None and len(s.get("seeds", ())) > 1 else "")
+
     for name, s in result["rows"].items():
-        e = s["eval"]
-        lines.append(f"| {name} | {result['d_model'] // s['heads']} | {s['steps']} | {e['bleu']:.1f} | "
-                     f"{e['perplexity']:.3f} | "
-                     f"{e['exact_match']:.3f} | {s['parameters']:,} | {s['wall_s']:.0f} s |")
+        head_dim = s.get("head_dim", result["d_model"] // s["heads"])
+        lines.append(f"| {name} | {head_dim} | {s['steps']} | {len(s.get('seeds', ())) or 1} | "
+                     f"{cell(s, 'bleu', '.1f')} | {cell(s, 'perplexity', '.3f')} | {cell(s, 'exact_match', '.3f')} | "
+                     f"{s['parameters']:,} | {s['wall_s']:.0f} s |")
     return "\n".join(lines)
 
 

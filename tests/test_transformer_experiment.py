@@ -30,7 +30,8 @@ def test_one_step_lm_and_ablation_and_publish(tmp_path):
     assert 0 < lm["eval"]["bits_per_char"] < 10 and lm["sample"].startswith("The ")
     assert (tmp_path / "lm" / "learning_curve.png").stat().st_size > 0  # every run writes a plot
     ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation", "--set", "ablation_steps=2"])
-    assert list(ab["rows"]) == ["heads=1", "heads=2", "learned positions"]
+    assert list(ab["rows"]) == ["heads=1", "heads=2", "key size=4", "learned positions"]
+    assert ab["rows"]["key size=4"]["head_dim"] == 4 and ab["rows"]["key size=4"]["heads"] == 2  # row B
     assert all(r["steps"] == 2 for r in ab["rows"].values())  # ablation_steps overrides train.steps per row
     tr = tf.main(TINY + ["--out", str(tmp_path / "tr"), "--set", "data=dates"])
     readme = tmp_path / "README.md"
@@ -39,7 +40,7 @@ def test_one_step_lm_and_ablation_and_publish(tmp_path):
                   "--readme", str(readme), "--results", str(tmp_path / "res")])
     text = readme.read_text()
     assert f"{lm['eval']['bits_per_char']:.3f} bits per character" in text
-    assert "| heads=1 | 16 |" in text and "| learned positions | 8 |" in text
+    assert "| heads=1 | 16 |" in text and "| learned positions | 8 |" in text and "| key size=4 | 4 |" in text
     assert f"| {tr['eval']['bleu']:.1f} |" in text and "bahdanau (RNN" in text  # beside the published RNN runs
     assert json.loads((tmp_path / "res" / "ab.ablation.json").read_text())["rows"]["heads=2"]["heads"] == 2
     with pytest.raises(SystemExit, match="unknown task"):
