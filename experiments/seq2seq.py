@@ -45,7 +45,7 @@ from flax import nnx
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
 from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, text_metrics, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot, save_line_plot
+from attn_jax.train.report import plot_metric_curves, pyplot, save_line_plot
 from experiments import tables
 from experiments.data import dates, number_words, reorder
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
@@ -433,6 +433,11 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
                         "train_max_source_length": comparison.get("train_max_source_length")}
     tables.write(results, table)
     shutil.copy(run_dir / "bleu_by_length.png", results / "bleu_by_length.png")
+    seed_dirs = {m: [d for k in table["seeds"] if (d := run_dir / cli.row_folder(m) / f"seed{k}").is_dir()]
+                 for m in summaries}
+    if all(seed_dirs.values()):
+        plot_metric_curves(seed_dirs, "loss", results / "learning_curve.png", f"{comparison['data']}: training loss",
+                           "cross-entropy per target token (training batches)", log_y=True)
     images = []
     for model in summaries:
         if (row_run(run_dir, model) / "alignments.png").exists():
@@ -468,6 +473,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
                 for m, r in rows.items() if m != "none"]
         lines += [f"Longest bucket ({names[-1]}), BLEU minus no attention's: " + ", ".join(gaps) + ".", ""]
     lines.append(f"![BLEU by source length]({repo_relative(results / 'bleu_by_length.png')})")
+    if (results / "learning_curve.png").exists():
+        lines.append(f"![training loss]({repo_relative(results / 'learning_curve.png')})")
     lines += [f"![alignments {m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[:2]]
     if len(images) > 2:
         lines += ["", "Alignment heatmaps of the other models (first seed): " + ", ".join(

@@ -77,7 +77,7 @@ def test_comparison_mode_over_seeds_dates_aer_and_the_published_table(tmp_path):
     aer = table["rows"]["local-p"]["metrics"]["aer"]
     assert aer["per_seed"] == comparison["summaries"]["local-p"]["per_seed"]["aer"]
     assert f"{aer['mean']:.3f} ± {aer['std']:.3f}" in text and "2 seeds (0, 1)" in text
-    assert (tmp_path / "res" / "alignments_local-p.png").exists()
+    assert (tmp_path / "res" / "alignments_local-p.png").exists() and (tmp_path / "res" / "learning_curve.png").exists()
 
 
 def test_list_and_errors(capsys):
