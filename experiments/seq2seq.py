@@ -456,7 +456,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     lines = [
         f"Device: {prov['device']}; commit {str(prov['commit'])[:12]}; {next(iter(summaries.values()))['steps']} "
         f"steps per run, seeds {', '.join(map(str, table['seeds']))}; written by `python -m experiments.publish "
-        f"seq2seq {run_dir} --block {block}` from `{prov['command']}` (training time per run, mean over seeds: "
+        f"seq2seq {run_dir} --block {block}" + (f" --table {results.name}" if results.name != block else "")
+        + f"` from `{prov['command']}` (training time per run, mean over seeds: "
         f"{min(walls):.0f}-{max(walls):.0f} s). Test set: {sum(counts.values())} pairs; buckets by source length in "
         "tokens with their sizes: " + ", ".join(f"{b} (n={counts[b]})" for b in names) + "."
         + (f" Training sources have at most {train_max} tokens: the buckets marked * hold lengths no training "

@@ -320,8 +320,20 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
                       f"parameters, {summary['wall_s']:.0f} s): **{e['bits_per_char']:.3f} bits per character** on "
                       "the held-out 10%. A sample (temperature 0.8):", "", "```text", summary["sample"], "```"]
             continue
-        published = RESULTS / "seq2seq" / f"seq2seq_{config['data'].replace('-', '_')}" / "comparison.json"
+        table_name = config["data"].replace("-", "_")
+        published = RESULTS / "seq2seq" / table_name / "comparison.json"  # the published table over seeds
+        if not published.exists():  # the older single-seed comparison
+            published = RESULTS / "seq2seq" / f"seq2seq_{table_name}" / "comparison.json"
         rnn = json.loads(published.read_text()) if published.exists() else None
+        if rnn and "rows" in rnn:  # experiments.tables' schema: the means over seeds, the preset from the command
+            command = str(rnn["provenance"]["command"])
+            words = command.split()
+            preset = words[words.index("--preset") + 1] if "--preset" in words else "quick"
+            steps = "?" if "train.steps=" in command else seq2seq.PRESETS[preset]().train.steps
+            rnn = {"command": command, "preset": preset, "summaries": {
+                f"{name}, mean of {len(rnn['seeds'])} seeds": {
+                    "eval": {m: v["mean"] for m, v in r["metrics"].items()}, "wall_s": r["wall_s"], "steps": steps}
+                for name, r in rnn["rows"].items()}}
         rows = ["| model | BLEU | chrF | exact match | perplexity | steps x batch | wall time |",
                 "|---|---|---|---|---|---|---|",
                 f"| transformer ({config['net']['layers']}+{config['net']['layers']} layers, d "
