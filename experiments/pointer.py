@@ -407,9 +407,10 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
     prov = table["provenance"]
     steps = next(iter(rows.values()))["steps"]
     text = "\n".join([
-        f"Device: {prov['device']}; commit {str(prov['commit'])[:12]}; task `{task}`, {steps} steps x "
+        f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; task `{task}`, {steps} steps x "
         f"{first['batch_size']} per run, beam {first['beam_size']}, {first['test_size']} test instances per size; "
-        f"written by `python -m experiments.publish pointer {' '.join(map(str, run_dirs))} --block {block}` from "
+        f"written by `python -m experiments.publish pointer {' '.join(map(str, run_dirs))} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + "` from "
         + ", ".join(f"`{c}`" for c in commands) + ". The paper's numbers (where it reports one for that row's "
         "model and n) come from training on 1M instances.", "",
         tables.markdown(table, columns, higher, extra=paper),

@@ -454,9 +454,10 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     columns += [(f"bleu_len_{b}", f"BLEU {b}" + (" *" if b in beyond else ""), ".1f") for b in names]
     prov = table["provenance"]
     lines = [
-        f"Device: {prov['device']}; commit {str(prov['commit'])[:12]}; {next(iter(summaries.values()))['steps']} "
-        f"steps per run, seeds {', '.join(map(str, table['seeds']))}; written by `python -m experiments.publish "
-        f"seq2seq {run_dir} --block {block}" + (f" --table {results.name}" if results.name != block else "")
+        f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; "
+        f"{next(iter(summaries.values()))['steps']} steps per run, seeds {', '.join(map(str, table['seeds']))}; "
+        f"written by `python -m experiments.publish seq2seq {run_dir} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "")
         + f"` from `{prov['command']}` (training time per run, mean over seeds: "
         f"{min(walls):.0f}-{max(walls):.0f} s). Test set: {sum(counts.values())} pairs; buckets by source length in "
         "tokens with their sizes: " + ", ".join(f"{b} (n={counts[b]})" for b in names) + "."

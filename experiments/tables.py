@@ -59,6 +59,14 @@ def from_summaries(rows: Mapping[str, Mapping], command: str | Sequence[str], me
     return {"provenance": provenance, "seeds": list(seed_list), "rows": table_rows}
 
 
+def short_commit(commit: str | Sequence[str]) -> str:
+    """A provenance commit for prose: 12 hex digits, keeping a ``+dirty`` mark; a list joined by commas."""
+    if not isinstance(commit, str):
+        return ", ".join(short_commit(c) for c in commit)
+    sha, plus, rest = commit.partition("+")
+    return sha[:12] + plus + rest if len(sha) == 40 else commit
+
+
 def write(folder: Path, table: Mapping) -> Path:
     """Write ``folder/comparison.json`` (atomically; the folder is created) and return its path."""
     folder = Path(folder)

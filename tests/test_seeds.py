@@ -168,3 +168,10 @@ def test_a_row_without_a_metric_shows_a_dash_and_an_unknown_metric_is_refused():
     assert text.splitlines()[3].endswith("| – |")
     with pytest.raises(ValueError, match="no row reports"):
         tables.from_summaries(rows, "cmd", metrics=["chrf"])
+
+
+def test_short_commit_keeps_the_dirty_mark():
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert tables.short_commit(sha) == "0123456789ab"
+    assert tables.short_commit(sha + "+dirty") == "0123456789ab+dirty"
+    assert tables.short_commit([sha, "unknown"]) == "0123456789ab, unknown"
