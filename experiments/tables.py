@@ -17,17 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from attn_jax.train.provenance import today
+from attn_jax.train.report import one_or_sorted
 from attn_jax.train.rundir import write_json
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _one_or_list(values) -> Any:
-    values = sorted({v for vs in values for v in ([vs] if isinstance(vs, str) else vs)})
-    return values[0] if len(values) == 1 else values
 
 
 def from_summaries(rows: Mapping[str, Mapping], command: str | Sequence[str], metrics: Sequence[str] | None = None,
@@ -53,8 +46,8 @@ def from_summaries(rows: Mapping[str, Mapping], command: str | Sequence[str], me
             "metrics": {m: {"mean": s["eval"][m], "std": s["eval_std"][m], "per_seed": list(s["per_seed"][m])}
                         for m in names if m in s["per_seed"]},
             "parameters": s.get("parameters"), "wall_s": s.get("wall_s")}
-    provenance = {"commit": _one_or_list(s.get("commit", "unknown") for s in rows.values()),
-                  "command": command, "device": _one_or_list(s.get("device", "unknown") for s in rows.values()),
+    provenance = {"commit": one_or_sorted(s.get("commit", "unknown") for s in rows.values()),
+                  "command": command, "device": one_or_sorted(s.get("device", "unknown") for s in rows.values()),
                   "date": date or today()}
     return {"provenance": provenance, "seeds": list(seed_list), "rows": table_rows}
 

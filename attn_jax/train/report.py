@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from attn_jax.train.rundir import read_metrics
 
@@ -30,6 +31,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def one_or_sorted(values) -> Any:
+    """The one distinct value of ``values`` (strings, or lists of them, flattened), or the sorted list of them."""
+    distinct = sorted({v for vs in values for v in ([vs] if isinstance(vs, str) else vs)})
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
 def aggregate(per_seed: Mapping[int, Mapping]) -> dict:
     """One row's summaries by seed -> the row's summary over seeds.
 
@@ -46,14 +53,14 @@ def aggregate(per_seed: Mapping[int, Mapping]) -> dict:
     names = [m for m in first.get("eval", {}) if all(m in r.get("eval", {}) for r in runs)]
     values = {m: [float(r["eval"][m]) for r in runs] for m in names}
     stats = {m: mean_std(v) for m, v in values.items()}
-    commits = sorted({str(r.get("commit")) for r in runs if r.get("commit") is not None})
+    commits = [r["commit"] for r in runs if r.get("commit") is not None]
     out = {**first, "eval": {m: s[0] for m, s in stats.items()}, "eval_std": {m: s[1] for m, s in stats.items()},
            "per_seed": values, "seeds": seeds, "per_seed_summaries": {str(k): per_seed[k] for k in seeds}}
     for key in ("wall_s", "final_train_loss"):
         if all(isinstance(r.get(key), (int, float)) for r in runs):
             out[key] = mean_std([float(r[key]) for r in runs])[0]
     if commits:
-        out["commit"] = commits[0] if len(commits) == 1 else commits
+        out["commit"] = one_or_sorted(commits)
     return out
 
 
