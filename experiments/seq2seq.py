@@ -45,7 +45,7 @@ from flax import nnx
 from attn_jax.nn import ATTENTIONS, Seq2Seq, beam_search, greedy_decode
 from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, text_metrics, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves, pyplot, save_line_plot
+from attn_jax.train.report import curve_key, plot_metric_curves, pyplot, save_line_plot
 from experiments import tables
 from experiments.data import dates, number_words, reorder
 from experiments.data.text import BOS, EOS, PAD, ParallelData, Vocab, check_disjoint, pad_ids
@@ -95,8 +95,9 @@ class Config:
     heatmaps: int = 4
     dataset: DataConfig = DataConfig()
     net: NetConfig = NetConfig()
+    # eval_every: the learning curve's held-out perplexity (Seq2SeqTask.curve_metrics, no decoding)
     train: TrainConfig = TrainConfig(steps=1000, learning_rate=3e-3, warmup_steps=100, schedule="cosine",
-                                     clip_norm=1.0, log_every=50, checkpoint_every=500)
+                                     clip_norm=1.0, log_every=50, eval_every=100, checkpoint_every=500)
 
 
 def smoke() -> Config:
@@ -231,6 +232,22 @@ class Seq2SeqTask:
             metrics["inversion"], _ = number_words.inversion_rate(tf_weights, refs)
         self.last_outputs = {"hypotheses": hyps, "alignments": aligns}
         return metrics
+
+    def curve_metrics(self, params) -> dict[str, float]:
+        """The learning curve's held-out point (every ``train.eval_every`` steps): teacher-forced perplexity on the
+        test set, the same number :meth:`evaluate` reports, without the decoding."""
+        _, forced = self._eval_fns
+        a, bs, n = self.test_arrays, self.cfg.eval_batch_size, len(self.test_data)
+        nll_sum = tok = 0.0
+        for start in range(0, n, bs):
+            idx = np.minimum(np.arange(start, start + bs), n - 1)
+            keep = min(bs, n - start)
+            batch = {k: jnp.asarray(v[idx]) for k, v in a.items()}
+            s_nll, s_tok, _ = forced(params, batch["source"], batch["source_lengths"], batch["target_in"],
+                                     batch["target_out"])
+            nll_sum += float(np.sum(np.asarray(s_nll)[:keep]))
+            tok += float(np.sum(np.asarray(s_tok)[:keep]))
+        return {"perplexity": float(np.exp(nll_sum / max(tok, 1.0)))}
 
     # --- evaluation helpers --------------------------------------------------------------------------------------
     @functools.cached_property
@@ -436,8 +453,12 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     seed_dirs = {m: [d for k in table["seeds"] if (d := run_dir / cli.row_folder(m) / f"seed{k}").is_dir()]
                  for m in summaries}
     if all(seed_dirs.values()):
-        plot_metric_curves(seed_dirs, "loss", results / "learning_curve.png", f"{comparison['data']}: training loss",
-                           "cross-entropy per target token (training batches)", log_y=True)
+        key = curve_key(seed_dirs, "eval/perplexity", "loss")
+        held_out = key != "loss"
+        plot_metric_curves(seed_dirs, key, results / "learning_curve.png",
+                           f"{comparison['data']}: " + ("held-out perplexity" if held_out else "training loss"),
+                           "test-set perplexity (teacher forced)" if held_out
+                           else "cross-entropy per target token (training batches)", log_y=True)
     images = []
     for model in summaries:
         if (row_run(run_dir, model) / "alignments.png").exists():

@@ -46,7 +46,7 @@ from attn_jax.nn.generate import generate
 from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerLM
 from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves
+from attn_jax.train.report import curve_key, plot_metric_curves
 from experiments import seq2seq
 from experiments.data import chars
 from experiments.readme import repo_relative, update_readme_block
@@ -86,7 +86,7 @@ class Config:
     net: NetConfig = NetConfig()
     # the seq2seq quick budget (1000 x 64); peak 1e-3 after 200 warmup steps, then 1/sqrt(step)
     train: TrainConfig = TrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=200, schedule="rsqrt",
-                                     clip_norm=1.0, log_every=50, checkpoint_every=500)
+                                     clip_norm=1.0, log_every=50, eval_every=100, checkpoint_every=500)
 
 
 def smoke() -> Config:
@@ -226,8 +226,10 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
             text = task.sample(params, "The ", min(200, cfg.lm_length - 5))
             (out / "samples.txt").write_text(text)
             extra["sample"] = text
-            plot_metric_curves({"transformer": out}, "bits_per_char", out / "learning_curve.png",
-                               f"character LM on {chars.SOURCE} ({preset})", "bits per character (training batches)")
+            key = curve_key({"transformer": out}, "eval/bits_per_char", "bits_per_char")
+            plot_metric_curves({"transformer": out}, key, out / "learning_curve.png",
+                               f"character LM on {chars.SOURCE} ({preset})", "bits per character (" + (
+                                   "held-out text)" if key != "bits_per_char" else "training batches)"))
         else:
             seq2seq.write_samples(task, out / "samples.txt")
             counts = seq2seq._bucket_counts(task)
@@ -285,12 +287,20 @@ def main(argv=None):
     if cfg.task not in TASKS:
         raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
     out = Path(out)
-    with cli.run_dir(parsed, comparison=cfg.task == "ablation"):  # the ablation: a folder of runs
+    # the ablation, and any task over several seeds: a folder of runs
+    with cli.run_dir(parsed, comparison=cfg.task == "ablation" or cli.is_comparison(cfg)):
         if cfg.task == "ablation":
             result = run_ablation(cfg, out, preset, mesh, argv)
             print(ablation_table(result))
             return result
-        summary = run_one(cfg, out, preset, mesh)
+        if cli.is_comparison(cfg):  # translate / lm over seeds: one row, ``transformer``, in out/transformer/seed<k>
+            summaries, _ = cli.run_rows(cli.Run(cfg, out, preset, mesh), {"transformer": cfg}, run_one)
+            if jax.process_index() == 0:
+                cli.save_comparison(out, "transformer", argv, summaries, task=cfg.task, data=cfg.data,
+                                    config={"experiment": "transformer", "preset": preset, **to_dict(cfg)})
+            summary = summaries["transformer"]
+        else:
+            summary = run_one(cfg, out, preset, mesh)
     print(f"transformer, {cfg.task} (preset {preset}): " + ", ".join(
         f"{k} {v:.4g}" for k, v in summary["eval"].items()))
     return summary

@@ -77,7 +77,7 @@ class TrainConfig:
     # ``seed`` set to k (attn_jax.train.cli); () = the one run of ``seed``
     seeds: tuple[int, ...] = ()
     log_every: int = 10
-    eval_every: int = 0  # 0: only at the end
+    eval_every: int = 0  # 0: only at the end; in between, the task's ``curve_metrics`` (else ``evaluate``)
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True
@@ -127,7 +127,9 @@ class Task(Protocol):
 
     # optional: ``optimizer(cfg) -> optax.GradientTransformation`` replaces :func:`make_optimizer`;
     # ``parameter_count(params) -> int | dict[str, int]`` replaces counting every array of the state
-    # (e.g. a GAN's generator and discriminator apart, or the model without a baseline's state)
+    # (e.g. a GAN's generator and discriminator apart, or the model without a baseline's state);
+    # ``curve_metrics(params) -> Mapping[str, float]``: a cheaper held-out measure for the ``eval_every`` points of
+    # a learning curve (e.g. teacher-forced perplexity where ``evaluate`` beam-decodes the test set)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -474,7 +476,8 @@ def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mes
                 _check_finite(record["loss"], step + 1, manager)
                 bar.set_postfix(loss=f"{float(loss):.4f}", steps_s=f"{rate:.1f}")
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 != cfg.steps:
-                log({"step": step + 1, **{f"eval/{k}": float(v) for k, v in task.evaluate(params).items()}})
+                curve = getattr(task, "curve_metrics", task.evaluate)
+                log({"step": step + 1, **{f"eval/{k}": float(v) for k, v in curve(params).items()}})
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                 save(step + 1, float(loss))
         bar.close()

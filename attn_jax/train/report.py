@@ -84,6 +84,15 @@ def save_line_plot(fig, ax, path: Path, title: str, dpi: int = 120) -> None:
     pyplot().close(fig)
 
 
+def curve_key(runs: Mapping[str, Path | Sequence[Path]], held_out: str, training: str) -> str:
+    """The key a learning curve of ``runs`` should draw: the held-out ``held_out`` (e.g. ``eval/perplexity``) when
+    every run folder logged it at two steps or more (``train.eval_every``), else the training metric ``training``
+    (the runs of an older recipe)."""
+    folders = [Path(d) for dirs in runs.values() for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+    logged = [sum(held_out in r for r in read_metrics(d / "metrics.jsonl")) for d in folders]
+    return held_out if logged and min(logged) >= 2 else training
+
+
 def plot_metric_curves(runs: Mapping[str, Path | Sequence[Path]], key: str, path: Path, title: str, ylabel: str, *,
                        x_per_step: float = 1.0, xlabel: str = "step", label: str = "{name}",
                        log_y: bool = False) -> None:
