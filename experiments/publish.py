@@ -27,11 +27,17 @@ def main(argv=None) -> str:
     ap.add_argument("--table", default=None,
                     help="the published table's folder under experiments/results/<experiment>/ (default: the block)")
     ap.add_argument("--results", type=Path, default=None,
-                    help="the table's folder itself (default experiments/results/<experiment>/<table>)")
+                    help="the table's folder itself (default experiments/results/<experiment>/<table>; transformer: "
+                         "the folder of its tables, default experiments/results/transformer)")
     args = ap.parse_args(argv)
     from experiments import lstmn, ntm, pointer, sagan, seq2seq, show_attend_tell, snail, transformer
 
-    results = args.results or RESULTS / args.experiment / (args.table or args.block)
+    if args.experiment == "transformer":  # its three tables: translate/, ablation/, lm/ under one folder
+        if args.table:
+            ap.error("transformer writes its tables translate/, ablation/ and lm/; give --results for their folder")
+        results = args.results or RESULTS / "transformer"
+    else:
+        results = args.results or RESULTS / args.experiment / (args.table or args.block)
     if args.experiment in ("pointer", "transformer", "snail"):
         publish = {"pointer": pointer.publish, "transformer": transformer.publish, "snail": snail.publish}[
             args.experiment]

@@ -47,7 +47,7 @@ from attn_jax.nn.transformer import Transformer, TransformerConfig, TransformerL
 from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import curve_key, plot_metric_curves
-from experiments import seq2seq
+from experiments import seq2seq, tables
 from experiments.data import chars
 from experiments.readme import repo_relative, update_readme_block
 
@@ -306,58 +306,136 @@ def main(argv=None):
     return summary
 
 
+TRANSLATE_METRICS = ("bleu", "chrf", "exact_match", "perplexity")
+
+
+def _bucket_metrics(rows) -> list[str]:
+    """The ``bleu_len_<bucket>`` metrics every row reports, in bucket order."""
+    names = [m for m in next(iter(rows.values()))["per_seed"] if m.startswith("bleu_len_")]
+    return [m for m in names if all(m in r["per_seed"] for r in rows.values())]
+
+
+def _seed_dirs(run: Path, rows, seeds) -> dict[str, list[Path]]:
+    return {r: [d for k in seeds if (d := cli.seed_dir(run, r, k)).is_dir()] for r in rows}
+
+
+def _curve(dirs, results: Path, key: str, fallback: str, title: str, ylabel: str) -> str | None:
+    """A learning curve (held-out when logged) with seed bands, ``results/learning_curve.png``; its Markdown."""
+    if not all(dirs.values()):
+        return None
+    key = curve_key(dirs, key, fallback)
+    plot_metric_curves(dirs, key, results / "learning_curve.png", title,
+                       ylabel + (" (held out)" if key.startswith("eval/") else " (training batches)"),
+                       log_y=key.endswith("perplexity") or key == "loss")
+    return f"![learning curve]({repo_relative(results / 'learning_curve.png')})"
+
+
+def _translate_table(run: Path, comparison: dict, results: Path) -> list[str]:
+    """``translate/``: the transformer over seeds beside the RNN rows of the published seq2seq table of the same
+    data (``seq2seq/<data>``), when that table exists and ran the same seeds."""
+    config = comparison["config"]
+    summaries = comparison["summaries"]
+    metrics = list(TRANSLATE_METRICS) + _bucket_metrics(summaries)
+    table = tables.from_summaries(summaries, comparison["command"], metrics)
+    net = config["net"]
+    labels = {"transformer": f"transformer ({net['layers']}+{net['layers']} layers, d {net['d_model']})"}
+    published = RESULTS / "seq2seq" / config["data"].replace("-", "_") / "comparison.json"
+    rnn = json.loads(published.read_text()) if published.exists() else None
+    source = ""
+    if rnn and rnn["seeds"] == table["seeds"]:
+        for name, row in rnn["rows"].items():
+            row = {**row, "metrics": {m: v for m, v in row["metrics"].items() if m in metrics}}
+            table["rows"][f"{name} (RNN)"] = row
+        table["rnn_rows"] = {"table": repo_relative(published.parent), "provenance": rnn["provenance"]}
+        command = str(rnn["provenance"]["command"])
+        words = command.split()
+        recipe = seq2seq.PRESETS[words[words.index("--preset") + 1] if "--preset" in words else "quick"]()
+        steps = "?" if "train.steps=" in command else recipe.train.steps
+        batch = "?" if "batch_size=" in command else recipe.batch_size
+        source = (f"; the RNN rows are the published table `{repo_relative(published.parent)}` (commit "
+                  f"{tables.short_commit(rnn['provenance']['commit'])}, `{command}`: {steps} steps x {batch}), "
+                  "same data and seeds")
+    table["rows"] = {labels.get(r, r): v for r, v in table["rows"].items()}
+    tables.write(results, table)
+    columns = [("bleu", "BLEU", ".1f"), ("chrf", "chrF", ".1f"), ("exact_match", "exact match", ".3f"),
+               ("perplexity", "perplexity", ".3f")]
+    longest = [m for m in metrics if m.startswith("bleu_len_")][-1:]
+    columns += [(m, f"BLEU len {m[len('bleu_len_'):]}", ".1f") for m in longest]
+    prov = table["provenance"]
+    first = next(iter(summaries.values()))
+    text = [f"Translation, `{config['data']}` ({prov['device']}; commit {tables.short_commit(prov['commit'])}; "
+            f"`{prov['command']}`; {first['steps']} steps x {config['batch_size']}{source}):", "",
+            tables.markdown(table, columns, higher={"perplexity": False})]
+    dirs = _seed_dirs(run, summaries, table["seeds"])
+    curve = _curve(dirs, results, "eval/perplexity", "loss", f"transformer on {config['data']}",
+                   "test-set perplexity")
+    return text + (["", curve] if curve else [])
+
+
+def _ablation_table(run: Path, result: dict, results: Path) -> list[str]:
+    """``ablation/``: Table 3 rows A, B, E over seeds; each row keeps its heads and head_dim."""
+    rows = result["rows"]
+    metrics = list(TRANSLATE_METRICS) + _bucket_metrics(rows)
+    table = tables.from_summaries(rows, result["command"], metrics)
+    for name, row in table["rows"].items():
+        row.update(heads=rows[name]["heads"], head_dim=rows[name]["head_dim"], steps=rows[name]["steps"])
+    tables.write(results, table)
+    longest = [m for m in metrics if m.startswith("bleu_len_")][-1:]
+    columns = [("bleu", "BLEU", ".1f"), ("perplexity", "perplexity", ".3f"), ("exact_match", "exact match", ".3f")]
+    columns += [(m, f"BLEU len {m[len('bleu_len_'):]}", ".1f") for m in longest]
+    extra = {"heads": {r: str(v["heads"]) for r, v in table["rows"].items()},
+             "head_dim": {r: str(v["head_dim"]) for r, v in table["rows"].items()},
+             "parameters": {r: f"{v['parameters']:,}" for r, v in table["rows"].items()}}
+    prov = table["provenance"]
+    first = next(iter(rows.values()))
+    text = [f"Ablation ({prov['device']}; commit {tables.short_commit(prov['commit'])}; `{prov['command']}`; "
+            f"{first['steps']} steps per row):", "", tables.markdown(table, columns, {"perplexity": False}, extra)]
+    curve = _curve(_seed_dirs(run, rows, table["seeds"]), results, "eval/perplexity", "loss",
+                   "Table 3 ablation at our scale", "test-set perplexity")
+    return text + (["", curve] if curve else [])
+
+
+def _lm_table(run: Path, comparison: dict, results: Path) -> list[str]:
+    """``lm/``: bits per character on the held-out 10% over seeds, and the first seed's sample."""
+    config, summaries = comparison["config"], comparison["summaries"]
+    table = tables.from_summaries(summaries, comparison["command"], ["bits_per_char"])
+    tables.write(results, table)
+    s = summaries["transformer"]
+    first_seed = str(table["seeds"][0])
+    sample = s["per_seed_summaries"][first_seed].get("sample", "")
+    prov = table["provenance"]
+    bpc = table["rows"]["transformer"]["metrics"]["bits_per_char"]
+    text = [f"Character LM on `pydoc_data.topics` ({prov['device']}; commit {tables.short_commit(prov['commit'])}; "
+            f"`{prov['command']}`; {s['steps']} steps x {config['lm_batch_size']} windows of {config['lm_length']}, "
+            f"{s['parameters']:,} parameters): **{bpc['mean']:.3f} ± {bpc['std']:.3f} bits per character** on the "
+            f"held-out 10% over seeds {', '.join(map(str, table['seeds']))}. Seed {first_seed}'s sample "
+            "(temperature 0.8):", "", "```text", sample, "```"]
+    curve = _curve(_seed_dirs(run, summaries, table["seeds"]), results, "eval/bits_per_char", "bits_per_char",
+                   f"character LM on {chars.SOURCE}", "bits per character")
+    return text + (["", curve] if curve else [])
+
+
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
-    """README block: translate runs beside the RNN models' published comparison (same data, same budget),
-    the ablation table, the LM's bits per character and sample."""
+    """The published tables ``results/{translate,ablation,lm}/comparison.json`` (experiments.tables' schema) of
+    runs over seeds (``--set seeds=0,1,2``: an ablation folder, or a translate / lm comparison folder), their
+    learning curves, and the README block ``block`` written from the tables."""
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
     parts = [f"Written by `python -m experiments.publish transformer {' '.join(map(str, run_dirs))} --block "
-             f"{block}` from the runs' JSON."]
+             f"{block}` from the tables in `{repo_relative(results)}`."]
     for run in map(Path, run_dirs):
         if (run / "ablation.json").exists():
             result = json.loads((run / "ablation.json").read_text())
-            rundir.write_json(results / f"{run.name}.ablation.json", result)
-            first = next(iter(result["rows"].values()))
-            parts += ["", f"Ablation ({first['device']}; `{result['command']}`):", "", ablation_table(result)]
+            if "per_seed" not in next(iter(result["rows"].values())):
+                raise SystemExit(f"{run}: a published ablation runs over seeds (--set seeds=0,1,2)")
+            parts += ["", *_ablation_table(run, result, results / "ablation")]
             continue
-        config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
-        for f in ("config.json", "summary.json"):
-            rundir.copy_json(run / f, results / f"{run.name}.{f}")
-        e = summary["eval"]
-        if config["task"] == "lm":
-            parts += ["", f"Character LM on `pydoc_data.topics` ({summary['device']}, {summary['steps']} steps x "
-                      f"{config['lm_batch_size']} windows of {config['lm_length']}, {summary['parameters']:,} "
-                      f"parameters, {summary['wall_s']:.0f} s): **{e['bits_per_char']:.3f} bits per character** on "
-                      "the held-out 10%. A sample (temperature 0.8):", "", "```text", summary["sample"], "```"]
-            continue
-        table_name = config["data"].replace("-", "_")
-        published = RESULTS / "seq2seq" / table_name / "comparison.json"  # the published table over seeds
-        if not published.exists():  # the older single-seed comparison
-            published = RESULTS / "seq2seq" / f"seq2seq_{table_name}" / "comparison.json"
-        rnn = json.loads(published.read_text()) if published.exists() else None
-        if rnn and "rows" in rnn:  # experiments.tables' schema: the means over seeds, the preset from the command
-            command = str(rnn["provenance"]["command"])
-            words = command.split()
-            preset = words[words.index("--preset") + 1] if "--preset" in words else "quick"
-            steps = "?" if "train.steps=" in command else seq2seq.PRESETS[preset]().train.steps
-            rnn = {"command": command, "preset": preset, "summaries": {
-                f"{name}, mean of {len(rnn['seeds'])} seeds": {
-                    "eval": {m: v["mean"] for m, v in r["metrics"].items()}, "wall_s": r["wall_s"], "steps": steps}
-                for name, r in rnn["rows"].items()}}
-        rows = ["| model | BLEU | chrF | exact match | perplexity | steps x batch | wall time |",
-                "|---|---|---|---|---|---|---|",
-                f"| transformer ({config['net']['layers']}+{config['net']['layers']} layers, d "
-                f"{config['net']['d_model']}) | {e['bleu']:.1f} | {e['chrf']:.1f} | {e['exact_match']:.3f} | "
-                f"{e['perplexity']:.3f} | {summary['steps']} x {config['batch_size']} | {summary['wall_s']:.0f} s |"]
-        if rnn:
-            rnn_batch = "?" if "batch_size" in rnn["command"] else seq2seq.PRESETS[rnn["preset"]]().batch_size
-            for name, s in rnn["summaries"].items():
-                r = s["eval"]
-                rows.append(f"| {name} (RNN) | {r['bleu']:.1f} | {r['chrf']:.1f} | "
-                            f"{r['exact_match']:.3f} | {r['perplexity']:.3f} | {s['steps']} x {rnn_batch} | "
-                            f"{s.get('wall_s', float('nan')):.0f} s |")
-        source = f"; the RNN rows are the published runs of `{repo_relative(published)}`" if rnn else ""
-        parts += ["", f"Translation, `{config['data']}` ({summary['device']}{source}):", "", *rows]
+        if not (run / "comparison.json").exists():
+            raise SystemExit(f"{run}: not a run over seeds (no comparison.json); publish runs of --set seeds=0,1,2")
+        comparison = json.loads((run / "comparison.json").read_text())
+        if comparison["task"] == "lm":
+            parts += ["", *_lm_table(run, comparison, results / "lm")]
+        else:
+            parts += ["", *_translate_table(run, comparison, results / "translate")]
     text = "\n".join(parts)
     update_readme_block(block, text, readme)
     return text

@@ -26,23 +26,39 @@ def test_smoke_main_variant_translates(smoke_run):
 
 
 def test_one_step_lm_and_ablation_and_publish(tmp_path):
-    lm = tf.main(TINY + ["--out", str(tmp_path / "lm"), "--set", "task=lm"])
-    assert 0 < lm["eval"]["bits_per_char"] < 10 and lm["sample"].startswith("The ")
-    assert (tmp_path / "lm" / "learning_curve.png").stat().st_size > 0  # every run writes a plot
-    ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation", "--set", "ablation_steps=2"])
+    lm = tf.main(TINY + ["--out", str(tmp_path / "lm"), "--set", "task=lm", "--set", "seeds=0"])
+    assert 0 < lm["eval"]["bits_per_char"] < 10 and lm["per_seed_summaries"]["0"]["sample"].startswith("The ")
+    assert (tmp_path / "lm" / "transformer" / "seed0" / "learning_curve.png").stat().st_size > 0
+    ab = tf.main(TINY + ["--out", str(tmp_path / "ab"), "--set", "task=ablation", "--set", "ablation_steps=2",
+                         "--set", "seeds=0"])
     assert list(ab["rows"]) == ["heads=1", "heads=2", "key size=4", "learned positions"]
     assert ab["rows"]["key size=4"]["head_dim"] == 4 and ab["rows"]["key size=4"]["heads"] == 2  # row B
     assert all(r["steps"] == 2 for r in ab["rows"].values())  # ablation_steps overrides train.steps per row
-    tr = tf.main(TINY + ["--out", str(tmp_path / "tr"), "--set", "data=dates"])
+    # translate over the published RNN table's seeds: its rows join the table
+    tr = tf.main(TINY + ["--out", str(tmp_path / "tr"), "--set", "seeds=0,1,2"])
+    assert tr["seeds"] == [0, 1, 2] and (tmp_path / "tr" / "transformer" / "seed2" / "summary.json").exists()
     readme = tmp_path / "README.md"
     readme.write_text("<!-- tf:begin -->\n<!-- tf:end -->\n")
     publish.main(["transformer", str(tmp_path / "tr"), str(tmp_path / "ab"), str(tmp_path / "lm"), "--block", "tf",
                   "--readme", str(readme), "--results", str(tmp_path / "res")])
     text = readme.read_text()
-    assert f"{lm['eval']['bits_per_char']:.3f} bits per character" in text
-    assert "| heads=1 | 16 |" in text and "| learned positions | 8 |" in text and "| key size=4 | 4 |" in text
-    assert f"| {tr['eval']['bleu']:.1f} |" in text and "bahdanau (RNN" in text  # beside the published RNN runs
-    assert json.loads((tmp_path / "res" / "ab.ablation.json").read_text())["rows"]["heads=2"]["heads"] == 2
+    bpc = lm["eval"]["bits_per_char"]
+    assert f"{bpc:.3f} ± 0.000 bits per character" in text
+    ablation = json.loads((tmp_path / "res" / "ablation" / "comparison.json").read_text())
+    assert ablation["rows"]["heads=2"]["heads"] == 2 and ablation["rows"]["key size=4"]["head_dim"] == 4
+    assert ablation["rows"]["heads=1"]["metrics"]["bleu"]["per_seed"] == ab["rows"]["heads=1"]["per_seed"]["bleu"]
+    assert "| heads=1 |" in text and "| learned positions |" in text
+    translate = json.loads((tmp_path / "res" / "translate" / "comparison.json").read_text())
+    (row,) = [r for r in translate["rows"] if r.startswith("transformer")]
+    assert translate["rows"][row]["metrics"]["bleu"]["per_seed"] == tr["per_seed"]["bleu"]
+    assert "bahdanau (RNN)" in translate["rows"] and "bahdanau (RNN)" in text  # beside the published RNN table
+    assert translate["rnn_rows"]["table"].endswith("seq2seq/num2words_de")
+    assert (tmp_path / "res" / "translate" / "learning_curve.png").stat().st_size > 0
+    single = tf.main(TINY + ["--out", str(tmp_path / "single")])  # one run: no table to publish
+    assert single["steps"] == 1
+    with pytest.raises(SystemExit, match="over seeds"):
+        publish.main(["transformer", str(tmp_path / "single"), "--block", "tf", "--readme", str(readme),
+                      "--results", str(tmp_path / "res2")])
     with pytest.raises(SystemExit, match="unknown task"):
         tf.main(TINY + ["--set", "task=vision"])
 
