@@ -46,7 +46,7 @@ from attn_jax.nn import beam_search
 from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
 from attn_jax.train import TrainConfig, cli, rundir, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import pyplot
+from attn_jax.train.report import curve_key, plot_metric_curves, pyplot
 from experiments import tables
 from experiments.data import geometry
 from experiments.readme import repo_relative, row_run, update_readme_block
@@ -372,7 +372,7 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
     tested at n = 10, and ptrnet trained on 5-10): rows named by model, with ``(train a-b)`` when a folder's
     training sizes are not its one test size; metrics per test size; the README block from the table."""
     results = Path(results)
-    rows, commands, comparisons = {}, [], []
+    rows, commands, comparisons, dirs = {}, [], [], {}
     for run in map(Path, run_dirs):
         comparison = json.loads((run / "comparison.json").read_text())
         comparisons.append(comparison)
@@ -384,6 +384,7 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
             if name in rows:
                 raise ValueError(f"row {name!r} appears in two comparisons")
             rows[name] = summary
+            dirs[name] = [d for k in summary.get("seeds", ()) if (d := cli.seed_dir(run, model, k)).is_dir()]
             if (row_run(run, model) / "examples.png").exists():
                 results.mkdir(parents=True, exist_ok=True)
                 shutil.copy(row_run(run, model) / "examples.png", results / f"examples_{cli.row_folder(name)}.png")
@@ -400,6 +401,15 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
             if any(f"{key}_n{n}" in r["metrics"] for r in table["rows"].values()):
                 columns.append((f"{key}_n{n}", f"{label} n={n}", fmt))
                 higher[f"{key}_n{n}"] = up
+    curve = []
+    if all(dirs.values()):  # the held-out headline metric at the largest test size over training, seed bands
+        key_name, label, _, _ = TABLE_METRICS[task][0]
+        key = curve_key(dirs, f"eval/{key_name}_n{sizes[-1]}", "loss")
+        results.mkdir(parents=True, exist_ok=True)
+        plot_metric_curves(dirs, key, results / "learning_curve.png", f"pointer: {task}",
+                           f"{label}, n={sizes[-1]} (held out)" if key != "loss" else "loss (training batches)",
+                           log_y=key == "loss")
+        curve = ["", f"![learning curve]({repo_relative(results / 'learning_curve.png')})"]
     paper = {f"paper n={n}": {r: PAPER[(task, r.split(" ")[0], n)] for r in rows
                               if (task, r.split(" ")[0], n) in PAPER} for n in sizes}
     paper = {h: v for h, v in paper.items() if v}
@@ -414,7 +424,7 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
         + ", ".join(f"`{c}`" for c in commands) + ". The paper's numbers (where it reports one for that row's "
         "model and n) come from training on 1M instances.", "",
         tables.markdown(table, columns, higher, extra=paper),
-        "", *[f"![{p.stem}]({repo_relative(p)})" for p in sorted(results.glob("examples_*.png"))]])
+        *curve, "", *[f"![{p.stem}]({repo_relative(p)})" for p in sorted(results.glob("examples_*.png"))]])
     update_readme_block(block, text, readme)
     return text
 

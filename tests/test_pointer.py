@@ -13,6 +13,7 @@ from flax import nnx
 from attn_jax.masks import MASK_VALUE
 from attn_jax.nn import beam_search, greedy_decode
 from attn_jax.nn.pointer import PointerNetwork, PositionSeq2Seq
+from attn_jax.train import rundir
 
 N = 6
 END = N
@@ -152,7 +153,8 @@ def test_experiment_fixed_n_comparison_over_seeds_and_its_published_table(tmp_pa
 
     from experiments import pointer, publish
 
-    tiny = ["--preset", "smoke", "--set", "train.steps=1", "--set", "train.progress=false", "--set", "seeds=0,1"]
+    tiny = ["--preset", "smoke", "--set", "train.steps=2", "--set", "train.eval_every=1", "--set",
+            "train.progress=false", "--set", "seeds=0,1"]
     fixed = pointer.main(tiny + ["--out", str(tmp_path / "n5"), "--set", "models=ptrnet,seq2seq",
                                  "--set", "train_n=5,5", "--set", "test_n=5"])
     assert set(fixed) == {"ptrnet", "seq2seq"} and fixed["seq2seq"]["seeds"] == [0, 1]
@@ -171,6 +173,10 @@ def test_experiment_fixed_n_comparison_over_seeds_and_its_published_table(tmp_pa
     assert "| ptrnet (train 4-5) |" in text and f"{acc['mean']:.3f} ± {acc['std']:.3f}" in text
     assert "92.0% (trained on 5-50)" in text  # the paper's number beside our ptrnet at n = 5
     assert (tmp_path / "res" / "examples_ptrnet_(train_4-5).png").exists()
+    held_out = [r for r in rundir.read_metrics(tmp_path / "n5" / "ptrnet" / "seed0" / "metrics.jsonl")
+                if "eval/accuracy_n5" in r]
+    assert [r["step"] for r in held_out] == [1, 2]  # eval_every's point and the final evaluation
+    assert (tmp_path / "res" / "learning_curve.png").stat().st_size > 0 and "learning_curve.png" in text
 
 
 @pytest.mark.parametrize("task", ["convex_hull", "tsp"])
