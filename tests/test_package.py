@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -10,6 +11,9 @@ from pathlib import Path
 import attn_jax
 
 ROOT = Path(__file__).resolve().parent.parent
+# what only the experiments import (the ``experiments`` extra), by distribution and by module name
+EXPERIMENT_PACKAGES = {"scipy": "scipy", "matplotlib": "matplotlib", "num2words": "num2words", "babel": "babel",
+                       "sacrebleu": "sacrebleu", "scikit-learn": "sklearn"}
 
 
 def test_public_api_names():
@@ -36,6 +40,14 @@ def test_wheel_maps_kernels_into_attn_jax(tmp_path):
     assert "attn_jax/kernels/__init__.py" in names
     assert "attn_jax/__init__.py" in names
     assert not any(n.startswith(("tests/", "experiments/", "benchmarks/")) for n in names)
+    assert "attn_jax/py.typed" in names and any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in meta
+    core = {line.split(":", 1)[1].strip() for line in meta.splitlines()
+            if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    core_names = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in core}
+    assert core_names == {"jax", "flax", "optax", "orbax-checkpoint", "numpy", "jaxtyping", "tqdm"}, core_names
+    assert not core_names & set(EXPERIMENT_PACKAGES)
     # And it imports from the installed location, not the source tree.
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -44,6 +56,20 @@ def test_wheel_maps_kernels_into_attn_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""})
     assert str(target) in out.stdout
+
+
+def test_library_imports_none_of_the_experiments_packages():
+    """The core install is enough for the library: importing it (and using BLEU only when asked) pulls in none
+    of the ``experiments`` extra's packages, and a missing one names the extra."""
+    code = ("import sys, attn_jax, attn_jax.nn, attn_jax.kernels, attn_jax.train, attn_jax.train.text_metrics; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))")
+    out = subprocess.run([sys.executable, "-c", code, *EXPERIMENT_PACKAGES.values()], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+    code = ("import sys; sys.modules['sacrebleu'] = None; from attn_jax.train import text_metrics; "
+            "text_metrics.bleu([['a']], [['a']])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0 and "attn-jax[experiments]" in res.stderr, res.stderr
 
 
 def test_docstring_examples_run():

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,8 @@ def test_mismatched_checkpoint_or_config_is_a_clear_error(tmp_path):
 
 
 def test_tensorboard_events_when_tensorboardx_is_installed(tmp_path, monkeypatch):
-    """The loop writes every logged scalar through tensorboardX's SummaryWriter when the package is importable."""
+    """With ``train.tensorboard=true`` the loop writes every logged scalar through tensorboardX's SummaryWriter;
+    without the package it warns once per process and writes none; off by default."""
     import types
 
     calls = []
@@ -130,14 +132,22 @@ def test_tensorboard_events_when_tensorboardx_is_installed(tmp_path, monkeypatch
             calls.append(("close",))
 
     monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    main("toy", toy_experiment.PRESETS, toy_experiment.Regression, ["--out", str(tmp_path)], "smoke")
-    assert calls[0] == ("open", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
+    main("toy", toy_experiment.PRESETS, toy_experiment.Regression, ["--out", str(tmp_path / "off")], "smoke")
+    assert calls == []  # not requested
+    main("toy", toy_experiment.PRESETS, toy_experiment.Regression,
+         ["--out", str(tmp_path / "on"), "--set", "train.tensorboard=true"], "smoke")
+    assert calls[0] == ("open", str(tmp_path / "on" / "tensorboard")) and calls[-1] == ("close",)
     assert [c[2] for c in calls if c[0] == "loss"] == list(range(5, 41, 5))
     assert any(c[0] == "eval/weight_error" and c[2] == 40 for c in calls)
-    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed: no writer, no error
-    from attn_jax.train.loop import tensorboard_writer
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed: no writer, one warning
+    from attn_jax.train import loop
 
-    assert tensorboard_writer(tmp_path) is None
+    monkeypatch.setattr(loop, "_TENSORBOARD_WARNED", [])
+    with pytest.warns(UserWarning, match=r"tensorboardX is not installed.*attn-jax\[tensorboard\]"):
+        assert loop.tensorboard_writer(tmp_path) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loop.tensorboard_writer(tmp_path) is None  # once only
 
 
 def test_parameter_count_counts_every_scalar_of_a_pytree():

@@ -12,8 +12,8 @@ loss is, which batch belongs to a step, how to evaluate) and a
   set-up, steps and periodic evaluations, not the final evaluation; an interrupted sitting counts up to its last
   checkpoint; a finished run's results recomputed from that checkpoint keep it), ``parameters`` and ``commit``
   (:mod:`attn_jax.train.provenance`); experiments add their own fields with :func:`add_to_summary`, which
-  refuses those keys; TensorBoard event files in ``tensorboard/`` too when the optional
-  ``tensorboardX`` package is installed (nothing else needs it);
+  refuses those keys; TensorBoard event files in ``tensorboard/`` too with ``tensorboard=True`` (the optional
+  ``tensorboardX`` package: one warning when it is missing);
 * orbax checkpoints of parameters, optimizer state and step, every
   ``checkpoint_every`` steps and at the end, keeping the last ``keep_checkpoints``.
 
@@ -81,7 +81,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True
-    tensorboard: bool = True  # also write TensorBoard event files when tensorboardX is installed
+    tensorboard: bool = False  # also write TensorBoard event files (needs tensorboardX: warns once without it)
     # overrides of attn_jax.sharding's rules table under a mesh, e.g. "heads=none,mlp=model,batch=data+fsdp"
     sharding_rules: str = ""
 
@@ -161,11 +161,20 @@ def device_string() -> str:
     return f"{d.device_kind if d.platform != 'cpu' else 'cpu'}, jax {jax.__version__}"
 
 
+_TENSORBOARD_WARNED: list[bool] = []
+
+
 def tensorboard_writer(out: Path):
-    """A ``tensorboardX.SummaryWriter`` on ``out/tensorboard``, or None when tensorboardX is not installed."""
+    """A ``tensorboardX.SummaryWriter`` on ``out/tensorboard``; None, with one warning per process, when
+    tensorboardX is not installed (the ``tensorboard`` extra)."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
+        if not _TENSORBOARD_WARNED:
+            _TENSORBOARD_WARNED.append(True)
+            warnings.warn("train.tensorboard=true but tensorboardX is not installed, so no TensorBoard files are "
+                          "written (metrics.jsonl is); install it with pip install 'attn-jax[tensorboard]'",
+                          stacklevel=2)
         return None
     return SummaryWriter(str(out / "tensorboard"))
 

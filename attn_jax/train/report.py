@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attn_jax.errors import require
 from attn_jax.train.rundir import read_metrics
 
 
@@ -65,13 +66,10 @@ def aggregate(per_seed: Mapping[int, Mapping]) -> dict:
 
 
 def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend."""
-    import matplotlib
-
+    """matplotlib.pyplot on the file-only Agg backend (matplotlib comes with the ``experiments`` extra)."""
+    matplotlib = require("matplotlib", "experiments")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "experiments")
 
 
 def save_line_plot(fig, ax, path: Path, title: str, dpi: int = 120) -> None:

@@ -1,5 +1,7 @@
 """Metrics for sequence outputs: BLEU and chrF (sacrebleu), exact match, BLEU by source length, AER.
 
+sacrebleu is imported when BLEU or chrF is computed; it comes with the ``experiments`` extra.
+
 BLEU is computed on the given tokens as they are (``tokenize="none"``): the
 caller decides the tokenisation (e.g. German number morphemes). chrF works on
 detokenised text. AER follows Och & Ney (2003) with one link per target token,
@@ -14,11 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from attn_jax.errors import require
+
 
 def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], max_order: int = 4) -> float:
     """Corpus BLEU (0-100) over pre-tokenised sequences; ``max_order`` n gives BLEU-n (cumulative: the geometric
     mean of the 1..n-gram precisions, as captioning papers report BLEU-1..4)."""
-    from sacrebleu.metrics import BLEU
+    BLEU = require("sacrebleu.metrics", "experiments").BLEU
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
@@ -30,7 +34,7 @@ def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus chrF (0-100) over detokenised strings."""
-    import sacrebleu
+    sacrebleu = require("sacrebleu", "experiments")
 
     return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
 
