@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,7 +79,7 @@ def test_lstmn_jit_grad_and_errors():
     cell = LSTMN(3, 4, rngs=nnx.Rngs(0))
     x = jnp.ones((2, 4, 3))
     grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(cell)
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    chex.assert_tree_all_finite(grads)
     assert float(jnp.abs(grads["w_h"][...]).sum()) > 0  # the attention keys are trained
     with pytest.raises(ValueError, match="Context"):
         cell(x, context=Context(jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), jnp.ones((2,), jnp.int32)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +46,7 @@ def test_ntm_memory_carries_information_across_time_and_gradients_are_finite():
     g = jax.grad(out_last)(x)
     assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g[:, 0]).sum()) > 0  # first input reaches the end
     grads = jax.grad(lambda p: nnx.merge(graphdef, p)(x)[0].sum())(params)
-    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(grads))
+    chex.assert_tree_all_finite(grads)
     lstm = LSTMBaseline(3, 2, rngs=nnx.Rngs(0), hidden_features=8, layers=2)
     assert lstm(x)[0].shape == (1, 6, 2)
     with pytest.raises(ValueError, match="unknown controller"):

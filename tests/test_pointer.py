@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,7 +80,7 @@ def test_gradients_are_finite():
 
     value, grads = jax.value_and_grad(loss)(params)
     assert np.isfinite(float(value))
-    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+    chex.assert_tree_all_finite(grads)
 
 
 TARGET = jnp.array([[0, 1, 2, 3, 4, 5, END], [3, 2, 1, 0, END, END, END], [1, 0, END, END, END, END, END]])
@@ -106,8 +107,8 @@ def test_fused_nll_equals_log_softmax_of_the_logits_with_gradients(implementatio
 
     (a, ga), (b, gb) = jax.value_and_grad(dense)(params), jax.value_and_grad(fused)(params)
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
-    for u, w in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
-        np.testing.assert_allclose(np.asarray(w), np.asarray(u), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_equal_shapes_and_dtypes(gb, ga)
+    chex.assert_trees_all_close(gb, ga, rtol=1e-4, atol=1e-5)
 
 
 def test_position_seq2seq_cannot_point_past_its_vocabulary():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,8 +58,7 @@ def test_each_player_gets_the_gradient_of_its_own_loss_and_the_reported_loss_is_
     grad_d = jax.grad(lambda p: hinge_losses(*scores(p))[0])(params)["d"]
     grad_g = jax.grad(lambda p: hinge_losses(*scores(p))[1])(params)["g"]
     for got, want in ((grads["d"], grad_d), (grads["g"], grad_g)):
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+        chex.assert_trees_all_close(got, want, atol=1e-5)
 
 
 def test_frechet_distance_of_gaussians():

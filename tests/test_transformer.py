@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,7 +131,7 @@ def test_dropout_only_with_an_rng_and_gradients_are_finite():
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
 
     grads = jax.grad(loss)(params)
-    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+    chex.assert_tree_all_finite(grads)
 
 
 def test_config_errors():
