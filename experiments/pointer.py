@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -367,6 +368,12 @@ TABLE_METRICS = {"convex_hull": (("accuracy", "accuracy", ".3f", True), ("covera
                  "sort": (("accuracy", "accuracy", ".3f", True),)}
 
 
+def file_stem(row: str) -> str:
+    """A row's name as a file-name stem of letters, digits, ``.``, ``-`` and ``_`` (``ptrnet (train 5-10)`` ->
+    ``ptrnet_train_5-10``), safe in Markdown links and on every file system."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", row).strip("_")
+
+
 def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
     """One published table from one or more comparison folders of one task (e.g. ptrnet and seq2seq trained and
     tested at n = 10, and ptrnet trained on 5-10): rows named by model, with ``(train a-b)`` when a folder's
@@ -387,7 +394,7 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
             dirs[name] = [d for k in summary.get("seeds", ()) if (d := cli.seed_dir(run, model, k)).is_dir()]
             if (row_run(run, model) / "examples.png").exists():
                 results.mkdir(parents=True, exist_ok=True)
-                shutil.copy(row_run(run, model) / "examples.png", results / f"examples_{cli.row_folder(name)}.png")
+                shutil.copy(row_run(run, model) / "examples.png", results / f"examples_{file_stem(name)}.png")
     tasks = {c["task"] for c in comparisons}
     if len(tasks) != 1:
         raise ValueError(f"a table holds one task; got {sorted(tasks)}")
@@ -410,8 +417,10 @@ def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None
                            f"{label}, n={sizes[-1]} (held out)" if key != "loss" else "loss (training batches)",
                            log_y=key == "loss")
         curve = ["", f"![learning curve]({repo_relative(results / 'learning_curve.png')})"]
-    paper = {f"paper n={n}": {r: PAPER[(task, r.split(" ")[0], n)] for r in rows
-                              if (task, r.split(" ")[0], n) in PAPER} for n in sizes}
+    headline = TABLE_METRICS[task][0][0]
+    paper = {f"paper n={n}": {r: PAPER[(task, r.split(" ")[0], n)] for r, summary in rows.items()
+                              if (task, r.split(" ")[0], n) in PAPER and f"{headline}_n{n}" in summary["eval"]}
+             for n in sizes}  # a row's paper figure only at a size the row was tested on
     paper = {h: v for h, v in paper.items() if v}
     first = comparisons[0]
     prov = table["provenance"]

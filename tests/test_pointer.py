@@ -161,7 +161,7 @@ def test_experiment_fixed_n_comparison_over_seeds_and_its_published_table(tmp_pa
     assert set(fixed) == {"ptrnet", "seq2seq"} and fixed["seq2seq"]["seeds"] == [0, 1]
     assert (tmp_path / "n5" / "seq2seq" / "seed1" / "summary.json").is_file()
     pointer.main(tiny + ["--out", str(tmp_path / "range"), "--set", "models=ptrnet", "--set", "train_n=4,5",
-                         "--set", "test_n=5"])
+                         "--set", "test_n=5,10"])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- ptr:begin -->\n<!-- ptr:end -->\n")
     publish.main(["pointer", str(tmp_path / "n5"), str(tmp_path / "range"), "--block", "ptr", "--readme",
@@ -173,7 +173,9 @@ def test_experiment_fixed_n_comparison_over_seeds_and_its_published_table(tmp_pa
     text = readme.read_text()
     assert "| ptrnet (train 4-5) |" in text and f"{acc['mean']:.3f} ± {acc['std']:.3f}" in text
     assert "92.0% (trained on 5-50)" in text  # the paper's number beside our ptrnet at n = 5
-    assert (tmp_path / "res" / "examples_ptrnet_(train_4-5).png").exists()
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ptrnet")}
+    assert "87.0%" in lines["| ptrnet (train 4-5)"] and "87.0%" not in lines["| ptrnet"]  # n = 10: tested rows only
+    assert (tmp_path / "res" / "examples_ptrnet_train_4-5.png").exists()
     held_out = [r for r in rundir.read_metrics(tmp_path / "n5" / "ptrnet" / "seed0" / "metrics.jsonl")
                 if "eval/accuracy_n5" in r]
     assert [r["step"] for r in held_out] == [1, 2]  # eval_every's point and the final evaluation
