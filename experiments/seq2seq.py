@@ -497,7 +497,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         lines += [f"Longest bucket ({names[-1]}), BLEU minus no attention's: " + ", ".join(gaps) + ".", ""]
     lines.append(f"![BLEU by source length]({repo_relative(results / 'bleu_by_length.png')})")
     if (results / "learning_curve.png").exists():
-        lines.append(f"![training loss]({repo_relative(results / 'learning_curve.png')})")
+        lines.append(f"![learning curve]({repo_relative(results / 'learning_curve.png')})")
     lines += [f"![alignments {m}]({repo_relative(results / f'alignments_{m}.png')})" for m in images[:2]]
     if len(images) > 2:
         lines += ["", "Alignment heatmaps of the other models (first seed): " + ", ".join(
