@@ -175,3 +175,47 @@ def test_short_commit_keeps_the_dirty_mark():
     assert tables.short_commit(sha) == "0123456789ab"
     assert tables.short_commit(sha + "+dirty") == "0123456789ab+dirty"
     assert tables.short_commit([sha, "unknown"]) == "0123456789ab, unknown"
+
+
+def test_git_state_names_the_tracked_files_that_differ(tmp_path):
+    """``+dirty`` comes with the paths that made it; untracked files do not count."""
+    import subprocess
+
+    from attn_jax.train import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    git("add", "a.py", "b.py")
+    git("commit", "-qm", "init")
+    sha, changed = provenance.git_state(tmp_path)
+    assert len(sha) == 40 and changed == ()
+    (tmp_path / "b.py").write_text("y = 2\n")
+    (tmp_path / "new.py").write_text("")
+    assert provenance.git_state(tmp_path) == (sha, ("b.py",))
+
+
+def test_the_commit_is_read_as_the_command_line_starts_not_when_the_run_ends(tmp_path, monkeypatch):
+    """A long run records the tree as it was when it started: later edits of the checkout cannot mark it."""
+    from attn_jax.train import cli, provenance
+
+    tree = {"state": ("a" * 40, ())}
+    monkeypatch.setattr(provenance, "git_state", lambda root: tree["state"])
+    start = cli.distributed.initialize
+
+    def edit_the_tree_after_start(*args):  # runs inside cli.parse, after the command line has started
+        tree["state"] = ("a" * 40, ("README.md",))
+        return start(*args)
+
+    monkeypatch.setattr(cli.distributed, "initialize", edit_the_tree_after_start)
+    provenance._package_state.cache_clear()
+    try:
+        summary = main("toy", toy_experiment.PRESETS, toy_experiment.Regression,
+                       ["--out", str(tmp_path / "run"), *FAST], "smoke")
+        assert summary["commit"] == "a" * 40 and "dirty_files" not in summary
+    finally:
+        provenance._package_state.cache_clear()

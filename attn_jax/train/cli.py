@@ -39,7 +39,7 @@ from jax.sharding import Mesh
 
 from attn_jax.sharding import make_mesh
 from attn_jax.train import config as config_lib
-from attn_jax.train import distributed, report, rundir
+from attn_jax.train import distributed, provenance, report, rundir
 from attn_jax.train.loop import train
 
 
@@ -93,6 +93,7 @@ def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, defaul
     first when asked (flags or environment, :mod:`attn_jax.train.distributed`), then builds the ``--mesh`` over all
     devices of all processes."""
     args = parser(name, presets, default_preset).parse_args(argv)
+    provenance.code_commit()  # the commit of the code imported now, before the run's minutes of training
     args.sets = [_unalias(item, {"seeds": "train.seeds", **(aliases or {})}) for item in args.sets]
     if args.list:
         if variants:

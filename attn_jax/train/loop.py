@@ -360,7 +360,7 @@ def train(task: Task, cfg: TrainConfig, out: Path | str, config: Mapping | None 
 
 
 # summary.json keys the loop owns: an experiment adds its own fields with add_to_summary, never these
-HARNESS_KEYS = ("final_train_loss", "steps", "eval", "device", "wall_s", "parameters", "commit")
+HARNESS_KEYS = ("final_train_loss", "steps", "eval", "device", "wall_s", "parameters", "commit", "dirty_files")
 
 
 def add_to_summary(out: Path | str, summary: Mapping[str, Any], fields: Mapping[str, Any]) -> dict:
@@ -500,6 +500,8 @@ def _train(task: Task, cfg: TrainConfig, out: Path, config_json: dict, mesh: Mes
         summary = dict(final_train_loss=final_loss, steps=cfg.steps, eval=metrics, device=device_string(),
                        wall_s=wall["s"], parameters=_count(task, params),
                        commit=provenance.code_commit())
+        if provenance.dirty_files():  # what "+dirty" was: the tracked files that differed as the run started
+            summary["dirty_files"] = provenance.dirty_files()
         if main_process:
             rundir.write_json(summary_path, summary)
         return summary, params
