@@ -41,7 +41,7 @@ MODELS = ("lstmn", "lstm")
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
-    embed: int = 64
+    embed: int = 64  # character embedding size
     hidden: int = 128  # LSTMN memory/hidden size
     attention: int = 64  # LSTMN intra-attention size
     lstm_hidden: int = 0  # 0: the size that gives the LSTM the LSTMN's parameter count
@@ -49,11 +49,11 @@ class NetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "lstmn"
+    model: str = "lstmn"  # lstmn | lstm (the baseline)
     models: tuple[str, ...] = ()  # comparison mode
     length: int = 64  # characters per training window
-    batch_size: int = 32
-    eval_chars: int = 20000
+    batch_size: int = 32  # training windows per step
+    eval_chars: int = 20000  # held-out characters scored for bits_per_char
     sentence: str = "Every object has an identity, a type and a value."  # attention plot (a held-out sentence)
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig(steps=1200, optimizer="adam", learning_rate=3e-3, schedule="cosine",
@@ -227,7 +227,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("lstmn", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("lstmn", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"model": MODELS, "models": MODELS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

@@ -44,32 +44,32 @@ MODELS = ("ntm", "lstm")
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    width: int = 8
-    min_length: int = 1
+    width: int = 8  # bits per input vector (associative recall items: width - 2)
+    min_length: int = 1  # copy / repeat copy: shortest training sequence
     max_length: int = 10  # copy / repeat copy training lengths (the paper: copy 1-20, repeat copy 1-10)
-    max_repeats: int = 10
-    max_items: int = 6
+    max_repeats: int = 10  # repeat copy: training repeat counts 1..max_repeats (the count input is divided by it)
+    max_items: int = 6  # associative recall: items per sequence 2..max_items
     eval_lengths: tuple[int, ...] = (10, 20, 30, 50)  # copy: generalisation lengths
-    eval_batch: int = 64
+    eval_batch: int = 64  # sequences per evaluation set (training distribution and each generalisation test)
 
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
     controller: str = "lstm"  # ntm controller: lstm | feedforward
-    controller_features: int = 100
-    memory_slots: int = 128
-    memory_width: int = 20
-    read_heads: int = 1
+    controller_features: int = 100  # ntm: controller size (LSTM hidden units or feed-forward outputs)
+    memory_slots: int = 128  # ntm: memory locations N (copy test lengths above it are skipped)
+    memory_width: int = 20  # ntm: size M of each memory location
+    read_heads: int = 1  # ntm: read heads (there is one write head)
     lstm_hidden: int = 256  # the LSTM baseline
-    lstm_layers: int = 3
+    lstm_layers: int = 3  # the LSTM baseline: stacked LSTM layers
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    task: str = "copy"
-    model: str = "ntm"
+    task: str = "copy"  # copy | repeat_copy | associative_recall
+    model: str = "ntm"  # ntm | lstm (the LSTM baseline)
     models: tuple[str, ...] = ()  # comparison mode
-    batch_size: int = 16
+    batch_size: int = 16  # training sequences per step
     data: TaskConfig = TaskConfig()
     net: NetConfig = NetConfig()
     # Adam 2e-3 with a cosine decay and global-norm clipping at 1: at a constant 3e-3 the NTM learned copy within
@@ -254,7 +254,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("ntm", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("ntm", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"task": ntm_tasks.TASKS, "model": MODELS, "models": MODELS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

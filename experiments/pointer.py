@@ -58,16 +58,16 @@ LOSSES = ("auto", "dense", "fused")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    task: str = "convex_hull"
-    model: str = "ptrnet"
+    task: str = "convex_hull"  # convex_hull | tsp | sort
+    model: str = "ptrnet"  # ptrnet (the pointer network) | seq2seq (the baseline over a vocabulary of positions)
     models: tuple[str, ...] = ()  # comparison mode: each of these, same data and budget, OUT/<model>/seed<k>/
     train_n: tuple[int, ...] = (5, 5)  # (min, max) points per training instance
-    test_n: tuple[int, ...] = (5, 10)
-    train_size: int = 50000
-    test_size: int = 500
-    batch_size: int = 128
-    hidden: int = 128
-    beam_size: int = 4
+    test_n: tuple[int, ...] = (5, 10)  # points per test instance: one test set per value
+    train_size: int = 50000  # training instances generated
+    test_size: int = 500  # test instances per value of test_n
+    batch_size: int = 128  # training instances per step
+    hidden: int = 128  # LSTM size of the encoder and decoder (also the point embedding and attention size)
+    beam_size: int = 4  # beam width of the test-set decoding
     positions: int = 0  # model=seq2seq: size of the output vocabulary of positions (0: the largest training n)
     loss: str = "auto"  # ptrnet: dense logits, or "fused" (additive_attention's residual); auto: fused when large
     # 8000 steps: at 2500 / 5000 the hull reached 82.8% / 84.2% at n=5 (target 85%), at 8000 86.8%
@@ -345,7 +345,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("pointer", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("pointer", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"task": geometry.TASKS, "model": MODELS, "models": MODELS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

@@ -49,17 +49,17 @@ PAPER_FID = {"none": 22.96, "feat8": 22.98, "feat16": 22.14, "feat32": 18.28, "f
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "16"
+    model: str = "16"  # none | 8 | 16: no attention, or the feature-map side of the attention block
     models: tuple[str, ...] = ()  # comparison mode
     size: int = 16  # image side (8 x 8 digits upscaled)
-    z_features: int = 64
-    channels: int = 64
-    batch_size: int = 64
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    eval_samples: int = 1000
-    classifier_steps: int = 400
-    test_fraction: float = 0.2
+    z_features: int = 64  # size of the generator's Gaussian noise z
+    channels: int = 64  # feature channels of every G and D block (a multiple of 8 with attention)
+    batch_size: int = 64  # real images (and as many generated) per step
+    lr_g: float = 1e-4  # generator Adam learning rate (beta1 0, beta2 0.9)
+    lr_d: float = 4e-4  # discriminator Adam learning rate (beta1 0, beta2 0.9)
+    eval_samples: int = 1000  # generated images per evaluation (classifier FD, sample accuracy)
+    classifier_steps: int = 400  # training steps (batches of 64) of the evaluation classifier
+    test_fraction: float = 0.2  # fraction of the digit images held out (classifier test, real FD features)
     train: TrainConfig = TrainConfig(steps=3000, log_every=100, checkpoint_every=1000)
 
 
@@ -292,7 +292,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 def main(argv=None) -> dict | None:
     parsed = cli.parse("sagan", PRESETS, argv, default_preset="quick", variants=VARIANTS,
-                         aliases={"attention": "model"})
+                         aliases={"attention": "model"}, choices={"model": MODELS, "models": MODELS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

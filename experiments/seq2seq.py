@@ -60,39 +60,41 @@ DEFAULT_BUCKETS = {"num2words-de": (4, 7, 10, 13, 16), "num2words-fr": (4, 7, 10
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    train_size: int = 20000
-    test_size: int = 1000
+    train_size: int = 20000  # training pairs generated
+    test_size: int = 1000  # test pairs generated (no test source occurs in training)
     max_digits: int = 12  # num2words: numbers have 1..max_digits digits (uniform)
     train_digits: int = 9  # num2words with train_max_tokens 0: training numbers mostly up to this many digits
     # num2words: training sources of at most this many English tokens, test sources of any length (length
     # generalisation, experiments.data.number_words); 0: every length in training (train_digits' tail)
     train_max_tokens: int = 10
-    seed: int = 0
+    seed: int = 0  # seed of the dataset generation and of the epoch-wise shuffling
     length_buckets: tuple[int, ...] = ()  # upper edges of the source-length buckets; () = per-dataset default
 
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
-    embed: int = 64
+    embed: int = 64  # source and target token embedding size
     hidden: int = 64  # encoder size per direction; the decoder has 2 * hidden
+    # hidden size of the additive scores: bahdanau, luong-concat and local-p's window-centre predictor
     attention_features: int = 64
     cell: str = "gru"  # gru | lstm
     half_window: int = 3  # local-m / local-p: D
-    local_score: str = "general"
+    local_score: str = "general"  # local-m / local-p: the score inside the window: dot | general
     implementation: str | None = None  # passed to the attention primitives
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    # the attention: none | bahdanau | luong-dot | luong-general | luong-concat | luong-location | local-m | local-p
     model: str = "bahdanau"
     models: tuple[str, ...] = ()  # comparison mode: train each of these (same budget)
-    data: str = "num2words-de"
-    batch_size: int = 64
-    beam_size: int = 4
-    length_penalty: float = 1.0
-    eval_batch_size: int = 200
+    data: str = "num2words-de"  # the dataset: num2words-de | num2words-fr | dates | reorder
+    batch_size: int = 64  # training pairs per step
+    beam_size: int = 4  # beam width of the test-set decoding; 1: greedy
+    length_penalty: float = 1.0  # beam search ranks hypotheses by log p / length ** length_penalty
+    eval_batch_size: int = 200  # test pairs per evaluation batch (decoding and teacher-forced perplexity)
     eval_examples: int = 0  # 0: the whole test split
-    heatmaps: int = 4
+    heatmaps: int = 4  # decoded test samples drawn in alignments.png (0: no plot)
     dataset: DataConfig = DataConfig()
     net: NetConfig = NetConfig()
     # eval_every: the learning curve's held-out perplexity (Seq2SeqTask.curve_metrics, no decoding)
@@ -408,7 +410,8 @@ def _bucket_counts(task: Seq2SeqTask) -> dict[str, int]:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("seq2seq", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("seq2seq", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"model": ATTENTIONS, "models": ATTENTIONS, "data": DATASETS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

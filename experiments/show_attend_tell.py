@@ -50,10 +50,10 @@ PAPER = {"soft": {"Flickr8k": (67, 44.8, 29.9, 19.5), "COCO": (70.7, 49.2, 34.4,
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
-    features: int = 64
-    hidden: int = 128
-    embed: int = 32
-    attention: int = 64
+    features: int = 64  # D: channels of each annotation vector (the last encoder block's)
+    hidden: int = 128  # LSTM hidden units
+    embed: int = 32  # word embedding size
+    attention: int = 64  # hidden size of the additive attention scorer (W_a, W_h)
     encoder_blocks: int = 3  # 32 x 64 canvas -> 4 x 8 = 32 annotation vectors of 8 x 8 px cells
 
 
@@ -62,13 +62,13 @@ class Config:
     model: str = "soft"  # soft | hard | none
     models: tuple[str, ...] = ()  # comparison mode
     canvas: dc.CanvasConfig = dc.CanvasConfig()
-    batch_size: int = 32
-    eval_size: int = 500
+    batch_size: int = 32  # training canvases per step
+    eval_size: int = 500  # test canvases captioned per evaluation
     penalty: float = 1.0  # soft: lambda of the doubly stochastic penalty
     reinforce: float = 1.0  # hard: lambda_r
     entropy: float = 0.01  # hard: lambda_e
-    baseline_decay: float = 0.9
-    expected_prob: float = 0.5
+    baseline_decay: float = 0.9  # hard: decay of the moving-average REINFORCE baseline of log p(y | s)
+    expected_prob: float = 0.5  # hard, training: chance a step uses the expected context, not a sampled cell
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig(steps=3000, optimizer="adam", learning_rate=2e-3, schedule="cosine",
                                      warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=500)
@@ -245,7 +245,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 def main(argv=None) -> dict | None:
     parsed = cli.parse("show_attend_tell", PRESETS, argv, default_preset="quick", variants=VARIANTS,
-                         aliases={"attention": "model"})
+                         aliases={"attention": "model"}, choices={"model": ATTENTIONS, "models": ATTENTIONS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

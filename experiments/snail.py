@@ -43,18 +43,18 @@ PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "snail"
+    model: str = "snail"  # snail | tc-only (no attention blocks) | attn-only (no TC blocks)
     models: tuple[str, ...] = ()  # comparison mode
-    ways: int = 5
-    shots: int = 1
+    ways: int = 5  # N: classes per episode
+    shots: int = 1  # K: labelled images per class in an episode
     split: str = "character"  # character | script
     drawings: int = 20  # renderings per character (Omniglot: 20 drawers)
     batch_size: int = 32  # episodes per step
-    eval_episodes: int = 1000
+    eval_episodes: int = 1000  # test-class episodes per evaluation (a quarter as many for train_accuracy)
     filters: int = 64  # embedding network
-    tc_filters: int = 128
+    tc_filters: int = 128  # filters of each dense block in the TC blocks
     key_sizes: tuple[int, ...] = (64, 256, 512)  # the three attention blocks
-    value_sizes: tuple[int, ...] = (32, 128, 256)
+    value_sizes: tuple[int, ...] = (32, 128, 256)  # value size of each attention block, paired with key_sizes
     # 1200 steps: the model sits at chance for its first ~300 steps, then learns
     train: TrainConfig = TrainConfig(steps=1200, optimizer="adam", learning_rate=1e-3, schedule="cosine",
                                      warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=300)
@@ -191,7 +191,8 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    parsed = cli.parse("snail", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("snail", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"model": MODELS, "models": MODELS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

@@ -57,25 +57,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
-    d_model: int = 128
-    heads: int = 4
+    d_model: int = 128  # model width: embedding and residual-stream size
+    heads: int = 4  # attention heads per layer
     head_dim: int = 0  # 0: d_model / heads
     kv_heads: int = 0  # 0: = heads (no GQA)
-    d_ff: int = 256
+    d_ff: int = 256  # hidden units of each feed-forward sublayer
     layers: int = 2  # encoder and decoder layers each (lm: decoder layers)
-    dropout: float = 0.1
-    positions: str = "sinusoidal"
-    norm: str = "post"
+    dropout: float = 0.1  # dropout rate on embeddings, sublayer outputs and feed-forward hidden units
+    positions: str = "sinusoidal"  # sinusoidal | learned | rope | none
+    norm: str = "post"  # post | pre: layer norm after / before each residual sublayer
+    # attention implementation: xla | chunked | pallas | pallas_triton | cudnn | ...; none: chosen automatically
     implementation: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    task: str = "translate"
+    task: str = "translate"  # translate | ablation | lm
     data: str = "num2words-de"  # translate / ablation
-    batch_size: int = 64
-    beam_size: int = 4
-    label_smoothing: float = 0.1
+    batch_size: int = 64  # translate / ablation: sentence pairs per step
+    beam_size: int = 4  # translate / ablation: beam width of test decoding (1: greedy)
+    label_smoothing: float = 0.1  # weight of the uniform target in the training cross-entropy (0: none)
     ablation_heads: tuple[int, ...] = (1, 4, 8, 16, 32)  # row A: head_dim = d_model / heads
     ablation_key_sizes: tuple[int, ...] = (16,)  # row B: head_dim at net.heads (the base has d_model / heads)
     ablation_steps: int = 1000  # training steps of each ablation row (0: train.steps)
@@ -280,7 +281,8 @@ def ablation_table(result: dict) -> str:
 
 
 def main(argv=None):
-    parsed = cli.parse("transformer", PRESETS, argv, default_preset="quick", variants=VARIANTS)
+    parsed = cli.parse("transformer", PRESETS, argv, default_preset="quick", variants=VARIANTS,
+                       choices={"task": TASKS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

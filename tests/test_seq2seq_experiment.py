@@ -86,7 +86,7 @@ def test_list_and_errors(capsys):
     assert "model=none|bahdanau|luong-dot" in printed and "data=num2words-de|num2words-fr|dates" in printed
     assert "net.hidden" in printed and "train.steps" in printed
     assert seq2seq.main(["--list", "--preset", "paper"]) is None
-    assert "train.steps = 30000" in capsys.readouterr().out
+    assert "train.steps: int = 30000" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown model 'luong'"):
         seq2seq.main(TINY + ["--set", "model=luong"])
     with pytest.raises(SystemExit, match="unknown data 'wmt'"):

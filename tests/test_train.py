@@ -31,7 +31,7 @@ def test_overrides_and_errors():
     assert cfg.train.progress is False
     with pytest.raises(ValueError, match=r"unknown preset 'huge'; valid presets: smoke, quick"):
         config_lib.build(toy_experiment.PRESETS, "huge")
-    with pytest.raises(ValueError, match=r"unknown config key 'nope'; valid keys: .*train.steps"):
+    with pytest.raises(ValueError, match=r"unknown config key 'nope'; .*valid keys: .*train.steps"):
         config_lib.build(toy_experiment.PRESETS, "smoke", ["nope=1"])
     with pytest.raises(ValueError, match="expected int"):
         config_lib.build(toy_experiment.PRESETS, "smoke", ["dim=four"])
@@ -44,7 +44,7 @@ def test_overrides_and_errors():
 def test_list(capsys):
     main("toy", toy_experiment.PRESETS, toy_experiment.Regression, ["--list"], default_preset="smoke")
     out = capsys.readouterr().out
-    assert "presets: smoke, quick" in out and "train.checkpoint_every = 5" in out
+    assert "presets: smoke, quick" in out and "train.checkpoint_every: int = 5" in out
 
 
 def _params(out: Path):

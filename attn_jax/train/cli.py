@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,12 +43,52 @@ from attn_jax.train import distributed, provenance, report, rundir
 from attn_jax.train.loop import train
 
 
+class UsageError(SystemExit):
+    """A bad command line (an unknown or ill-typed ``--set`` key, a bad ``--config`` file, an unknown model):
+    exits with status 2 as argparse does; ``str()`` is the one-line message, which :func:`parse` has already
+    printed to stderr after the usage line."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "()"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def keys_help(cfg, preset: str) -> str:
+    """Every config key with its type, its value in ``preset`` and its one-line description (the field's source
+    comment, :func:`attn_jax.train.config.describe`): the epilog of ``--help`` and the body of ``--list``."""
+    rows = config_lib.describe(cfg)
+    heads = [(f"{key}: {typ} = {_value_text(value)}", doc.replace("``", "")) for key, typ, value, doc in rows]
+    width = min(max(len(h) for h, _ in heads), 48)  # a longer key/type/value puts its description below it
+    lines = [f"config keys (--set KEY=VALUE; values of preset {preset!r}):"]
+    for head, doc in heads:
+        lines.append(f"  {head:<{width}}  {doc}".rstrip() if len(head) <= width else
+                     f"  {head}" + (f"\n  {'':<{width}}  {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
 def parser(name: str, presets: Mapping[str, Callable[[], Any]], default_preset: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"python -m experiments.{name}")
+    try:
+        epilog = keys_help(config_lib.build(presets, default_preset), default_preset)
+    except (ValueError, TypeError):  # a broken preset is reported when it is built, not by --help
+        epilog = None
+    ap = argparse.ArgumentParser(prog=f"python -m experiments.{name}", epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=default_preset, help=f"one of: {', '.join(presets)}")
     ap.add_argument("--out", type=Path, default=None, help=f"run folder (default runs/{name}/<timestamp>)")
+    ap.add_argument("--config", type=Path, action="append", default=[], metavar="FILE",
+                    help="overrides from a .json object or a .py file's 'overrides' dict (keys dotted or nested), "
+                         "applied before --set (repeatable)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key (repeatable)")
+                    help="override a config key (repeatable; the keys are listed below)")
     ap.add_argument("--list", action="store_true", help="print the presets and every config key, then exit")
     ap.add_argument("--mesh", default="", metavar="AXIS=N,...",
                     help="shard over a device mesh, e.g. data=2,model=4 (axes: data, fsdp, model, seq)")
@@ -60,12 +100,27 @@ def parser(name: str, presets: Mapping[str, Callable[[], Any]], default_preset: 
 
 def print_keys(cfg, presets, preset: str) -> None:
     print(f"presets: {', '.join(presets)}")
-    print(f"config keys ({preset} values):")
-    for key in config_lib.keys(cfg):
+    print(keys_help(cfg, preset))
+
+
+def _fail(ap: argparse.ArgumentParser, message: str) -> UsageError:
+    ap.print_usage(sys.stderr)
+    print(f"{ap.prog}: error: {message}", file=sys.stderr)
+    return UsageError(message)
+
+
+def check_choices(cfg, choices: Mapping[str, Iterable[str]]) -> None:
+    """Raise ``ValueError`` naming the key when a config value (or an element of a tuple value) is not one of
+    ``choices[key]`` (keys dotted)."""
+    for key, valid in choices.items():
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        print(f"  {key} = {value!r}")
+        valid, leaf = tuple(valid), key.rsplit(".", 1)[-1]
+        noun = leaf[:-1] if isinstance(value, tuple) and leaf.endswith("s") else leaf  # models=a,b: each a model
+        for v in value if isinstance(value, tuple) else (value,):
+            if v not in valid:
+                raise ValueError(f"--set {key}: unknown {noun} {v!r}; valid: {', '.join(valid)}")
 
 
 class Run(NamedTuple):
@@ -85,22 +140,33 @@ def _unalias(item: str, aliases: Mapping[str, str]) -> str:
 
 
 def parse(name: str, presets: Mapping[str, Callable[[], Any]], argv=None, default_preset: str = "quick",
-          variants: str | None = None, aliases: Mapping[str, str] | None = None) -> Run | None:
+          variants: str | None = None, aliases: Mapping[str, str] | None = None,
+          choices: Mapping[str, Iterable[str]] | None = None) -> Run | None:
     """Parse the shared command line, or return None after ``--list`` printed the keys.
 
     ``aliases`` maps other names of a config key to it (``{"attention": "model"}`` lets ``--set attention=hard``
-    mean ``--set model=hard``; ``attentions=...`` then means ``models=...``). Starts the multi-process runtime
+    mean ``--set model=hard``; ``attentions=...`` then means ``models=...``). ``choices`` maps config keys to their
+    valid values (:func:`check_choices`). Overrides come from every ``--config FILE`` in order, then ``--set``; a
+    bad one raises :class:`UsageError` (exit status 2) after printing the usage line and a one-line message that
+    names the full key. Starts the multi-process runtime
     first when asked (flags or environment, :mod:`attn_jax.train.distributed`), then builds the ``--mesh`` over all
     devices of all processes."""
-    args = parser(name, presets, default_preset).parse_args(argv)
+    ap = parser(name, presets, default_preset)
+    args = ap.parse_args(argv)
     provenance.code_commit()  # the commit of the code imported now, before the run's minutes of training
-    args.sets = [_unalias(item, {"seeds": "train.seeds", **(aliases or {})}) for item in args.sets]
+    names = {"seeds": "train.seeds", **(aliases or {})}
+    try:
+        from_files = [item for path in args.config for item in config_lib.load_overrides(path)]
+        args.sets = [_unalias(item, names) for item in from_files + args.sets]
+        cfg = config_lib.build(presets, args.preset, args.sets)
+        check_choices(cfg, choices or {})
+    except ValueError as err:  # one line, argparse's way, exit status 2
+        raise _fail(ap, str(err)) from None
     if args.list:
         if variants:
             print(variants)
         print_keys(config_lib.build(presets, args.preset), presets, args.preset)
         return None
-    cfg = config_lib.build(presets, args.preset, args.sets)
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     mesh = make_mesh(args.mesh) if args.mesh else None
     out = args.out or Path("runs") / name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")

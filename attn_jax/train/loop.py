@@ -65,22 +65,22 @@ from attn_jax.train.rundir import RunDirError
 class TrainConfig:
     """Optimisation and bookkeeping settings shared by every experiment."""
 
-    steps: int = 100
-    learning_rate: float = 1e-3
-    warmup_steps: int = 0
+    steps: int = 100  # optimiser steps in all (a resumed run continues to this)
+    learning_rate: float = 1e-3  # peak learning rate (after warmup)
+    warmup_steps: int = 0  # steps of linear warmup from 0 to learning_rate
     schedule: str = "constant"  # constant | cosine | rsqrt (the Transformer's warmup, peak learning_rate)
     optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
-    weight_decay: float = 0.0
-    clip_norm: float | None = 1.0
-    seed: int = 0
+    weight_decay: float = 0.0  # decoupled weight decay (adamw; ignored by the other optimisers)
+    clip_norm: float | None = 1.0  # clip the gradients' global norm to this; none or 0: no clipping
+    seed: int = 0  # the run's seed: parameter initialisation and the per-step random keys (dropout, sampling)
     # several seeds (``--set seeds=0,1,2``): each row runs once per seed into ``<out>/<row>/seed<k>/`` with
     # ``seed`` set to k (attn_jax.train.cli); () = the one run of ``seed``
     seeds: tuple[int, ...] = ()
-    log_every: int = 10
+    log_every: int = 10  # steps between training-metric lines in metrics.jsonl
     eval_every: int = 0  # 0: only at the end; in between, the task's ``curve_metrics`` (else ``evaluate``)
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    progress: bool = True
+    checkpoint_every: int = 50  # steps between checkpoints (0: only at the end); a rerun resumes from the last
+    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest)
+    progress: bool = True  # a tqdm progress bar on stderr
     tensorboard: bool = False  # also write TensorBoard event files (needs tensorboardX: warns once without it)
     # overrides of attn_jax.sharding's rules table under a mesh, e.g. "heads=none,mlp=model,batch=data+fsdp"
     sharding_rules: str = ""

@@ -28,10 +28,10 @@ SCALES = {"small": 2, "large": 3}  # integer upscaling of the 8 x 8 digits
 
 @dataclasses.dataclass(frozen=True)
 class CanvasConfig:
-    height: int = 32
-    width: int = 64
-    min_digits: int = 2
-    max_digits: int = 5
+    height: int = 32  # canvas height in pixels
+    width: int = 64  # canvas width in pixels
+    min_digits: int = 2  # digits per canvas: uniform in min_digits..max_digits
+    max_digits: int = 5  # most digits per canvas (fewer when they do not fit its width)
     test_fraction: float = 0.2  # of the source digit images
 
 
