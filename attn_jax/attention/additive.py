@@ -29,6 +29,17 @@ import numpy as np
 from attn_jax.attention.inputs import check_lengths, compute_dtype, dtype_of, flatten_batch, is_float, shape_of
 from attn_jax.attention.registry import OpRegistry, implementation_names
 from attn_jax.masks import MASK_VALUE, MaskSpec, and_masks, visible_keys
+from attn_jax.shapes import (
+    AdditiveKey,
+    AdditiveOut,
+    AdditiveQuery,
+    AdditiveV,
+    AdditiveValue,
+    AdditiveWk,
+    AdditiveWq,
+    Lengths,
+    Mask,
+)
 from attn_jax.softmax import (
     attention_vjp,
     empty_rows_to_neg_inf,
@@ -302,21 +313,21 @@ def _check(query, key, value, w_q, w_k, v, mask):
 
 
 def additive_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    w_q: Array,
-    w_k: Array,
-    v: Array,
+    query: AdditiveQuery,
+    key: AdditiveKey,
+    value: AdditiveValue,
+    w_q: AdditiveWq,
+    w_k: AdditiveWk,
+    v: AdditiveV,
     *,
-    mask: Array | None = None,
-    key_value_seq_lengths: Array | None = None,
+    mask: Mask | None = None,
+    key_value_seq_lengths: Lengths | None = None,
     is_causal: bool = False,
     return_residual: bool = False,
     return_weights: bool = False,
     implementation: str | None = None,
     chunk_size: int | None = None,
-):
+) -> AdditiveOut | tuple[Array, ...]:
     """Bahdanau attention: ``context_t = Σ_s softmax_s(vᵀ tanh(W_q q_t + W_k k_s)) value_s``.
 
     Args:

@@ -28,6 +28,7 @@ import numpy as np
 from attn_jax.attention.dispatch import dot_product_attention
 from attn_jax.attention.inputs import check_scalars, concrete_value, dtype_of, is_float, is_int, shape_of
 from attn_jax.attention.registry import OpRegistry, implementation_names
+from attn_jax.shapes import ArrayLike, Cache, DecodeLengths, DecodeOut, DecodeQuery, PageTable
 
 Array = jax.Array
 
@@ -149,16 +150,16 @@ REGISTRY.register("cudnn", lambda p, automatic: "cudnn has no decode path here",
 
 
 def decode_attention(
-    query: Array,
-    key_cache: Array,
-    value_cache: Array,
-    key_value_seq_lengths: Array,
+    query: DecodeQuery,
+    key_cache: Cache,
+    value_cache: Cache,
+    key_value_seq_lengths: DecodeLengths,
     *,
-    scale: float | None = None,
+    scale: float | ArrayLike | None = None,
     logits_soft_cap: float | None = None,
-    page_table: Array | None = None,
+    page_table: PageTable | None = None,
     implementation: str | Sequence[str] | None = None,
-) -> Array:
+) -> DecodeOut:
     """Attention of one new token per sequence over its cache.
 
     Args:

@@ -44,6 +44,7 @@ from attn_jax.attention import chunked as _chunked
 from attn_jax.attention import xla as _xla
 from attn_jax.attention.inputs import Problem, normalize
 from attn_jax.attention.registry import OpRegistry, implementation_names
+from attn_jax.shapes import ArrayLike, Bias, Key, KVSegments, Lengths, Mask, Out, QSegments, Query, Residual, Value
 
 Array = jax.Array
 
@@ -179,26 +180,26 @@ NAMES = REGISTRY.names
 
 
 def dot_product_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    bias: Array | None = None,
-    mask: Array | None = None,
+    query: Query,
+    key: Key,
+    value: Value,
+    bias: Bias | None = None,
+    mask: Mask | None = None,
     *,
-    scale: float | None = None,
+    scale: float | ArrayLike | None = None,
     is_causal: bool = False,
-    query_seq_lengths: Array | None = None,
-    key_value_seq_lengths: Array | None = None,
+    query_seq_lengths: Lengths | None = None,
+    key_value_seq_lengths: Lengths | None = None,
     local_window_size: int | tuple[int, int] | None = None,
-    q_segment_ids: Array | None = None,
-    kv_segment_ids: Array | None = None,
+    q_segment_ids: QSegments | None = None,
+    kv_segment_ids: KVSegments | None = None,
     logits_soft_cap: float | None = None,
     dropout_rate: float = 0.0,
     dropout_rng: Array | None = None,
     precision: Any = None,
     implementation: str | Sequence[str] | None = None,
     return_residual: bool = False,
-) -> Array | tuple[Array, Array]:
+) -> Out | tuple[Out, Residual]:
     """Scaled dot-product attention, a drop-in for ``jax.nn.dot_product_attention``.
 
     ``softmax(scale · q kᵀ + bias, masked) v`` per head, with optional soft-cap

@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from attn_jax.masks import MASK_VALUE
+from attn_jax.shapes import Key, Out, Query, Value
 from attn_jax.softmax import (
     empty_rows_to_neg_inf,
     online_softmax_finish,
@@ -257,8 +258,8 @@ def _ring_bwd(axis_name, causal, layout, scale, sub, res, do):
 _ring.defvjp(_ring_fwd, _ring_bwd)
 
 
-def ring_attention(query: Array, key: Array, value: Array, *, axis_name: str, is_causal: bool = False,
-                   layout: str = "contiguous", scale: float | None = None, block_size: int = 512) -> Array:
+def ring_attention(query: Query, key: Key, value: Value, *, axis_name: str, is_causal: bool = False,
+                   layout: str = "contiguous", scale: float | None = None, block_size: int = 512) -> Out:
     """Attention over a sequence sharded on ``axis_name``; call inside ``shard_map``.
 
     ``query [B, T, N, H]``, ``key/value [B, S, K, H]`` are this device's rows (T = S per device for causal);
@@ -283,9 +284,9 @@ def ring_attention(query: Array, key: Array, value: Array, *, axis_name: str, is
     return jnp.moveaxis(o, 3, 1).reshape(b, t, n, value.shape[-1]).astype(query.dtype)
 
 
-def ring_attention_sharded(query: Array, key: Array, value: Array, mesh: Mesh, *, axis: str = "seq",
+def ring_attention_sharded(query: Query, key: Key, value: Value, mesh: Mesh, *, axis: str = "seq",
                            is_causal: bool = False, layout: str = "zigzag", scale: float | None = None,
-                           block_size: int = 512) -> Array:
+                           block_size: int = 512) -> Out:
     """Global arrays in, global array out: lays the sequence out (zigzag when asked), runs
     :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order."""
     parts = mesh.shape[axis]
