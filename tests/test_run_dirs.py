@@ -152,9 +152,9 @@ def test_no_readable_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_path):
 def test_nonsense_numbers_are_refused_before_out_is_created(tmp_path, setting):
     out = tmp_path / "run"
     key = setting.split("=")[0]
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    with pytest.raises(SystemExit, match=key.replace(".", r"\.")) as exit_:  # a usage error: exit status 2
         _toy(out, "--set", setting)
-    assert not out.exists()
+    assert exit_.value.code == 2 and not out.exists()
 
 
 def test_zero_means_off_where_documented():

@@ -68,9 +68,9 @@ def test_seeds_without_models_make_a_comparison_of_one_row(tmp_path):
 
 @pytest.mark.parametrize("bad", ["seeds=1,1", "seeds=-1"])
 def test_nonsense_seeds_are_refused_before_anything_is_written(tmp_path, bad):
-    with pytest.raises(ValueError, match="seeds"):
+    with pytest.raises(SystemExit, match="seeds") as exit_:  # a usage error: exit status 2
         _compare(tmp_path / "x", "--set", bad)
-    assert not (tmp_path / "x").exists()
+    assert exit_.value.code == 2 and not (tmp_path / "x").exists()
 
 
 def test_the_loop_records_wall_time_parameters_and_commit_and_a_rerun_changes_none(tmp_path):
