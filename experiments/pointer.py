@@ -350,8 +350,6 @@ def main(argv=None) -> dict | None:
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    if cfg.task not in geometry.TASKS:
-        raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(geometry.TASKS)}")
     with cli.run_dir(parsed):
         summaries, _ = cli.run_models(parsed, run_one, MODELS)
         if cli.is_comparison(cfg) and jax.process_index() == 0:

@@ -286,8 +286,6 @@ def main(argv=None):
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
-    if cfg.task not in TASKS:
-        raise SystemExit(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
     out = Path(out)
     # the ablation, and any task over several seeds: a folder of runs
     with cli.run_dir(parsed, comparison=cfg.task == "ablation" or cli.is_comparison(cfg)):
