@@ -4,6 +4,7 @@
     python -m experiments.ntm --set models=ntm,lstm                          # comparison: one plot each
     python -m experiments.ntm --set task=associative_recall --set model=lstm
     python -m experiments.ntm --list
+    python -m experiments.ntm --preset copy --set models=ntm,lstm --set seeds=0,1,2 --out runs/ntm/copy
 
 Variants: ``model`` in {ntm, lstm}; ``task`` in {copy, repeat_copy,
 associative_recall}. Each run writes (beside config.json, metrics.jsonl,
@@ -11,7 +12,10 @@ checkpoints, summary.json): ``learning_curve.png`` (cost in bits per sequence vs
 sequences seen: Figs. 3, 7, 10 analogue), for copy ``generalisation.png`` (cost
 vs sequence length, trained on shorter ones: Figs. 4-5) and for the NTM
 ``weightings.png`` (inputs, outputs, write and read weightings over time: Fig. 6).
-Eval metrics: ``bits_per_sequence`` (the training distribution) and, for copy,
+The ``copy`` preset is the published table's recipe (the paper's optimiser on its training lengths 1-20):
+RMSProp with momentum 0.9 at a constant 1e-4, 12,500 steps of 16 sequences (200k sequences, as the paper),
+tested at lengths up to 120, against a 3-layer LSTM of 56 units (about the NTM's parameter count; the paper's
+baseline is 3 x 256). Eval metrics: ``bits_per_sequence`` (the training distribution) and, for copy,
 ``bits_len_<n>`` / ``bit_errors_len_<n>`` (cost and wrong bits per sequence at
 length n); for repeat copy ``bits_len_<n>_rep_<r>`` / ``bit_errors_len_<n>_rep_<r>``
 at the longest training length and count, twice the length, and twice the
@@ -21,6 +25,7 @@ count (Fig. 8).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import sys
@@ -33,11 +38,12 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.ntm import NTM, LSTMBaseline
-from attn_jax.train import TrainConfig, cli, rundir, train
+from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves, pyplot, save_line_plot
+from attn_jax.train.report import plot_metric_curves, pyplot
+from experiments import tables
 from experiments.data import ntm_tasks
-from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 MODELS = ("ntm", "lstm")
 
@@ -95,7 +101,18 @@ def paper() -> Config:
                                     log_every=500, checkpoint_every=10_000))
 
 
-PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
+def copy() -> Config:
+    """The published copy table: the paper's RMSProp (momentum 0.9, lr 1e-4; global-norm clipping at 10) on its
+    lengths 1-20 for 200k sequences (12,500 steps of 16), tested up to length 120 (memory_slots 128 >= 120); the
+    LSTM baseline at about the NTM's parameters (3 x 56: 65.9k vs 65.1k; the paper's 3 x 256 has 1.3M)."""
+    return Config(batch_size=16, data=TaskConfig(max_length=20, eval_lengths=(10, 20, 30, 50, 60, 80, 120),
+                                                 eval_batch=128),
+                  net=NetConfig(lstm_hidden=56, lstm_layers=3),
+                  train=TrainConfig(steps=12_500, optimizer="rmsprop", learning_rate=1e-4, schedule="constant",
+                                    clip_norm=10.0, log_every=50, checkpoint_every=2500))
+
+
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper, "copy": copy}
 VARIANTS = f"variants: model={'|'.join(MODELS)}  task={'|'.join(ntm_tasks.TASKS)}  (main: ntm on copy)"
 
 
@@ -199,41 +216,95 @@ def plot_learning_curves(runs: dict[str, Path | list[Path]], batch_size: int, pa
                        xlabel="sequences seen", log_y=True)
 
 
+def _seed_values(summary: dict, key: str) -> list[float]:
+    """A metric's value per seed: ``per_seed`` of a summary aggregated over seeds, else the one run's value."""
+    return list(summary.get("per_seed", {}).get(key, [summary["eval"][key]]))
+
+
 def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, path: Path) -> None:
+    """Copy: cost and wrong bits per sequence against the test length, one line per row; a row aggregated over
+    seeds is drawn as its mean with a band of one standard deviation and each seed's value as a dot."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for model, s in summaries.items():
-        xs = [n for n in lengths if f"bits_len_{n}" in s["eval"]]
-        ax.plot(xs, [max(s["eval"][f"bits_len_{n}"], 1e-4) for n in xs], marker="o", label=model)
-    ax.axvline(train_max, color="gray", ls="--", lw=1, label=f"longest training length ({train_max})")
-    ax.set_xlabel("copy length")
-    ax.set_ylabel("cost per sequence (bits)")
-    ax.set_yscale("log")
-    save_line_plot(fig, ax, path, "copy: generalisation to longer sequences")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = (("bits", "cost per sequence (bits)"), ("bit_errors", "wrong bits per sequence"))
+    for ax, (prefix, ylabel) in zip(axes, panels, strict=True):
+        for model, s in summaries.items():
+            xs = [n for n in lengths if f"{prefix}_len_{n}" in s["eval"]]
+            if not xs:
+                continue
+            ys = np.array([_seed_values(s, f"{prefix}_len_{n}") for n in xs], dtype=float)  # [lengths, seeds]
+            seeds = ys.shape[1]
+            (line,) = ax.plot(xs, ys.mean(1), marker="o", label=model + (f" ({seeds} seeds)" if seeds > 1 else ""))
+            if seeds > 1:
+                std = ys.std(1, ddof=1)
+                ax.fill_between(xs, np.maximum(ys.mean(1) - std, 0), ys.mean(1) + std, color=line.get_color(),
+                                alpha=0.2, linewidth=0)
+                for k in range(seeds):
+                    ax.plot(xs, ys[:, k], ls="none", marker=".", ms=4, color=line.get_color(), alpha=0.6)
+        ax.axvline(train_max, color="gray", ls="--", lw=1, label=f"longest training length ({train_max})")
+        if prefix == "bit_errors":
+            ax.axhline(1.0, color="black", ls=":", lw=1, label="1 wrong bit")
+        ax.set_yscale("symlog", linthresh=1.0 if prefix == "bit_errors" else 0.1)
+        ax.set_xlabel("copy length")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("copy: generalisation to longer sequences"
+                 + (" (mean ± 1 std over seeds, dots: seeds)" if any("per_seed" in s for s in summaries.values())
+                    else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def slots_in_use(weights: np.ndarray, threshold: float = 0.2, margin: int = 1) -> np.ndarray:
+    """The memory slots a weighting trace ``[T, N]`` uses, as the shortest circular run of slots that holds every
+    slot with weight above ``threshold`` at some step (heads shift circularly: a run that starts at slot 0 and
+    moves backwards uses N-1, N-2, ...), widened by ``margin`` on each side; slot indices in order along the run.
+    All N slots when none is above the threshold."""
+    n = weights.shape[-1]
+    used = np.nonzero(np.asarray(weights).max(0) > threshold)[0]
+    if used.size == 0:
+        return np.arange(n)
+    gaps = np.diff(np.concatenate([used, used[:1] + n]))  # gap after each used slot, the last one wrapping
+    start = used[(int(np.argmax(gaps)) + 1) % used.size]  # the run begins after the widest gap
+    length = n - int(gaps.max()) + 1
+    length = min(length + 2 * margin, n)
+    return (start - (margin if length < n else 0) + np.arange(length)) % n
+
+
+def output_panel(probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The outputs panel ``[O, T]`` of the weightings figure: the output probabilities where the target counts
+    (``mask`` 1), NaN (drawn blank) elsewhere, e.g. during the input phase where no output is asked for."""
+    return np.where(np.asarray(mask)[:, None] > 0, np.asarray(probs), np.nan).T
 
 
 def plot_weightings(task: NTMTask, params, path: Path) -> None:
-    """Fig. 6 analogue on one copy sequence of twice the longest training length (if it fits the memory)."""
+    """Fig. 6 analogue on one copy sequence of twice the longest training length (if it fits the memory): inputs,
+    outputs (only where an output is asked for), write and read weightings cropped to the slots in use."""
     cfg = task.cfg
     n = min(2 * cfg.data.max_length, cfg.net.memory_slots)
     b = _generate(cfg, np.random.default_rng(7), 1, n) if cfg.task == "copy" else _generate(
         cfg, np.random.default_rng(7), 1)
     logits, trace = jax.jit(lambda p, x: task.model(p)(x))(params, jnp.asarray(b.inputs))
     steps = int(np.max(np.nonzero(b.mask[0] + np.abs(b.inputs[0]).sum(-1))[0])) + 1
-    used = np.nonzero(np.asarray(trace["write_weights"][0, :steps]).max(0) + np.asarray(
-        trace["read_weights"][0, :steps, 0]).max(0) > 0.05)[0]
-    lo, hi = (int(used.min()), int(used.max()) + 1) if used.size else (0, cfg.net.memory_slots)
+    write = np.asarray(trace["write_weights"][0, :steps])
+    read = np.asarray(trace["read_weights"][0, :steps, 0])
+    slots = slots_in_use(np.concatenate([write, read]))
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
-    panels = [(b.inputs[0, :steps].T, "inputs"), (np.asarray(jax.nn.sigmoid(logits[0, :steps])).T, "outputs"),
-              (np.asarray(trace["write_weights"][0, :steps, lo:hi]).T, "write weightings"),
-              (np.asarray(trace["read_weights"][0, :steps, 0, lo:hi]).T, "read weightings")]
+    outputs = output_panel(np.asarray(jax.nn.sigmoid(logits[0, :steps])), b.mask[0, :steps])
+    panels = [(b.inputs[0, :steps].T, "inputs"), (outputs, "outputs (where scored; blank: no output asked)"),
+              (write[:, slots].T, "write weightings"), (read[:, slots].T, "read weightings")]
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="#dde6f0")  # bad: NaN, the blank of the outputs panel
     for ax, (img, name) in zip(axes.ravel(), panels, strict=True):
-        ax.imshow(img, aspect="auto", cmap="gray_r", interpolation="nearest")
+        ax.imshow(img, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0.0, vmax=1.0)
         ax.set_title(name, fontsize=9)
+    ticks = np.unique(np.linspace(0, len(slots) - 1, min(len(slots), 6)).round().astype(int))
     for ax in axes[1]:
         ax.set_xlabel("time")
-        ax.set_ylabel(f"memory slot ({lo}..{hi - 1})")
+        ax.set_yticks(ticks, [str(slots[i]) for i in ticks])
+        ax.set_ylabel(f"memory slot ({len(slots)} of {cfg.net.memory_slots} in use)")
     fig.suptitle(f"NTM on {cfg.task}" + (f", length {n}" if cfg.task == "copy" else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -267,10 +338,9 @@ def main(argv=None) -> dict | None:
             if cfg.task == "copy":
                 plot_generalisation(summaries, cfg.data.eval_lengths, cfg.data.max_length,
                                     out / "generalisation.png")
-            rundir.write_json(out / "comparison.json", {
-                "task": cfg.task, "preset": preset, "batch_size": cfg.batch_size,
-                "train_max_length": cfg.data.max_length, "eval_lengths": cfg.data.eval_lengths,
-                "command": cli.command_line("ntm", argv), "summaries": summaries})
+            cli.save_comparison(out, "ntm", argv, summaries, task=cfg.task, preset=preset,
+                                batch_size=cfg.batch_size, train_max_length=cfg.data.max_length,
+                                eval_lengths=list(cfg.data.eval_lengths))
     print(f"\nntm, {cfg.task}, preset {preset}: cost in bits per sequence")
     for m, s in summaries.items():
         print(f"  {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in s["eval"].items() if k.startswith("bits")))
@@ -278,46 +348,67 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
+def _test_title(test: str) -> str:
+    """``len_60`` -> ``length 60``; ``len_20_rep_10`` -> ``length 20 x 10``."""
+    parts = test.split("_")  # len, n[, rep, r]
+    return f"length {parts[1]}" + (f" x {parts[3]}" if len(parts) == 4 else "")
+
+
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
+    """The published table of a comparison run (``results/comparison.json`` in experiments.tables' schema: rows
+    ``ntm``, ``lstm``, every metric's mean, std and per-seed values), its figures (learning curves over seeds, for
+    copy the generalisation to longer sequences, the NTM's weightings of its first seed), and the README block
+    ``block`` written from them."""
     run_dir, results = Path(run_dir), Path(results)
-    comparison = stage_comparison(run_dir, results)
+    comparison = json.loads((run_dir / "comparison.json").read_text())
+    summaries = comparison["summaries"]
+    table = tables.from_summaries(summaries, comparison["command"])
+    table["task"] = {"name": comparison["task"], "train_max_length": comparison.get("train_max_length"),
+                     "batch_size": comparison["batch_size"]}
+    tables.write(results, table)
+    seed_dirs = {m: [d for k in table["seeds"] if (d := cli.seed_dir(run_dir, m, k)).is_dir()] for m in summaries}
     images = []
-    for name in ("learning_curve.png", "generalisation.png"):
-        if (run_dir / name).exists():
-            shutil.copy(run_dir / name, results / name)
-            images.append(name)
-    for model in comparison["summaries"]:
+    if all(seed_dirs.values()):
+        plot_learning_curves(seed_dirs, comparison["batch_size"], results / "learning_curve.png",
+                             f"{comparison['task']}: cost on the training batches")
+        images.append("learning_curve.png")
+    if comparison["task"] == "copy":
+        plot_generalisation(summaries, comparison["eval_lengths"], comparison["train_max_length"],
+                            results / "generalisation.png")
+        images.append("generalisation.png")
+    for model in summaries:
         if (row_run(run_dir, model) / "weightings.png").exists():
             shutil.copy(row_run(run_dir, model) / "weightings.png", results / f"weightings_{model}.png")
             images.append(f"weightings_{model}.png")
-    summaries = comparison["summaries"]
-    first = next(iter(summaries.values()))
+    rows = table["rows"]
     # generalisation columns, in the order evaluated: copy len_<n>, repeat copy len_<n>_rep_<r>
-    tests = list(dict.fromkeys(k[len("bits_"):] for s in summaries.values() for k in s["eval"]
-                               if k.startswith("bits_len_")))
-
-    def title(test: str) -> str:
-        parts = test.split("_")  # len, n[, rep, r]
-        return f"length {parts[1]}" + (f" x {parts[3]} copies" if len(parts) == 4 else "") + ": bits (wrong bits)"
-
-    head = ["model", "bits/seq (training distribution)", "wrong bits/seq"] + [title(t) for t in tests] + ["wall time"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model, s in summaries.items():
-        e = s["eval"]
-        cells = [f"{e['bits_per_sequence']:.3g}", f"{e['bit_errors']:.2f}"] + [
-            f"{e[f'bits_{t}']:.3g} ({e[f'bit_errors_{t}']:.2f})" if f"bits_{t}" in e else "–" for t in tests]
-        rows.append(f"| {model} | " + " | ".join(cells) + f" | {s['wall_s']:.0f} s |")
-    lengths_note = f" (training lengths up to {comparison['train_max_length']})" if comparison["task"] != \
-        "associative_recall" else ""
+    tests = list(dict.fromkeys(k[len("bit_errors_"):] for r in rows.values() for k in r["metrics"]
+                               if k.startswith("bit_errors_len_")))
+    columns = [("bits_per_sequence", "bits/seq (training lengths)", ".3g"),
+               ("bit_errors", "wrong bits/seq (training lengths)", ".2f")]
+    columns += [(f"bit_errors_{t}", f"wrong bits, {_test_title(t)}", ".2f") for t in tests]
+    higher = {m: False for m, _, _ in columns}
+    extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
+             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
+    config = json.loads((row_run(run_dir, next(iter(summaries))) / "config.json").read_text())
+    t, d = config["train"], config["data"]
+    first = next(iter(summaries.values()))
+    prov = table["provenance"]
+    lengths = (f"lengths {d['min_length']}-{d['max_length']}" + (f", 1-{d['max_repeats']} repeats"
+                                                                  if comparison["task"] == "repeat_copy" else "")
+               if comparison["task"] != "associative_recall" else f"2-{d['max_items']} items")
     text = "\n".join([
-        f"Device: {first['device']}; task `{comparison['task']}`, preset `{comparison['preset']}`, "
-        f"{first['steps']} steps of {comparison['batch_size']} sequences per model{lengths_note}; written by "
-        f"`python -m experiments.publish ntm {run_dir} --block {block}` "
-        f"from `{comparison['command']}`. Cost per sequence in bits (cross-entropy summed over the output bits); "
-        "in brackets the mean number of wrong output bits per sequence.",
+        f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; task `{comparison['task']}` "
+        f"trained on {lengths}; {first['steps']} steps of {comparison['batch_size']} sequences per run "
+        f"({first['steps'] * comparison['batch_size']:,} sequences), {t['optimizer']} lr {t['learning_rate']:g} "
+        f"({t['schedule']}), gradient norm clipped at {t['clip_norm']:g}; seeds "
+        f"{', '.join(map(str, table['seeds']))}; {d['eval_batch']} test sequences per length and seed. Written by "
+        f"`python -m experiments.publish ntm {run_dir} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + f"` from `{prov['command']}`. "
+        "Cost: the cross-entropy summed over a sequence's output bits, in bits; wrong bits: output bits on the "
+        "wrong side of 1/2, per sequence.",
         "",
-        *rows,
+        tables.markdown(table, columns, higher, extra=extra),
         "",
         *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images],
     ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import chex
@@ -108,20 +109,67 @@ def test_every_other_variant_runs_one_step(tmp_path, model, task):
     assert (tmp_path / "weightings.png").exists() == (model == "ntm")
 
 
-def test_comparison_and_errors(tmp_path):
-    ntm_experiment.main(TINY + ["--out", str(tmp_path), "--set", "models=ntm,lstm",
+def test_comparison_publishes_the_schema_with_seeds(tmp_path):
+    ntm_experiment.main(TINY + ["--out", str(tmp_path), "--set", "models=ntm,lstm", "--set", "seeds=0,1",
                                 "--set", "net.controller=feedforward"])
     c = json.loads((tmp_path / "comparison.json").read_text())
     assert list(c["summaries"]) == ["ntm", "lstm"] and (tmp_path / "generalisation.png").exists()
+    assert c["eval_lengths"] == [4, 8] and c["train_max_length"] == 4
     readme = tmp_path / "README.md"
     readme.write_text("<!-- ntm_copy:begin -->\n<!-- ntm_copy:end -->\n")
-    publish.main(["ntm", str(tmp_path), "--block", "ntm_copy", "--readme", str(readme), "--results",
-                  str(tmp_path / "res")])
+    res = tmp_path / "res"
+    publish.main(["ntm", str(tmp_path), "--block", "ntm_copy", "--readme", str(readme), "--results", str(res)])
+    table = json.loads((res / "comparison.json").read_text())  # the schema of docs/results.md
+    assert set(table) >= {"provenance", "seeds", "rows"} and table["seeds"] == [0, 1]
+    assert set(table["provenance"]) >= {"commit", "command", "device", "date"}
+    assert "seeds=0,1" in table["provenance"]["command"] and list(table["rows"]) == ["ntm", "lstm"]
+    for row, summary in c["summaries"].items():
+        r = table["rows"][row]
+        assert isinstance(r["parameters"], int) and r["wall_s"] > 0
+        per_seed = [summary["per_seed_summaries"][str(k)]["eval"]["bit_errors_len_8"] for k in (0, 1)]
+        assert r["metrics"]["bit_errors_len_8"]["per_seed"] == per_seed
+        assert r["metrics"]["bit_errors_len_8"]["mean"] == pytest.approx(np.mean(per_seed))
+        assert r["metrics"]["bit_errors_len_8"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
     text = readme.read_text()
-    assert "| ntm |" in text and "| lstm |" in text and "length 8: bits" in text
-    assert f"{c['summaries']['lstm']['eval']['bits_per_sequence']:.3g}" in text
-    assert (tmp_path / "res" / "weightings_ntm.png").exists()
+    assert "| ntm |" in text and "| lstm |" in text and "wrong bits, length 8" in text and " ± " in text
+    stat = table["rows"]["lstm"]["metrics"]["bits_per_sequence"]
+    assert f"{stat['mean']:.3g} ± {stat['std']:.3g}" in text
+    for name in ("learning_curve.png", "generalisation.png", "weightings_ntm.png"):
+        assert (res / name).stat().st_size > 0 and name in text
     with pytest.raises(SystemExit, match="unknown model"):
         ntm_experiment.main(TINY + ["--set", "model=dnc"])
     with pytest.raises(SystemExit, match="unknown task"):
         ntm_experiment.main(TINY + ["--set", "task=sort"])
+
+
+def test_copy_preset_is_the_papers_recipe_and_tests_up_to_120():
+    cfg = ntm_experiment.copy()
+    assert (cfg.data.min_length, cfg.data.max_length) == (1, 20) and {60, 120} <= set(cfg.data.eval_lengths)
+    assert cfg.net.memory_slots >= max(cfg.data.eval_lengths)  # else the NTM skips length 120
+    assert (cfg.train.optimizer, cfg.train.learning_rate, cfg.train.schedule) == ("rmsprop", 1e-4, "constant")
+    assert cfg.train.steps * cfg.batch_size == 200_000
+    task = {m: ntm_experiment.NTMTask(dataclasses.replace(cfg, model=m)) for m in ("ntm", "lstm")}
+    counts = {m: sum(np.size(x) for x in jax.tree.leaves(t.init(jax.random.key(0)))) for m, t in task.items()}
+    assert abs(counts["lstm"] - counts["ntm"]) < 0.05 * counts["ntm"]  # the baseline at about equal parameters
+
+
+def test_slots_in_use_crops_to_the_circular_run_of_used_slots():
+    w = np.full((6, 128), 1e-3)
+    for t, slot in enumerate([126, 127, 0, 1, 2, 2]):  # a head that wrapped around from the end
+        w[t, slot] = 0.9
+    w[0, 60] = 0.1  # diffuse weight below the threshold does not widen the crop
+    np.testing.assert_array_equal(ntm_experiment.slots_in_use(w, margin=0), [126, 127, 0, 1, 2])
+    np.testing.assert_array_equal(ntm_experiment.slots_in_use(w, margin=1), [125, 126, 127, 0, 1, 2, 3])
+    w2 = np.zeros((3, 10))
+    w2[:, [3, 5]] = 0.5
+    np.testing.assert_array_equal(ntm_experiment.slots_in_use(w2, margin=0), [3, 4, 5])
+    np.testing.assert_array_equal(ntm_experiment.slots_in_use(np.full((2, 8), 0.125)), np.arange(8))
+
+
+def test_output_panel_is_blank_where_no_output_is_asked():
+    b = ntm_tasks.copy(np.random.default_rng(0), 1, width=4, max_length=5, lengths=np.array([3]))
+    probs = np.full(b.targets.shape[1:], 0.7)
+    panel = ntm_experiment.output_panel(probs, b.mask[0])
+    assert panel.shape == (4, 11)
+    assert np.isnan(panel[:, :4]).all() and np.isnan(panel[:, 7:]).all()  # input phase and padding: blank
+    np.testing.assert_allclose(panel[:, 4:7], 0.7)
