@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: device naming, timing, README blocks."""
+"""Helpers shared by the benchmark scripts: device naming, timing, the results blocks of docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def add_output_args(parser, readme_from: bool = True) -> None:
     """The output flags every benchmark takes: --out-dir, --update-readme (and --readme-from)."""
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true", help="rewrite this benchmark's README block")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite its block in docs/benchmarks.md")
     if readme_from:
-        parser.add_argument("--readme-from", type=Path, help="only rewrite the README block from this results JSON")
+        parser.add_argument("--readme-from", type=Path, help="only rewrite the docs block from this results JSON")
 
 
 def slug(kind: str) -> str:

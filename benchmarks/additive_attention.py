@@ -8,7 +8,7 @@ The fused "pallas" kernel is timed only on a GPU: on CPU it would run interprete
 which measures nothing, and the JSON says so.
 
 Writes ``benchmarks/results/additive_attention_<device>.json`` and ``.png``;
-``--update-readme`` rewrites the README's ``additive_attention`` block.
+``--update-readme`` rewrites the ``additive_attention`` block of docs/benchmarks.md.
 
     python -m benchmarks.additive_attention                   # full sweep (~10 minutes on 2 CPU cores)
     python -m benchmarks.additive_attention --seq-lens 128 256 --attn-dims 64 --repeats 1   # smoke
@@ -174,8 +174,7 @@ def main(argv=None) -> dict:
         print(f"\nwrote {args.out_dir / (stem + '.json')} and {png.name}")
     if args.update_readme or args.readme_from:
         figure = f"\n\n![additive attention]({os.path.relpath(png, README.parent)})"
-        update_readme_block("additive_attention", markdown(result) + figure)
-        print(f"updated {README}")
+        print(f"updated {update_readme_block('additive_attention', markdown(result) + figure)}")
     return result
 
 

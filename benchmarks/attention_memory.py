@@ -26,7 +26,7 @@ written with ``--write-dispatch-table``; the ``auto`` rows then run last, after
 the table is written, so they show the dispatch that table gives).
 
 Writes ``benchmarks/results/attention_memory_<device>.json`` and a PNG beside
-it, prints a table, and with ``--update-readme`` rewrites the README's block
+it, prints a table, and with ``--update-readme`` rewrites its block in docs/benchmarks.md
 between ``<!-- attention_memory:begin -->`` and ``<!-- attention_memory:end -->``.
 
     python -m benchmarks.attention_memory --update-readme --write-dispatch-table   # the published run
@@ -346,8 +346,9 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(text: str, readme: Path = README) -> None:
-    update_readme_block("attention_memory", text, readme)
+def update_readme(text: str, readme: Path | None = None) -> Path:
+    """Rewrite the ``attention_memory`` block (default: in the page that holds it, docs/benchmarks.md)."""
+    return update_readme_block("attention_memory", text, readme)
 
 
 def main(argv=None) -> dict:
@@ -383,8 +384,8 @@ def main(argv=None) -> dict:
 
 
 def _write_readme(result: dict, png: Path) -> None:
-    update_readme(markdown(result) + f"\n\n![attention time and memory]({os.path.relpath(png, README.parent)})")
-    print(f"updated {README}")
+    page = update_readme(markdown(result) + f"\n\n![attention time and memory]({os.path.relpath(png, README.parent)})")
+    print(f"updated {page}")
 
 
 def _jsonable(x):

@@ -5,7 +5,7 @@ For each cache length S (1k-128k) and batch size, one new token per sequence
 full cache; bandwidth = bytes of K and V read / time. A large device-to-device
 copy is timed in the same run (bytes read / time) as the reference for what the
 memory system delivers. Writes ``benchmarks/results/decode_attention_<device>.json``
-and ``.png``; ``--update-readme`` rewrites the README's ``decode_attention`` block.
+and ``.png``; ``--update-readme`` rewrites the ``decode_attention`` block of docs/benchmarks.md.
 
     python -m benchmarks.decode_attention                    # GPU
     python -m benchmarks.decode_attention --allow-cpu --seq-lens 256 --batches 2 --copy-mib 8
@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
         print(markdown(result))
     if args.update_readme or args.readme_from:
         figure = f"\n\n![decode attention]({os.path.relpath(png, README.parent)})"
-        update_readme_block("decode_attention", markdown(result) + figure)
+        print(f"updated {update_readme_block('decode_attention', markdown(result) + figure)}")
     return result
 
 

@@ -16,7 +16,7 @@ said so in the JSON). A case that fails (out of memory, unsupported shape) is
 recorded with its error, not dropped.
 
 Writes ``benchmarks/results/flash_attention_<device>.json`` and ``.png``;
-``--update-readme`` rewrites the README's ``flash_attention`` block from the JSON.
+``--update-readme`` rewrites the ``flash_attention`` block of docs/benchmarks.md from the JSON.
 
     python -m benchmarks.flash_attention                       # full sweep, GPU (~10 minutes on an H100)
     python -m benchmarks.flash_attention --seq-lens 2048 --head-dims 128
@@ -226,8 +226,7 @@ def main(argv=None) -> dict:
     if args.update_readme or args.readme_from:
         png = (args.readme_from or args.out_dir / f"flash_attention_{result['device']}.json").with_suffix(".png")
         figure = f"\n\n![flash attention]({os.path.relpath(png, README.parent)})"
-        update_readme_block("flash_attention", markdown(result) + figure)
-        print(f"updated {README}")
+        print(f"updated {update_readme_block('flash_attention', markdown(result) + figure)}")
     return result
 
 

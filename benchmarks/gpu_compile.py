@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--candidates", action="store_true", help="also every flash autotune candidate (bf16)")
     parser.add_argument("--append", action="store_true",
                         help="add this jax version's rows to --out (its rows of other jax versions are kept)")
-    parser.add_argument("--update-readme", action="store_true", help="rewrite the README's gpu_compile block")
-    parser.add_argument("--readme-from", type=Path, help="only rewrite the README block from this JSON")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite its block in docs/benchmarks.md")
+    parser.add_argument("--readme-from", type=Path, help="only rewrite the docs block from this JSON")
     args = parser.parse_args(argv)
     if args.readme_from:
         result = json.loads(args.readme_from.read_text())

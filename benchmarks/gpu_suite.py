@@ -22,7 +22,7 @@ A step's time box is its share of what is left of ``--budget-s`` (time a step
 does not use passes on to the next). A step's status is ``ok``, ``failed``,
 ``timeout`` (its process was killed; the parts that finished keep their results)
 or ``skipped`` with a reason. On a GPU, once every step has run, the results go
-into ``benchmarks/results/`` and the README's GPU blocks are rewritten from them
+into ``benchmarks/results/`` and the GPU blocks of docs/benchmarks.md are rewritten from them
 (``--no-publish`` leaves both alone).
 
 The exit status is 1 when a step is not ``ok`` (after everything is written).
@@ -188,12 +188,12 @@ def merge_flash_parts(results: list[dict]) -> dict:
 
 
 def publish(suite: dict, out: Path) -> list[str]:
-    """Copy the benchmark JSON/PNG files into ``benchmarks/results`` and rewrite the README's GPU blocks."""
+    """Copy the benchmark JSON/PNG files into ``benchmarks/results`` and rewrite the GPU blocks of the docs."""
     done = []
     for step in suite["steps"]:
         if step["name"] == "tests" or not step["results"]:
             continue
-        if step["name"] == "flash":  # one process per head dim: one file, one README block
+        if step["name"] == "flash":  # one process per head dim: one file, one docs block
             from benchmarks import flash_attention
 
             merged = merge_flash_parts(step["results"])
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None, exit_on_failure: bool = True) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu_suite")
     ap.add_argument("--budget-s", type=float, default=480.0, help="seconds for all steps together")
     ap.add_argument("--steps", nargs="+", default=list(STEP_NAMES), choices=STEP_NAMES)
-    ap.add_argument("--no-publish", action="store_true", help="on a GPU, leave README and benchmarks/results alone")
+    ap.add_argument("--no-publish", action="store_true", help="on a GPU, leave the docs and benchmarks/results alone")
     args = ap.parse_args(argv)
     if args.budget_s <= 0:
         ap.error("--budget-s must be positive")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None, exit_on_failure: bool = True) -> dict:
     if on_gpu and not args.dry_run and not args.no_publish:
         for p in publish(suite, out):
             print(f"gpu_suite: published {p}")
-        print("gpu_suite: commit benchmarks/results/ and README.md (the device name is in each file)")
+        print("gpu_suite: commit benchmarks/results/ and docs/benchmarks.md (the device name is in each file)")
     print(f"gpu_suite: wrote {path} ({suite['seconds']} s)")
     if not on_gpu and not args.dry_run:
         raise SystemExit("gpu_suite: no GPU here, every step skipped (use --dry-run for a CPU smoke run)")

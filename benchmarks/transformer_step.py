@@ -6,20 +6,20 @@ activations with float32 parameters, pre-LN, RoPE; one Adam step (forward, backw
 appendix B count): 6·N (N = non-embedding parameters + the output projection) + 6·L·T·d for causal attention
 (12·L·T·d halved by the causal mask), forward and backward. MFU = achieved model FLOP/s over the device's peak
 dense bf16 FLOP/s (table below; unknown devices get no MFU). Writes
-``benchmarks/results/transformer_step_<device>.json``; ``--update-readme`` rewrites the README block.
+``benchmarks/results/transformer_step_<device>.json``; ``--update-readme`` rewrites its block in docs/benchmarks.md.
 
     python -m benchmarks.transformer_step                                   # GPU: the 100M model
     python -m benchmarks.transformer_step --allow-cpu --layers 1 --d-model 64 --heads 4 --seq 64 --batch 2 \\
         --vocab 256 --implementations xla chunked                           # CPU smoke run (numbers mean nothing)
 
-No GPU has run this yet: the README's figures are pending.
+No GPU has run this yet: its figures in docs/benchmarks.md are pending.
 
 ``--lm-experiment`` measures instead the character LM of ``experiments.transformer --set task=lm`` (its
 ``quick`` sizes: 2 layers, d_model 128, 4 heads, d_ff 256, windows of 128, batch 32, its character vocabulary,
 float32) on this machine, CPU included, with ours (``auto``: ``implementation=None``, and by name) beside the
 same model with ``jax.nn.dot_product_attention`` swapped in through ``TransformerConfig.attention_fn``
 (``jax_nn``): one process, the same initial parameters and batch. It writes ``transformer_step_lm_<device>.json``
-and the README block ``transformer_step_lm``.
+and the docs block ``transformer_step_lm``.
 
     python -m benchmarks.transformer_step --lm-experiment --update-readme
 """
@@ -36,7 +36,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.transformer import TransformerConfig, TransformerLM
-from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
+from benchmarks._common import add_output_args, device_name, time_fn, update_readme_block
 
 # peak dense bf16 tensor-core FLOP/s by device kind (vendor data sheets, without sparsity)
 PEAK_BF16 = {"nvidia-h100-80gb-hbm3": 989e12, "nvidia-h100": 989e12, "nvidia-h200": 989e12,
@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
         (args.out_dir / f"{block}_{result['device']}.json").write_text(json.dumps(result, indent=1))
         print(markdown(result))
     if args.update_readme or args.readme_from:
-        update_readme_block(block, markdown(result), README)
+        print(f"updated {update_readme_block(block, markdown(result))}")
     return result
 
 

@@ -1,9 +1,11 @@
-"""Copy a finished run's JSON and plots into ``experiments/results/`` and rewrite its README block.
+"""Copy a finished run's JSON and plots into ``experiments/results/`` and rewrite its block in the docs.
 
     python -m experiments.publish seq2seq runs/seq2seq/num2words-de --block seq2seq_num2words_de --table num2words_de
     python -m experiments.publish ntm runs/ntm/quick-copy --block ntm_copy
 
-Every number in those README blocks comes from the run's JSON by this script.
+Every number in those blocks (``docs/experiments/<experiment>.md``) comes from the run's JSON by this script;
+it then refreshes the one-line-per-table summaries (``python -m experiments.summary``) of the README and the
+experiments' index page.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ def main(argv=None) -> str:
     ap.add_argument("run_dir", type=Path, nargs="+",
                     help="a comparison run's --out folder (holds comparison.json); pointer, transformer, snail: "
                          "one or more run folders")
-    ap.add_argument("--block", required=True, help="the README block to rewrite (<!-- NAME:begin -->)")
-    ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--block", required=True,
+                    help="the block to rewrite (<!-- NAME:begin -->, in the docs page that holds it)")
+    ap.add_argument("--readme", type=Path, default=None, help="write the block into this page instead")
     ap.add_argument("--table", default=None,
                     help="the published table's folder under experiments/results/<experiment>/ (default: the block)")
     ap.add_argument("--results", type=Path, default=None,
@@ -49,6 +52,10 @@ def main(argv=None) -> str:
                    "show_attend_tell": show_attend_tell.publish, "sagan": sagan.publish}[args.experiment]
         text = publish(args.run_dir[0], results, args.block, args.readme)
     print(text)
+    if args.readme is None and args.results is None:  # a table of the repository: refresh the summaries
+        from experiments import summary
+
+        summary.update()
     return text
 
 

@@ -12,7 +12,7 @@ from benchmarks import gpu_suite
 def test_the_whole_dry_run_writes_the_schema_and_only_into_its_folder(tmp_path, monkeypatch):
     """CI's run of ``python -m benchmarks.gpu_suite --dry-run``: every step, tiny sizes, CPU."""
     before = {p: p.stat().st_mtime for p in gpu_suite.RESULTS.iterdir()}
-    readme = (gpu_suite.ROOT / "README.md").read_text()
+    pages = {p: (gpu_suite.ROOT / p).read_text() for p in ("README.md", "docs/benchmarks.md")}
     suite = gpu_suite.main(["--dry-run", "--out", str(tmp_path / "s")])
     on_disk = json.loads((tmp_path / "s" / "gpu_suite.json").read_text())
     assert on_disk["steps"] == suite["steps"]
@@ -27,8 +27,8 @@ def test_the_whole_dry_run_writes_the_schema_and_only_into_its_folder(tmp_path, 
     assert decode["benchmark"] == "decode_attention" and additive["benchmark"] == "additive_attention"
     assert train["rows"][0]["implementation"] == "xla"
     assert {p: p.stat().st_mtime for p in gpu_suite.RESULTS.iterdir()} == before
-    assert (gpu_suite.ROOT / "README.md").read_text() == readme
-    # what a GPU run does next, pointed at a scratch results folder (the README rewrite only recorded)
+    assert {p: (gpu_suite.ROOT / p).read_text() for p in pages} == pages
+    # what a GPU run does next, pointed at a scratch results folder (the docs rewrite only recorded)
     calls = []
     monkeypatch.setattr(gpu_suite, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(gpu_suite.subprocess, "run", lambda args, **kw: calls.append(args))

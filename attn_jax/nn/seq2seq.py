@@ -41,6 +41,8 @@ from attn_jax.nn.recurrent import CELLS, BiRNNEncoder
 
 Array = jax.Array
 
+#: The ``attention`` names :class:`Seq2Seq` takes: no attention (Cho et al. 2014), Bahdanau, Luong's global scores
+#: and local-m / local-p.
 ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat", "luong-location", "local-m",
               "local-p")
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 Array = jax.Array
+#: The ``attention`` names :class:`ShowAttendTell` takes.
 ATTENTIONS = ("soft", "hard", "none")
 
 

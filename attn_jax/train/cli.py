@@ -1,4 +1,4 @@
-"""The command line every experiment shares (docs/design.md, "Runs and results").
+"""The command line every experiment shares (docs/design.md, "Runs and results")::
 
     python -m experiments.<name> [--preset smoke|quick|paper] [--out DIR] [--set key=value]... [--list]
         [--mesh data=2,model=4] [--coordinator HOST:PORT --num-processes N --process-id I]

@@ -1,0 +1,125 @@
+"""The results at a glance: one line per published table, read from its ``comparison.json``.
+
+    python -m experiments.summary           # rewrite the README's and docs/experiments/index.md's summary blocks
+    python -m experiments.summary --check   # exit 1 when a block differs from what the tables say
+
+Each published table (``experiments/results/<experiment>/<table>/comparison.json`` in the schema of
+docs/results.md) gets one line: its headline metric (:data:`HEADLINES`, chosen per table, else the first metric
+the table reports), the best row and the weakest row by that metric (mean ± sample std over the seeds), and
+whether the two are within noise of each other. Folders written before the schema (one seed, an older layout)
+are listed as such with no number. ``python -m experiments.publish`` calls :func:`update` after each table, and
+a test holds the committed blocks equal to :func:`render`, so the summary cannot go stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from experiments.readme import DOCS, README, update_readme_block
+from experiments.tables import within_noise
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# table folder -> (metric, what it measures, higher is better)
+HEADLINES: dict[str, tuple[str, str, bool]] = {
+    "seq2seq/num2words_de": ("bleu_len_17+", "BLEU, sources of 17+ tokens (past every training length)", True),
+    "seq2seq/num2words_fr": ("bleu_len_17+", "BLEU, sources of 17+ tokens (past every training length)", True),
+    "seq2seq/dates": ("alignment_accuracy", "alignment accuracy (arg-max on a gold source token)", True),
+    "seq2seq/reorder": ("alignment_accuracy", "alignment accuracy (arg-max on a gold source token)", True),
+    "pointer/convex_hull_n10": ("accuracy_n10", "hull accuracy at n = 10", True),
+    "pointer/convex_hull_n20": ("accuracy_n20", "hull accuracy at n = 20", True),
+    "pointer/sort_n10": ("accuracy_n10", "sorting accuracy at n = 10", True),
+    "pointer/tsp_n10": ("gap_n10", "tour length above optimal, as a fraction, at n = 10 (lower is better)", False),
+    "transformer/translate": ("bleu", "BLEU, English -> German number words", True),
+    "transformer/ablation": ("bleu", "BLEU, English -> German number words", True),
+    "transformer/lm": ("bits_per_char", "held-out bits per character (lower is better)", False),
+}
+PAGES = {"seq2seq": "seq2seq", "ntm": "ntm", "pointer": "pointer", "transformer": "transformer", "lstmn": "lstmn",
+         "snail": "snail", "show_attend_tell": "show_attend_tell", "sagan": "sagan"}
+
+
+def tables(results: Path = RESULTS) -> list[tuple[str, dict | None]]:
+    """Every table folder under ``results`` (``experiment/table``) with its table, or None for an older layout."""
+    found = []
+    order = list(PAGES)  # the docs' order of experiments, then the table folders by name
+    paths = sorted(Path(results).glob("*/*/comparison.json"), key=lambda p: (
+        order.index(p.parent.parent.name) if p.parent.parent.name in order else len(order), p.parent.name))
+    for path in paths:
+        data = json.loads(path.read_text())
+        found.append((f"{path.parent.parent.name}/{path.parent.name}", data if "rows" in data else None))
+    return found
+
+
+def _cell(row: str, stat: dict, fmt: str) -> str:
+    return f"{row}: {stat['mean']:{fmt}} ± {stat['std']:{fmt}}"
+
+
+def _format(values: list[float]) -> str:
+    """Digits enough for the table's scale: 3 significant figures of its largest magnitude."""
+    top = max((abs(v) for v in values if math.isfinite(v)), default=1.0) or 1.0
+    return f".{max(0, 2 - math.floor(math.log10(top)))}f"
+
+
+def line(name: str, table: dict | None, page: str) -> str:
+    """The summary line of one table (Markdown, links relative to the repository root)."""
+    experiment = name.split("/")[0]
+    link = f"[{name}]({page}/experiments/{PAGES.get(experiment, experiment)}.md)"
+    if table is None:
+        return f"| {link} | – | single-seed run of an older recipe, not yet republished over seeds | – | – |"
+    first = next(iter(table["rows"].values()))
+    metric, label, higher = HEADLINES.get(name, (next(iter(first["metrics"])), None, True))
+    label = label or f"`{metric}`"
+    rows = {r: v["metrics"][metric] for r, v in table["rows"].items()
+            if metric in v["metrics"] and math.isfinite(v["metrics"][metric]["mean"])}
+    if not rows:
+        return f"| {link} | {label} | no row reports `{metric}` | – | {len(table['seeds'])} |"
+    order = sorted(rows, key=lambda r: rows[r]["mean"], reverse=higher)
+    fmt = _format([rows[r]["mean"] for r in rows])
+    best, worst = order[0], order[-1]
+    if best == worst:
+        return f"| {link} | {label} | {_cell(best, rows[best], fmt)} | (one row) | {len(table['seeds'])} |"
+    weakest = _cell(worst, rows[worst], fmt) + (" (within noise of the best)" if within_noise(
+        rows[best], rows[worst]) else "")
+    return f"| {link} | {label} | {_cell(best, rows[best], fmt)} | {weakest} | {len(table['seeds'])} |"
+
+
+def render(page: str = "docs", results: Path = RESULTS) -> str:
+    """The summary table; ``page``: the docs folder as a link from the repository root."""
+    head = ["| table | headline metric | best row (mean ± std) | weakest row | seeds |", "|---|---|---|---|---:|"]
+    return "\n".join(head + [line(name, table, page) for name, table in tables(results)])
+
+
+BLOCKS = {"results_summary": README, "results_index": DOCS / "experiments" / "index.md"}
+
+
+def update(check: bool = False) -> list[str]:
+    """Rewrite both summary blocks (or, with ``check``, list the pages whose block differs)."""
+    stale = []
+    for block, page in BLOCKS.items():
+        before = page.read_text()
+        update_readme_block(block, render(), page)
+        if check and page.read_text() != before:
+            page.write_text(before)
+            stale.append(str(page))
+    return stale
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 when a block is stale")
+    args = ap.parse_args(argv)
+    stale = update(check=args.check)
+    if stale:
+        print("stale summary blocks (run python -m experiments.summary):", ", ".join(stale))
+        return 1
+    print(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
