@@ -247,7 +247,7 @@ def main(argv=None) -> dict | None:
 
 
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy a comparison run's JSON and plots to ``results`` and write the README block ``block`` from them."""
+    """Copy a comparison run's JSON and plots to ``results`` and write the docs block ``block`` from them."""
     run_dir, results = Path(run_dir), Path(results)
     comparison = stage_comparison(run_dir, results)
     images = []

@@ -237,7 +237,7 @@ def _same_polygon(pred, label) -> bool:
     return rotated == label or [rotated[0]] + rotated[1:][::-1] == label
 
 
-# --- plots and the README ---------------------------------------------------------------------------------------
+# --- plots and the docs -------------------------------------------------------------------------------------------
 def plot_examples(task: PointerTask, params, path: Path, per_size: int = 3) -> None:
     """Decoded test instances per test size: hull / tour (label dashed grey, prediction solid) or, for sorting,
     the values in output order."""
@@ -299,7 +299,7 @@ def _ours(task: str, e: dict, k: int) -> str:
 
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy each run's config, summary and example plot to ``results`` and write README block ``block``: one row
+    """Copy each run's config, summary and example plot to ``results`` and write the docs block ``block``: one row
     per run and test size, beside the paper's number where it reports one. Comparison folders (``models=...``,
     ``seeds=...``) go to :func:`publish_comparisons` instead: a published table over seeds."""
     if all((Path(r) / "comparison.json").is_file() for r in run_dirs):
@@ -376,7 +376,7 @@ def file_stem(row: str) -> str:
 def publish_comparisons(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
     """One published table from one or more comparison folders of one task (e.g. ptrnet and seq2seq trained and
     tested at n = 10, and ptrnet trained on 5-10): rows named by model, with ``(train a-b)`` when a folder's
-    training sizes are not its one test size; metrics per test size; the README block from the table."""
+    training sizes are not its one test size; metrics per test size; the docs block from the table."""
     results = Path(results)
     rows, commands, comparisons, dirs = {}, [], [], {}
     for run in map(Path, run_dirs):

@@ -43,7 +43,7 @@ from experiments.readme import repo_relative, row_run, stage_comparison, update_
 
 MODELS = ("none", "8", "16")
 CLASSES = 10
-# Table 1 of the paper (FID on ImageNet 128 x 128; lower is better) for the README, by attention placement
+# Table 1 of the paper (FID on ImageNet 128 x 128; lower is better) for the docs, by attention placement
 PAPER_FID = {"none": 22.96, "feat8": 22.98, "feat16": 22.14, "feat32": 18.28, "feat64": 18.65}
 
 

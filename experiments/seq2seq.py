@@ -437,7 +437,7 @@ def main(argv=None) -> dict | None:
 
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
     """The published table of a comparison run (``results/comparison.json``, experiments.tables' schema: every
-    metric's mean, std and per-seed values), its plots, and the README block ``block`` written from them."""
+    metric's mean, std and per-seed values), its plots, and the docs block ``block`` written from them."""
     run_dir, results = Path(run_dir), Path(results)
     comparison = json.loads((run_dir / "comparison.json").read_text())
     summaries, buckets, counts = comparison["summaries"], comparison["buckets"], comparison["bucket_counts"]

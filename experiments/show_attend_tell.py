@@ -43,7 +43,7 @@ from attn_jax.train.text_metrics import bleu, exact_match
 from experiments.data import digit_canvas as dc
 from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
-# Table 1 of the paper, for the README: BLEU-1..4 on Flickr8k / COCO (soft, hard)
+# Table 1 of the paper, for the docs: BLEU-1..4 on Flickr8k / COCO (soft, hard)
 PAPER = {"soft": {"Flickr8k": (67, 44.8, 29.9, 19.5), "COCO": (70.7, 49.2, 34.4, 24.3)},
          "hard": {"Flickr8k": (67, 45.7, 31.4, 21.3), "COCO": (71.8, 50.4, 35.7, 25.0)}}
 
@@ -268,7 +268,7 @@ def _read_samples(path: Path) -> list[tuple[str, str]]:
 
 
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """README block from a comparison run: BLEU-1..4 and exact match beside the paper's Table 1, and the maps."""
+    """The docs block from a comparison run: BLEU-1..4 and exact match beside the paper's Table 1, and the maps."""
     run_dir, results = Path(run_dir), Path(results)
     comparison = stage_comparison(run_dir, results)
     images = []

@@ -37,7 +37,7 @@ from attn_jax.train.report import plot_metric_curves, pyplot
 from experiments.data import glyphs
 from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
 
-# Table 1 of the paper (Omniglot), for the README next to ours: (ways, shots) -> accuracy %
+# Table 1 of the paper (Omniglot), for the docs next to ours: (ways, shots) -> accuracy %
 PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
 
 
@@ -257,7 +257,7 @@ def _settings(run_dirs: list[Path], results: Path) -> list[str]:
 
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
-    """README block from an ablation run (holds comparison.json) and/or single-setting runs."""
+    """The docs block from an ablation run (holds comparison.json) and/or single-setting runs."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]

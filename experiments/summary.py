@@ -26,10 +26,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # table folder -> (metric, what it measures, higher is better)
 HEADLINES: dict[str, tuple[str, str, bool]] = {
-    "seq2seq/num2words_de": ("bleu_len_17+", "BLEU, sources of 17+ tokens (past every training length)", True),
-    "seq2seq/num2words_fr": ("bleu_len_17+", "BLEU, sources of 17+ tokens (past every training length)", True),
-    "seq2seq/dates": ("alignment_accuracy", "alignment accuracy (arg-max on a gold source token)", True),
-    "seq2seq/reorder": ("alignment_accuracy", "alignment accuracy (arg-max on a gold source token)", True),
+    "seq2seq/num2words_de": ("bleu_len_17+", "BLEU on sources of 17+ tokens (longer than any training source)", True),
+    "seq2seq/num2words_fr": ("bleu_len_17+", "BLEU on sources of 17+ tokens (longer than any training source)", True),
+    "seq2seq/dates": ("alignment_accuracy", "alignment accuracy", True),
+    "seq2seq/reorder": ("alignment_accuracy", "alignment accuracy", True),
     "pointer/convex_hull_n10": ("accuracy_n10", "hull accuracy at n = 10", True),
     "pointer/convex_hull_n20": ("accuracy_n20", "hull accuracy at n = 20", True),
     "pointer/sort_n10": ("accuracy_n10", "sorting accuracy at n = 10", True),
@@ -69,7 +69,7 @@ def line(name: str, table: dict | None, page: str) -> str:
     experiment = name.split("/")[0]
     link = f"[{name}]({page}/experiments/{PAGES.get(experiment, experiment)}.md)"
     if table is None:
-        return f"| {link} | – | single-seed run of an older recipe, not yet republished over seeds | – | – |"
+        return f"| {link} | – | an older single-seed run, not yet republished over seeds | – | – |"
     first = next(iter(table["rows"].values()))
     metric, label, higher = HEADLINES.get(name, (next(iter(first["metrics"])), None, True))
     label = label or f"`{metric}`"

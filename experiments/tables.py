@@ -1,4 +1,4 @@
-"""Published tables: ``experiments/results/<experiment>/<table>/comparison.json`` and their README text.
+"""Published tables: ``experiments/results/<experiment>/<table>/comparison.json`` and their Markdown text (docs pages).
 
 A published table (docs/results.md) holds its provenance (the commit of the code that ran, the command, the
 device, the date), the seeds, and per row the metrics over seeds ``{"mean", "std", "per_seed"}`` with the row's
@@ -25,7 +25,7 @@ from attn_jax.train.rundir import write_json
 
 def from_summaries(rows: Mapping[str, Mapping], command: str | Sequence[str], metrics: Sequence[str] | None = None,
                    date: str | None = None) -> dict:
-    """The published table of a comparison: ``rows`` maps a row name (as the README shows it) to its summary
+    """The published table of a comparison: ``rows`` maps a row name (as the docs show it) to its summary
     aggregated over seeds (``eval``, ``eval_std``, ``per_seed``, ``seeds``, ``parameters``, ``wall_s``, ``commit``,
     ``device``). ``metrics``: which eval metrics to keep (default: every one any row reports); a row holds those
     it reports (the alignment error of a model without attention has no value). Every row must have run the

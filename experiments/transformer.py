@@ -3,7 +3,7 @@
     python -m experiments.transformer --preset smoke --out /tmp/tf        # main variant: translate (num2words EN->DE)
     python -m experiments.transformer --set task=ablation                 # 1/4/8/16 heads, sinusoidal vs learned
     python -m experiments.transformer --set task=lm                       # characters of Python's own docs
-    python -m experiments.transformer --mesh data=2,model=4 ...           # any task, sharded (see README)
+    python -m experiments.transformer --mesh data=2,model=4 ...           # any task, sharded (docs/flax.md)
 
 ``task=translate`` trains an encoder-decoder on the seq2seq experiment's data
 (``data=num2words-de|num2words-fr|dates``, the same splits) with that
@@ -418,7 +418,7 @@ def _lm_table(run: Path, comparison: dict, results: Path) -> list[str]:
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
     """The published tables ``results/{translate,ablation,lm}/comparison.json`` (experiments.tables' schema) of
     runs over seeds (``--set seeds=0,1,2``: an ablation folder, or a translate / lm comparison folder), their
-    learning curves, and the README block ``block`` written from the tables."""
+    learning curves, and the docs block ``block`` written from the tables."""
     results = Path(results)
     parts = [f"Written by `python -m experiments.publish transformer {' '.join(map(str, run_dirs))} --block "
              f"{block}` from the tables in `{repo_relative(results)}`."]

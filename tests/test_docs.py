@@ -107,7 +107,7 @@ def test_the_summary_reads_best_and_weakest_rows_and_names_older_folders(tmp_pat
     (tmp_path / "ntm" / "old" / "comparison.json").write_text(json.dumps({"summaries": {}}))
     text = summary.render(results=tmp_path)
     lines = text.splitlines()
-    assert len(lines) == 4 and "[ntm/old](docs/experiments/ntm.md)" in lines[2] and "older recipe" in lines[2]
+    assert len(lines) == 4 and "[ntm/old](docs/experiments/ntm.md)" in lines[2] and "single-seed" in lines[2]
     tsp = lines[3]
     assert "(lower is better)" in tsp  # lower is better: the best row is the smallest gap
     assert "ptrnet: 0.020 ± 0.010" in tsp and "seq2seq: 0.240 ± 0.210 (within noise of the best)" in tsp

@@ -81,7 +81,7 @@ class ChunkSizes:
 
         The target is :data:`CPU_CHUNK` on CPU, chosen from the chunk sweep of
         ``benchmarks.attention_memory`` (T = 4096, N = K, full and causal, forward
-        and forward+backward; its table is in the README), and the class defaults
+        and forward+backward; its table is in docs/benchmarks.md), and the class defaults
         elsewhere (not measured there). Each axis is then cut into equal chunks, a
         multiple of 8 long, so ``T = 300`` pads to 304 instead of 512. Symbolic
         lengths keep :data:`SYMBOLIC_CHUNK`.

@@ -1,6 +1,6 @@
 """What the experiments' reports share: parameter counts, summaries over seeds, plots, learning curves.
 
-Writing into the repository's README is not the library's business: it lives in
+Writing into the repository's pages (README, docs) is not the library's business: it lives in
 ``experiments/readme.py``.
 """
 
