@@ -12,12 +12,22 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.masks import MASK_VALUE
+from attn_jax.shapes import (
+    Centers,
+    LocalCenter,
+    LocalScores,
+    LocalStates,
+    LocalVp,
+    LocalWeights,
+    LocalWp,
+    SourceLengths,
+)
 from attn_jax.softmax import masked_softmax_stats
 
 Array = jax.Array
 
 
-def predictive_center(h: Array, w_p: Array, v_p: Array, source_lengths: Array) -> Array:
+def predictive_center(h: LocalStates, w_p: LocalWp, v_p: LocalVp, source_lengths: SourceLengths) -> Centers:
     """local-p centre ``p_t = S_b · sigmoid(v_pᵀ tanh(h_t W_p))``.
 
     Args:
@@ -39,12 +49,12 @@ def predictive_center(h: Array, w_p: Array, v_p: Array, source_lengths: Array) -
 
 
 def local_attention_weights(
-    scores: Array,
-    center: Array,
+    scores: LocalScores,
+    center: LocalCenter,
     half_window: int,
     gaussian: bool,
-    key_value_seq_lengths: Array | None = None,
-) -> Array:
+    key_value_seq_lengths: SourceLengths | None = None,
+) -> LocalWeights:
     """Softmax of ``scores`` over the window ``|s - center| <= D``, zero outside.
 
     Args:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from attn_jax.shapes import NTMKey, NTMMemory, NTMRead, NTMScalar, NTMShift, NTMVector, NTMWeighting
+
 Array = jax.Array
 _EPS = 1e-8
 _TINY = 1e-30
@@ -46,13 +48,13 @@ def _safe_norm(x: Array) -> Array:
     return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), _EPS * _EPS))
 
 
-def cosine_similarity(memory: Array, key: Array) -> Array:
+def cosine_similarity(memory: NTMMemory, key: NTMKey) -> NTMWeighting:
     """``K[k, M_i] = k·M_i / (|k| |M_i|)`` for every slot: ``[B, N]``; 0 where either vector is zero."""
     dots = jnp.einsum("BNM,BM->BN", memory, key)
     return dots / (_safe_norm(memory) * _safe_norm(key)[:, None])
 
 
-def content_weights(memory: Array, key: Array, beta: Array) -> Array:
+def content_weights(memory: NTMMemory, key: NTMKey, beta: NTMScalar) -> NTMWeighting:
     """Content addressing: ``softmax_i(β · cos(key, memory_i))``.
 
     Args:
@@ -68,7 +70,7 @@ def content_weights(memory: Array, key: Array, beta: Array) -> Array:
     return jax.nn.softmax(beta[:, None] * cosine_similarity(memory, key), axis=-1)
 
 
-def interpolate(w_content: Array, w_prev: Array, gate: Array) -> Array:
+def interpolate(w_content: NTMWeighting, w_prev: NTMWeighting, gate: NTMScalar) -> NTMWeighting:
     """``g · w_content + (1 - g) · w_prev`` with ``gate [B]`` in [0, 1]."""
     _check_weighting("w_content", w_content)
     _check_weighting("w_prev", w_prev, w_content.shape[-1], w_content.shape[0])
@@ -78,7 +80,7 @@ def interpolate(w_content: Array, w_prev: Array, gate: Array) -> Array:
     return gate[:, None] * w_content + (1.0 - gate[:, None]) * w_prev
 
 
-def shift(w: Array, s: Array) -> Array:
+def shift(w: NTMWeighting, s: NTMShift) -> NTMWeighting:
     """Circular convolution (eq. 3.8): ``result(i) = Σ_j s_j · w((i - o_j) mod N)``, ``o_j = j - L//2``.
 
     Args:
@@ -94,7 +96,7 @@ def shift(w: Array, s: Array) -> Array:
     return sum(s[:, j, None] * jnp.roll(w, j - half, axis=-1) for j in range(length))
 
 
-def sharpen(w: Array, gamma: Array) -> Array:
+def sharpen(w: NTMWeighting, gamma: NTMScalar) -> NTMWeighting:
     """``w^γ / Σ_i w^γ`` with ``gamma [B] >= 1``, computed in log space (zeros stay zero)."""
     _check_weighting("w", w)
     gamma = jnp.asarray(gamma)
@@ -105,21 +107,22 @@ def sharpen(w: Array, gamma: Array) -> Array:
     return jnp.where(w > 0, out, 0.0)
 
 
-def address(memory: Array, w_prev: Array, key: Array, beta: Array, gate: Array, s: Array, gamma: Array) -> Array:
+def address(memory: NTMMemory, w_prev: NTMWeighting, key: NTMKey, beta: NTMScalar, gate: NTMScalar, s: NTMShift,
+            gamma: NTMScalar) -> NTMWeighting:
     """The full addressing pipeline (Fig. 2): content -> interpolation -> shift -> sharpening. ``[B, N]``."""
     _check_memory(memory)
     _check_weighting("w_prev", w_prev, memory.shape[1], memory.shape[0])
     return sharpen(shift(interpolate(content_weights(memory, key, beta), w_prev, gate), s), gamma)
 
 
-def read(memory: Array, w: Array) -> Array:
+def read(memory: NTMMemory, w: NTMWeighting) -> NTMRead:
     """Eq. 3.1: ``r = Σ_i w_i M_i``: ``[B, M]``."""
     _check_memory(memory)
     _check_weighting("w", w, memory.shape[1], memory.shape[0])
     return jnp.einsum("BN,BNM->BM", w, memory)
 
 
-def write(memory: Array, w: Array, erase: Array, add: Array) -> Array:
+def write(memory: NTMMemory, w: NTMWeighting, erase: NTMVector, add: NTMVector) -> NTMMemory:
     """Eqs. 3.2-3.4: ``M ∘ (1 - w eᵀ) + w aᵀ`` with ``erase [B, M]`` in [0, 1] and ``add [B, M]``."""
     _check_memory(memory)
     _check_weighting("w", w, memory.shape[1], memory.shape[0])

@@ -22,6 +22,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.shapes import (
+    AdditiveV,
+    AdditiveWk,
+    AdditiveWq,
+    GeneralW,
+    LocationW,
+    Logits,
+    SameWidthKey,
+    ScoreKey,
+    ScoreQuery,
+    Strength,
+)
+
 Array = jax.Array
 
 # Norms are floored at this value so cosine scores stay finite (with finite
@@ -47,25 +60,25 @@ def _check_weight(name: str, w, want: tuple[int, ...], meaning: str) -> None:
         raise ValueError(f"{name} must be {meaning} = {want}, got {jnp.shape(w)}")
 
 
-def dot(q: Array, k: Array) -> Array:
+def dot(q: ScoreQuery, k: SameWidthKey) -> Logits:
     """``q [..., T, D]``, ``k [..., S, D]`` -> ``q kᵀ`` ``[..., T, S]``."""
     _check_pair(q, k)
     return jnp.einsum("...TD,...SD->...TS", q, k)
 
 
-def scaled_dot(q: Array, k: Array) -> Array:
+def scaled_dot(q: ScoreQuery, k: SameWidthKey) -> Logits:
     """``q kᵀ / sqrt(D)``: ``q [..., T, D]``, ``k [..., S, D]`` -> ``[..., T, S]``."""
     return dot(q, k) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
 
 
-def general(q: Array, k: Array, w: Array) -> Array:
+def general(q: ScoreQuery, k: ScoreKey, w: GeneralW) -> Logits:
     """Bilinear ``q W kᵀ``: ``q [..., T, Dq]``, ``k [..., S, Dk]``, ``w [Dq, Dk]``."""
     _check_pair(q, k, same_width=False)
     _check_weight("w", w, (jnp.shape(q)[-1], jnp.shape(k)[-1]), "[Dq, Dk]")
     return jnp.einsum("...TD,DE,...SE->...TS", q, w, k)
 
 
-def additive(q: Array, k: Array, w_q: Array, w_k: Array, v: Array) -> Array:
+def additive(q: ScoreQuery, k: ScoreKey, w_q: AdditiveWq, w_k: AdditiveWk, v: AdditiveV) -> Logits:
     """Bahdanau's ``vᵀ tanh(q W_q + k W_k)`` -> ``[..., T, S]``.
 
     ``q [..., T, Dq]``, ``k [..., S, Dk]``, ``w_q [Dq, A]``, ``w_k [Dk, A]``,
@@ -88,7 +101,7 @@ def _norm(x: Array) -> Array:
     return jnp.sqrt(jnp.maximum(sq, COSINE_EPS**2))
 
 
-def cosine(q: Array, k: Array, beta: Array | float = 1.0) -> Array:
+def cosine(q: ScoreQuery, k: SameWidthKey, beta: Strength | float = 1.0) -> Logits:
     """NTM content score ``beta_t · cos(q_t, k_s)`` -> ``[..., T, S]``.
 
     ``q [..., T, D]``, ``k [..., S, D]``; ``beta`` (key strength) broadcast to
@@ -103,7 +116,7 @@ def cosine(q: Array, k: Array, beta: Array | float = 1.0) -> Array:
     return beta[..., None] * cos
 
 
-def location(q: Array, w: Array) -> Array:
+def location(q: ScoreQuery, w: LocationW) -> Logits:
     """Location-based ``softmax(W q)`` logits: ``q [..., T, Dq]``, ``w [Dq, S]`` -> ``[..., T, S]``."""
     if jnp.ndim(q) < 1 or jnp.ndim(w) != 2 or jnp.shape(w)[0] != jnp.shape(q)[-1]:
         raise ValueError(f"w must be [Dq, S] with Dq = q's last dim, got q {jnp.shape(q)}, w {jnp.shape(w)}")

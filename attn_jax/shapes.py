@@ -20,7 +20,11 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, jaxtyped
 
 __all__ = ["Array", "ArrayLike", "typechecked", "Query", "Key", "Value", "Out", "Residual", "Bias", "Mask",
            "Lengths", "QSegments", "KVSegments", "DecodeQuery", "Cache", "DecodeOut", "DecodeLengths", "PageTable",
-           "AdditiveQuery", "AdditiveKey", "AdditiveValue", "AdditiveWq", "AdditiveWk", "AdditiveV", "AdditiveOut"]
+           "AdditiveQuery", "AdditiveKey", "AdditiveValue", "AdditiveWq", "AdditiveWk", "AdditiveV", "AdditiveOut",
+           "ScoreQuery", "ScoreKey", "SameWidthKey", "Logits", "GeneralW", "Strength", "LocationW",
+           "NTMMemory", "NTMWeighting", "NTMKey", "NTMScalar", "NTMShift", "NTMRead", "NTMVector",
+           "LocalStates", "LocalWp", "LocalVp", "LocalScores", "LocalCenter", "Centers", "LocalWeights",
+           "SourceLengths"]
 
 # dot_product_attention / ring_attention
 Query = Float[ArrayLike, "*B T N H"]
@@ -49,6 +53,34 @@ AdditiveWq = Float[ArrayLike, "Dq A"]
 AdditiveWk = Float[ArrayLike, "Dk A"]
 AdditiveV = Float[ArrayLike, "A"]
 AdditiveOut = Float[Array, "*B T Dv"]
+
+# attn_jax.scores: queries [..., T, Dq] against keys [..., S, Dk]; the batch dims broadcast against each other (#)
+ScoreQuery = Float[ArrayLike, "*#B T Dq"]
+ScoreKey = Float[ArrayLike, "*#B S Dk"]
+SameWidthKey = Float[ArrayLike, "*#B S Dq"]  # dot, scaled_dot, cosine: keys as wide as the queries
+Logits = Float[Array, "*B T S"]
+GeneralW = Float[ArrayLike, "Dq Dk"]
+Strength = Float[ArrayLike, "*#B T"]  # cosine's key strength beta, broadcast to [..., T]
+LocationW = Float[ArrayLike, "Dq S"]
+
+# attn_jax.memory (NTM addressing): memory [B, N, M], weightings [B, N] over the N slots
+NTMMemory = Float[Array, "B N M"]
+NTMWeighting = Float[Array, "B N"]
+NTMKey = Float[Array, "B M"]
+NTMScalar = Float[ArrayLike, "B"]  # key strength beta, gate g, sharpening gamma: one per example
+NTMShift = Float[Array, "B L"]  # a distribution over the L (odd) offsets -L//2 .. L//2
+NTMRead = Float[Array, "B M"]
+NTMVector = Float[Array, "B M"]  # erase and add vectors
+
+# attn_jax.local (Luong local-m / local-p)
+LocalStates = Float[Array, "B T D"]
+LocalWp = Float[Array, "D A"]
+LocalVp = Float[Array, "A"]
+LocalScores = Float[Array, "B T S"]
+LocalCenter = Float[ArrayLike, "B T"]  # int t (local-m) or real p_t (local-p)
+Centers = Float[Array, "B T"]  # predictive_center's p_t
+LocalWeights = Float[Array, "B T S"]
+SourceLengths = Int[ArrayLike, "B"]
 
 F = TypeVar("F", bound=Callable)
 

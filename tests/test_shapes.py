@@ -63,3 +63,38 @@ def test_every_public_attention_primitive_is_annotated():
                      (attn_jax.ring_attention_sharded, "*B T N H")):
         hints = typing.get_type_hints(fn)
         assert dims in str(hints["query"]) and "return" in hints, fn.__name__
+
+
+def test_scores_memory_and_local_attention_annotations():
+    import jax.numpy as jnp
+
+    from attn_jax import memory, scores
+
+    general = shapes.typechecked(scores.general)
+    assert general(_arr(2, 3, 6), _arr(1, 5, 4), _arr(6, 4)).shape == (2, 3, 5)  # batch dims broadcast
+    with pytest.raises(TypeCheckError):
+        general(_arr(2, 3, 6), _arr(2, 5, 4), _arr(4, 6))  # w is [Dq, Dk]
+    dot = shapes.typechecked(scores.dot)
+    with pytest.raises(TypeCheckError):
+        dot(_arr(3, 6), _arr(5, 4))  # dot needs keys as wide as the queries
+    cosine = shapes.typechecked(scores.cosine)
+    assert cosine(_arr(2, 3, 6), _arr(2, 5, 6), np.ones((2, 3), np.float32)).shape == (2, 3, 5)
+
+    mem, w = jnp.asarray(_arr(2, 8, 4)), jnp.full((2, 8), 1 / 8)
+    read, write = shapes.typechecked(memory.read), shapes.typechecked(memory.write)
+    assert read(mem, w).shape == (2, 4)
+    assert write(mem, w, jnp.zeros((2, 4)), jnp.ones((2, 4))).shape == (2, 8, 4)
+    with pytest.raises(TypeCheckError):
+        read(mem, jnp.full((2, 7), 1 / 7))  # a weighting over 7 slots of an 8-slot memory
+    address = shapes.typechecked(memory.address)
+    out = address(mem, w, jnp.asarray(_arr(2, 4)), np.ones(2, np.float32), np.ones(2, np.float32),
+                  jnp.asarray([[0.0, 1.0, 0.0]] * 2), np.ones(2, np.float32))
+    assert out.shape == (2, 8)
+
+    center = shapes.typechecked(attn_jax.predictive_center)
+    h = jnp.asarray(_arr(2, 3, 6))
+    assert center(h, jnp.asarray(_arr(6, 5)), jnp.asarray(_arr(5)), np.array([7, 4])).shape == (2, 3)
+    with pytest.raises(TypeCheckError):
+        center(h, jnp.asarray(_arr(6, 5)), jnp.asarray(_arr(4)), np.array([7, 4]))  # A differs
+    local = shapes.typechecked(attn_jax.local_attention_weights)
+    assert local(jnp.asarray(_arr(2, 3, 7)), np.zeros((2, 3), np.float32), 2, True).shape == (2, 3, 7)
