@@ -115,7 +115,17 @@ def copy() -> Config:
                                     clip_norm=10.0, log_every=50, checkpoint_every=2500))
 
 
-PRESETS = {"smoke": smoke, "quick": quick, "paper": paper, "copy": copy}
+def repeat_copy() -> Config:
+    """The published repeat-copy table: the copy preset's optimiser and models on the paper's ranges (lengths
+    1-10, 1-10 repeats), tested at 10 x 10, 20 x 10 and 10 x 20 (Fig. 8: twice the length, twice the repeats)."""
+    base = copy()
+    return dataclasses.replace(base, task="repeat_copy",
+                               data=TaskConfig(max_length=10, max_repeats=10, eval_batch=128),
+                               train=dataclasses.replace(base.train, steps=REPEAT_COPY_STEPS, checkpoint_every=1000))
+
+
+REPEAT_COPY_STEPS = 4500  # 72k sequences: what fits the table's CPU budget (NTM ~8 steps/s: sequences up to 112 steps)
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper, "copy": copy, "repeat_copy": repeat_copy}
 VARIANTS = f"variants: model={'|'.join(MODELS)}  task={'|'.join(ntm_tasks.TASKS)}  (main: ntm on copy)"
 
 

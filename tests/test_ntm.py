@@ -174,3 +174,11 @@ def test_output_panel_is_blank_where_no_output_is_asked():
     assert panel.shape == (4, 11)
     assert np.isnan(panel[:, :4]).all() and np.isnan(panel[:, 7:]).all()  # input phase and padding: blank
     np.testing.assert_allclose(panel[:, 4:7], 0.7)
+
+
+def test_repeat_copy_preset_is_the_papers_ranges():
+    cfg = ntm_experiment.repeat_copy()
+    assert cfg.task == "repeat_copy" and (cfg.data.max_length, cfg.data.max_repeats) == (10, 10)
+    assert ntm_experiment.repeat_generalisation(cfg.data) == [(10, 10), (20, 10), (10, 20)]
+    assert cfg.train == dataclasses.replace(ntm_experiment.copy().train, steps=cfg.train.steps, checkpoint_every=1000)
+    assert cfg.net.memory_slots >= 20  # twice the longest training length fits the memory
