@@ -257,7 +257,8 @@ def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, pat
         ax.axvline(train_max, color="gray", ls="--", lw=1, label=f"longest training length ({train_max})")
         if prefix == "bit_errors":
             ax.axhline(1.0, color="black", ls=":", lw=1, label="1 wrong bit")
-        ax.set_yscale("symlog", linthresh=1.0 if prefix == "bit_errors" else 0.1)
+        ax.set_yscale("symlog", linthresh=1.0 if prefix == "bit_errors" else 1e-3)  # symlog: zero is drawn
+        ax.set_ylim(bottom=0.0)  # both are >= 0
         ax.set_xlabel("copy length")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -413,8 +414,10 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     text = "\n".join([
         f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; task `{comparison['task']}` "
         f"trained on {lengths}; {first['steps']} steps of {comparison['batch_size']} sequences per run "
-        f"({first['steps'] * comparison['batch_size']:,} sequences), {t['optimizer']} lr {t['learning_rate']:g} "
-        f"({t['schedule']}), gradient norm clipped at {t['clip_norm']:g}; seeds "
+        f"({first['steps'] * comparison['batch_size']:,} sequences), "
+        + ("RMSProp (momentum 0.9)" if t["optimizer"] == "rmsprop" else t["optimizer"])
+        + f" lr {t['learning_rate']:g} ({t['schedule']}" + (" decay" if t["schedule"] == "cosine" else "")
+        + f"), gradient norm clipped at {t['clip_norm']:g}; seeds "
         f"{', '.join(map(str, table['seeds']))}; {d['eval_batch']} test sequences per length and seed. Written by "
         f"`python -m experiments.publish ntm {run_dir} --block {block}"
         + (f" --table {results.name}" if results.name != block else "") + f"` from `{prov['command']}`. "

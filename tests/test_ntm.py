@@ -132,6 +132,7 @@ def test_comparison_publishes_the_schema_with_seeds(tmp_path):
         assert r["metrics"]["bit_errors_len_8"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
     text = readme.read_text()
     assert "| ntm |" in text and "| lstm |" in text and "wrong bits, length 8" in text and " ± " in text
+    assert "gradient norm clipped at 10; seeds 0, 1;" in text  # the smoke preset's recipe, read from its config
     stat = table["rows"]["lstm"]["metrics"]["bits_per_sequence"]
     assert f"{stat['mean']:.3g} ± {stat['std']:.3g}" in text
     for name in ("learning_curve.png", "generalisation.png", "weightings_ntm.png"):
