@@ -94,6 +94,9 @@ class MaskSpec:
       kv_lengths: ``[B]`` int; keys ``j >= kv_lengths[b]`` are invisible.
       q_segment_ids: ``[B, T]`` int; with ``kv_segment_ids`` ``[B, S]``, query and
         key attend only when their ids are equal (packed sequences).
+      offset: scalar int, or None (0): the global position of query row 0 minus that of key row 0, for a
+        block cut out of a longer sequence (ring attention's (query block, visiting key block) pairs). Causal
+        and window compare ``i + offset`` with ``j``; lengths and segment ids stay local to the block.
     """
 
     is_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -102,6 +105,7 @@ class MaskSpec:
     kv_lengths: Array | None = None
     q_segment_ids: Array | None = None
     kv_segment_ids: Array | None = None
+    offset: Array | None = None
 
     @classmethod
     def from_arguments(
@@ -161,7 +165,8 @@ class MaskSpec:
         """
         q_pos = q_start + jnp.arange(q_size, dtype=jnp.int32)[:, None]
         k_pos = k_start + jnp.arange(k_size, dtype=jnp.int32)[None, :]
-        keep = position_predicate(q_pos, k_pos, is_causal=self.is_causal, window=self.window)
+        q_glob = q_pos if self.offset is None else q_pos + self.offset
+        keep = position_predicate(q_glob, k_pos, is_causal=self.is_causal, window=self.window)
         if q_bound is not None:
             keep = and_masks(keep, q_pos < q_bound)
         if k_bound is not None:
@@ -186,6 +191,8 @@ class MaskSpec:
         """
         lo, hi = 0, num_k_blocks
         last_q = q_stop - 1
+        if self.offset is not None:
+            q_start, last_q = q_start + self.offset, last_q + self.offset
         if self.is_causal:
             hi = jnp.minimum(hi, last_q // block_k + 1)
         if self.window is not None:
@@ -198,6 +205,8 @@ class MaskSpec:
         """Query blocks ``[lo, hi)`` that may see keys ``[k_start, k_stop)``."""
         lo, hi = 0, num_q_blocks
         last_k = k_stop - 1
+        if self.offset is not None:
+            k_start, last_k = k_start - self.offset, last_k - self.offset
         if self.is_causal:
             lo = jnp.maximum(lo, k_start // block_q)
         if self.window is not None:

@@ -150,6 +150,11 @@ def use_mesh(mesh: Mesh | None, rules: Rules = ACTIVATION_RULES):
         _ACTIVE.reset(token)
 
 
+def active_mesh() -> tuple[Mesh, Rules] | None:
+    """The mesh and activation rules of the enclosing :func:`use_mesh` block, or None outside one."""
+    return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """``with_sharding_constraint`` by logical names under :func:`use_mesh`; the identity without a mesh."""
     active = _ACTIVE.get()

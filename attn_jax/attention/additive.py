@@ -271,6 +271,7 @@ for _name in ("pallas_mosaic_gpu", "pallas_mosaic_tpu"):
     REGISTRY.register(_name, lambda p, automatic, n=_name: f"{n}: no additive-attention kernel of this kind yet",
                       None)
 REGISTRY.register("cudnn", lambda p, automatic: "cuDNN has no additive attention", None)
+REGISTRY.register("ring", lambda p, automatic: "ring attention serves dot_product_attention only", None)
 
 
 def _check(query, key, value, w_q, w_k, v, mask):

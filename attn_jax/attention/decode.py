@@ -147,6 +147,7 @@ for _name in ("pallas", "pallas_triton"):
 for _name in ("pallas_mosaic_gpu", "pallas_mosaic_tpu"):
     REGISTRY.register(_name, lambda p, automatic, n=_name: f"{n}: no decode kernel of this kind yet", None)
 REGISTRY.register("cudnn", lambda p, automatic: "cudnn has no decode path here", None)
+REGISTRY.register("ring", lambda p, automatic: "ring attention splits a sequence; a decode step has one token", None)
 
 
 def decode_attention(

@@ -5,7 +5,9 @@ Dispatch is one explicit chain on the ``implementation`` argument:
 * a name or a sequence of names: the first implementation that supports the
   arguments on this backend is used; if none does, ``UnsupportedError`` says
   why each one declined. Unknown names raise ``ValueError``.
-* ``None``: ``pallas`` where it supports the arguments (GPU/TPU); else
+* ``None``: ``ring`` inside :func:`attn_jax.sharding.use_mesh` with a mesh whose ``seq`` axis has more
+  than one device (context parallelism; T and S must divide into the ring); else
+  ``pallas`` where it supports the arguments (GPU/TPU); else
   ``xla`` or ``chunked``. ``chunked`` whenever the dense float32 logits would
   exceed :data:`DENSE_LOGITS_LIMIT_BYTES` (the memory budget), and with
   symbolic shapes under ``jax.export``, where that size cannot be bounded (a
@@ -23,7 +25,8 @@ Dispatch is one explicit chain on the ``implementation`` argument:
 
 Names: ``xla`` (dense reference), ``chunked`` (memory-efficient, Rabe & Staats),
 ``pallas`` / ``pallas_triton`` / ``pallas_mosaic_gpu`` / ``pallas_mosaic_tpu``
-(fused kernels, ``attn_jax.kernels``), ``cudnn`` (``jax.nn``'s cuDNN path).
+(fused kernels, ``attn_jax.kernels``), ``cudnn`` (``jax.nn``'s cuDNN path), ``ring`` (ring attention
+over the active mesh's ``seq`` axis, :mod:`attn_jax.attention.ring`; no dropout).
 tokamax's names are aliases: ``xla_chunked`` -> chunked, ``triton`` ->
 pallas_triton, ``mosaic`` -> pallas_mosaic_tpu on TPU, else pallas_mosaic_gpu.
 """
@@ -169,8 +172,56 @@ def _run_cudnn(p: Problem, return_residual: bool) -> tuple[Array, Array | None]:
     return res, None
 
 
-#: dot_product_attention's implementations; None tries pallas, then xla, then chunked.
-REGISTRY = OpRegistry("dot_product_attention", automatic=("pallas", "xla", "chunked"))
+#: The mesh axis ring attention runs over when a mesh is active (attn_jax.sharding.use_mesh).
+RING_AXIS = "seq"
+
+
+def _ring_mesh():
+    from attn_jax import sharding
+
+    active = sharding.active_mesh()
+    if active is None or active[0].shape.get(RING_AXIS, 1) <= 1:
+        return None
+    return active
+
+
+def _ring_reason(p: Problem, automatic: bool) -> str | None:
+    active = _ring_mesh()
+    if active is None:
+        return (f"ring attention needs an active mesh (attn_jax.sharding.use_mesh) with a {RING_AXIS!r} axis of "
+                "size > 1")
+    if p.is_symbolic:
+        return "ring attention needs concrete shapes"
+    if p.dropout.active:
+        return "ring attention has no attention dropout"
+    _, t, s, *_ = p.dims
+    parts = active[0].shape[RING_AXIS] * (2 if p.spec.is_causal else 1)  # causal: the zigzag layout's 2P chunks
+    if t % parts or s % parts:
+        return f"ring attention over {active[0].shape[RING_AXIS]} devices needs T and S divisible by {parts}, got "\
+               f"T={t}, S={s}"
+    return None
+
+
+def _run_ring(p: Problem, return_residual: bool) -> tuple[Array, Array]:
+    """``ring_attention_sharded`` over the active mesh's ``seq`` axis, the batch over its batch axes."""
+    from attn_jax import sharding
+    from attn_jax.attention.ring import ring_attention_sharded
+
+    mesh, rules = _ring_mesh()
+    batch = sharding.logical_spec(("batch",), (p.dims[0],), mesh, rules)[0]
+    batch_axes = () if batch is None else (batch,) if isinstance(batch, str) else tuple(batch)
+    spec = p.spec
+    return ring_attention_sharded(
+        p.query, p.key, p.value, mesh, p.bias, p.mask, axis=RING_AXIS, batch_axes=batch_axes,
+        scale=p.scale, is_causal=spec.is_causal, local_window_size=spec.window,
+        query_seq_lengths=spec.q_lengths, key_value_seq_lengths=spec.kv_lengths, q_segment_ids=spec.q_segment_ids,
+        kv_segment_ids=spec.kv_segment_ids, logits_soft_cap=p.logits_soft_cap, precision=p.precision,
+        return_residual=True)
+
+
+#: dot_product_attention's implementations; None tries ring (under a mesh with a seq axis), pallas, xla, chunked.
+REGISTRY = OpRegistry("dot_product_attention", automatic=("ring", "pallas", "xla", "chunked"))
+REGISTRY.register("ring", _ring_reason, _run_ring)
 REGISTRY.register("xla", _xla_reason, lambda p, return_residual: _xla.attention(p))
 REGISTRY.register("chunked", lambda p, automatic: None, lambda p, return_residual: _chunked.attention(p))
 for _name in ("pallas", "pallas_triton", "pallas_mosaic_gpu", "pallas_mosaic_tpu"):

@@ -1,50 +1,62 @@
 """Ring attention (Liu et al. 2023): context parallelism over a mesh axis with ``shard_map`` and ``ppermute``.
 
-Each of the P devices on the ring axis holds ``T/P`` query rows and ``S/P``
-key/value rows. In P steps every device combines its queries with the K/V
-block it currently holds (online softmax in float32) and passes the block to
-the next device. A visiting block is itself consumed ``block_size`` key rows at
-a time, so no device ever holds more than two K/V blocks and one
-``[T/P, block_size]`` tile of logits: memory is O(T/P) per device, forward and
-backward (``tests/test_ring.py`` checks the compiled temporaries grow linearly). The backward pass is a second ring
-(a ``custom_vjp``): K, V and their gradient accumulators travel together and
-arrive home after P hops; nothing of size T is saved between the passes, only
-the output and the logsumexp.
+Each of the P devices on the ring axis holds ``T/P`` query rows and ``S/P`` key/value rows. In P steps every
+device attends with its queries to the K/V block it currently holds and passes the block on; the partial
+results are merged by their logsumexp (:func:`attn_jax.softmax.merge_partials`). The ring itself only moves
+blocks and merges: each (query block, visiting key block) pair is computed by the "chunked" implementation's
+own forward and backward (:mod:`attn_jax.attention.chunked`), with the pair's global position offset in its
+:class:`~attn_jax.masks.MaskSpec`, so the ring honours the whole contract of ``dot_product_attention``:
 
-Causal masking compares global token positions, so any layout of the sequence
-over the devices works. :func:`zigzag` is the load-balanced one (Striped /
-zigzag ring attention): device i holds chunks i and 2P-1-i of 2P chunks, so
-every device has the same number of unmasked (query chunk, key chunk) pairs;
-pairs that are wholly masked are skipped (``lax.cond``), which is where the
-balance pays.
+* causal (top-left, on global positions) and ``local_window_size``: pairs outside the band are skipped (no
+  logits computed), and with the contiguous layout and a window narrower than the ring, the K/V blocks that no
+  query can see are never sent: the ring jumps over them;
+* ``query_seq_lengths`` / ``key_value_seq_lengths`` (global lengths, made local to each block);
+* ``q_segment_ids`` / ``kv_segment_ids`` (packed sequences: a block's segment ids travel with it);
+* ``bias`` / ``mask`` (each device holds its query rows of them, every key column; each step slices the
+  visiting block's columns), ``logits_soft_cap``, GQA without repeating K/V, ``Hv != H``;
+* the empty-row rule (zeros, residual ``-inf``, zero gradients) and a differentiable residual.
+
+Attention dropout is not served (:class:`~attn_jax.UnsupportedError`).
+
+Memory is O(T/P) per device, forward and backward: the chunked core holds one ``[query chunk, key chunk]``
+tile of logits at a time, and the backward pass is a second ring (a ``custom_vjp``): K, V, their segment ids
+and their gradient accumulators travel together and arrive home after the last hop; nothing of size T is
+saved between the passes, only the output and the logsumexp (``tests/test_ring.py`` checks that the compiled
+temporaries grow linearly with T).
+
+Causal masking compares global token positions, so any layout of the sequence over the devices works.
+:func:`zigzag` is the load-balanced one (Striped / zigzag ring attention): device i holds chunks i and 2P-1-i
+of 2P chunks, so every device has the same number of unmasked (query chunk, key chunk) pairs.
 
     >>> # inside shard_map over axis "seq" (see ``ring_attention_sharded``):
     >>> # out = ring_attention(q, k, v, axis_name="seq", is_causal=True, layout="zigzag")
 
-Shapes are jax.nn's: ``q [B, T, N, H]``, ``k/v [B, S, K, H]`` (GQA: N a
-multiple of K) — per device inside ``shard_map``, global outside.
+Shapes are jax.nn's: ``q [B, T, N, H]``, ``k [B, S, K, H]``, ``v [B, S, K, Hv]`` (GQA: N a multiple of K) —
+per device inside ``shard_map``, global outside. ``dot_product_attention(..., implementation="ring")`` runs
+:func:`ring_attention_sharded` over the mesh of :func:`attn_jax.sharding.use_mesh` when it has a ``seq``
+axis of size > 1.
 """
 
 from __future__ import annotations
 
-import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from attn_jax.masks import MASK_VALUE
-from attn_jax.shapes import Key, Out, Query, Value
-from attn_jax.softmax import (
-    empty_rows_to_neg_inf,
-    online_softmax_finish,
-    online_softmax_step,
-    recomputed_probabilities,
-)
+from attn_jax.attention import chunked as _chunked
+from attn_jax.attention.inputs import compute_dtype, group_heads
+from attn_jax.errors import UnsupportedError
+from attn_jax.masks import MASK_VALUE, MaskSpec, normalize_window
+from attn_jax.shapes import Bias, Key, KVSegments, Lengths, Mask, Out, QSegments, Query, Residual, Value
+from attn_jax.softmax import attention_vjp, empty_rows_to_neg_inf, merge_partials
 
 Array = jax.Array
 LAYOUTS = ("contiguous", "zigzag")
+# The query chunk the ring's chunked core aims for (a divisor of the rows a device holds is used).
+QUERY_CHUNK = 256
 
 
 def zigzag(x: Array, parts: int, axis: int = 1) -> Array:
@@ -64,238 +76,356 @@ def unzigzag(x: Array, parts: int, axis: int = 1) -> Array:
     return jnp.concatenate(out, axis=axis)
 
 
-def _positions(index: Array, length: int, parts: int, layout: str) -> Array:
-    """Global positions ``[length]`` of the rows device ``index`` holds."""
-    if layout == "contiguous":
-        return index * length + jnp.arange(length)
-    half = length // 2
-    first = index * half + jnp.arange(half)
-    second = (2 * parts - 1 - index) * half + jnp.arange(half)
-    return jnp.concatenate([first, second])
-
-
 def _chunks(layout: str) -> int:
     return 2 if layout == "zigzag" else 1
 
 
-def _split_keys(k: Array, v: Array, kpos: Array, sub: int):
-    """Cut a K/V block ``[B, S, K, H]`` into ``n`` sub-blocks of ``sub`` rows (the last one padded):
-    ``[n, B, sub, K, H]`` each, positions ``[n, sub]`` and validity ``[n, sub]``."""
-    s_len = k.shape[1]
-    n = -(-s_len // sub)
-    pad = n * sub - s_len
-
-    def cut(x):
-        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
-        return jnp.moveaxis(x.reshape(x.shape[0], n, sub, *x.shape[2:]), 1, 0)
-
-    valid = (jnp.arange(n * sub) < s_len).reshape(n, sub)
-    # Padding rows get the largest position so that they never lower a sub-block's first position.
-    kpos = jnp.pad(kpos, (0, pad), constant_values=jnp.iinfo(jnp.int32).max).reshape(n, sub)
-    return cut(k), cut(v), kpos, valid, pad
+def _divisor_chunk(length: int, target: int) -> int:
+    """The largest divisor of ``length`` that is at most ``target`` (the chunked core needs whole chunks)."""
+    return max(d for d in range(1, min(length, target) + 1) if length % d == 0)
 
 
-def _allowed(qpos, kpos, valid, causal):
-    """``[T, sub]`` mask of the (query, key) pairs that attend."""
-    ok = jnp.broadcast_to(valid[None, :], (qpos.shape[0], kpos.shape[0]))
-    return ok & (qpos[:, None] >= kpos[None, :]) if causal else ok
+def _starts(device, length: int, parts: int, layout: str) -> list:
+    """Global start positions of the ``c`` chunks (``length // c`` rows each) that ``device`` holds."""
+    if layout == "contiguous":
+        return [device * length]
+    half = length // 2
+    return [device * half, (2 * parts - 1 - device) * half]
 
 
-def _tile_forward(q, k, v, qpos, kpos, valid, scale, causal, masked, carry):
-    """Online-softmax update of ``carry = (o [B,K,G,T,Hv], m [B,K,G,T], l)`` with one ``[B, sub, K, H]`` tile."""
-    o, m, l = carry
-    s = jnp.einsum("BKGTH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
-    ok = _allowed(qpos, kpos, valid, causal) if masked else None
-    if masked:
-        s = jnp.where(ok, s, MASK_VALUE)
-    m_new, alpha, p, l = online_softmax_step(m, l, s, ok)
-    o = o * alpha[..., None] + jnp.einsum("BKGTS,BSKH->BKGTH", p, v.astype(jnp.float32))
-    return o, m_new, l
+class _Static(NamedTuple):
+    axis_name: str
+    parts: int
+    layout: str
+    shifts: tuple[int, ...]  # the ring steps: the sources (me - shift) whose K/V this device visits, in order
+    is_causal: bool
+    window: tuple[int, int] | None
+    scale: float
+    soft_cap: float | None
+    chunk_q: int
+    chunk_k: int
+    precision: object
 
 
-def _visible(qpos, kpos):
-    """Whether any query of the chunk sees any key of the chunk under causal masking."""
-    return jnp.max(qpos) >= jnp.min(kpos)
+def _local_lengths(lengths, start, size: int):
+    """Global lengths ``[B]`` as lengths of the block of ``size`` rows starting at ``start``."""
+    return None if lengths is None else jnp.clip(lengths - start, 0, size).astype(jnp.int32)
 
 
-def _block_forward(q, k, v, qpos, kpos, scale, causal, sub, carry):
-    """Fold one visiting K/V block into ``carry``, ``sub`` key rows at a time: the logits held at
-    once are ``[B, K, G, T, sub]``, so memory grows with T (the local rows), not with T·S."""
-    ks, vs, kps, valid, pad = _split_keys(k, v, kpos, sub)
-    masked = causal or pad > 0
-
-    def body(j, carry):
-        upd = functools.partial(_tile_forward, q, ks[j], vs[j], qpos, kps[j], valid[j], scale, causal, masked)
-        return jax.lax.cond(_visible(qpos, kps[j]), upd, lambda c: c, carry) if causal else upd(carry)
-
-    return jax.lax.fori_loop(0, ks.shape[0], body, carry)
+def _cols(x, start, size: int):
+    """Columns ``[start, start + size)`` of a grouped bias or mask ``[Bb, K, Tq, G, S or 1]`` (axis 4)."""
+    if x is None or x.shape[4] == 1:
+        return x
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=4)
 
 
-def _block_backward(q, k, v, do, lse, delta, qpos, kpos, scale, causal, sub):
-    """Gradients of one (query rows, visiting K/V block) pair, ``sub`` key rows at a time
-    (FlashAttention-2's recurrences: P recomputed from the saved logsumexp)."""
-    ks, vs, kps, valid, pad = _split_keys(k, v, kpos, sub)
-    masked = causal or pad > 0
-
-    def tile(j):
-        kj, vj = ks[j].astype(jnp.float32), vs[j].astype(jnp.float32)
-        s = jnp.einsum("BKGTH,BSKH->BKGTS", q, ks[j], preferred_element_type=jnp.float32) * scale
-        p = recomputed_probabilities(s, lse, _allowed(qpos, kps[j], valid[j], causal) if masked else None)
-        dv = jnp.einsum("BKGTS,BKGTH->BSKH", p, do)
-        dp = jnp.einsum("BKGTH,BSKH->BKGTS", do, vj)
-        ds = p * (dp - delta[..., None]) * scale
-        return (jnp.einsum("BKGTS,BSKH->BKGTH", ds, kj), jnp.einsum("BKGTS,BKGTH->BSKH", ds, q.astype(jnp.float32)),
-                dv)
-
-    def body(j, state):
-        dq, dk, dv = state
-        zeros = (jnp.zeros(dq.shape, jnp.float32), jnp.zeros(dk.shape[1:], jnp.float32),
-                 jnp.zeros(dv.shape[1:], jnp.float32))
-        dqj, dkj, dvj = jax.lax.cond(_visible(qpos, kps[j]), tile, lambda _: zeros, j) if causal else tile(j)
-        return dq + dqj, dk.at[j].set(dkj), dv.at[j].set(dvj)
-
-    init = (jnp.zeros(q.shape, jnp.float32), jnp.zeros(ks.shape, jnp.float32), jnp.zeros(vs.shape, jnp.float32))
-    dq, dk, dv = jax.lax.fori_loop(0, ks.shape[0], body, init)
-
-    def join(x):
-        x = jnp.moveaxis(x, 0, 1)
-        return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :k.shape[1]]
-
-    return dq, join(dk), join(dv)
+def _rows(x, start: int, size: int, axis: int):
+    """Rows of a query-side array along ``axis`` (a static slice; broadcast axes stay)."""
+    if x is None or x.shape[axis] == 1:
+        return x
+    return jax.lax.slice_in_dim(x, start, start + size, axis=axis)
 
 
-def _zero_grads(args):
-    """The gradients of a wholly masked pair: zeros shaped like (q, k, v) of ``args``."""
-    return tuple(jnp.zeros(x.shape, jnp.float32) for x in args[:3])
+def _pairs(st: _Static, me, src, t_loc: int, s_loc: int):
+    """Per (query chunk a, key chunk b) of this step: static row slices and traced global starts."""
+    c = _chunks(st.layout)
+    tq, tk = t_loc // c, s_loc // c
+    q_starts = _starts(me, t_loc, st.parts, st.layout)
+    k_starts = _starts(src, s_loc, st.parts, st.layout)
+    return [(a, b, tq, tk, q_starts[a], k_starts[b]) for a in range(c) for b in range(c)]
 
 
-def _pairs(q, k, qpos, kpos, c: int):
-    """Split local rows into ``c`` chunks: (q chunk, positions) x (k chunk index, positions) pairs."""
-    tq, tk = q.shape[3] // c, k.shape[1] // c
-    return [(a, b, qpos[a * tq:(a + 1) * tq], kpos[b * tk:(b + 1) * tk], tq, tk) for a in range(c) for b in range(c)]
+def _block_args(st: _Static, arrays, k, v, kv_seg, src, me, a, b, tq, tk, q0, k0):
+    """The chunked core's arguments for one pair: q rows of chunk a, the visiting block's chunk b, its spec."""
+    q, _, _, bias, mask, q_len, kv_len, q_seg, _ = arrays
+    col = (src * _chunks(st.layout) + b) * tk  # the visiting chunk's columns in the laid-out bias / mask
+    spec = MaskSpec(
+        is_causal=st.is_causal, window=st.window,
+        q_lengths=_local_lengths(q_len, q0, tq), kv_lengths=_local_lengths(kv_len, k0, tk),
+        q_segment_ids=_rows(q_seg, a * tq, tq, 1),
+        kv_segment_ids=None if kv_seg is None else jax.lax.slice_in_dim(kv_seg, b * tk, (b + 1) * tk, axis=1),
+        offset=jnp.asarray(q0 - k0, jnp.int32))
+    cst = _chunked._Static(st.scale, st.soft_cap, st.chunk_q, st.chunk_k, tq, tk, st.precision)
+    qa = jax.lax.slice_in_dim(q, a * tq, (a + 1) * tq, axis=2)
+    kb = jax.lax.slice_in_dim(k, b * tk, (b + 1) * tk, axis=2)
+    vb = jax.lax.slice_in_dim(v, b * tk, (b + 1) * tk, axis=2)
+    bias_ab = _cols(_rows(bias, a * tq, tq, 2), col, tk)
+    mask_ab = _cols(_rows(mask, a * tq, tq, 2), col, tk)
+    return qa, kb, vb, bias_ab, mask_ab, spec, cst, col
 
 
-def _forward(q, k, v, axis_name, causal, layout, scale, sub):
-    """Per-device forward: ``q [B,K,G,T,H]``, ``k/v [B,S,K,H]`` -> (o [B,K,G,T,Hv] f32 normalised, lse)."""
-    parts = jax.lax.psum(1, axis_name)
-    me = jax.lax.axis_index(axis_name)
-    b, kh, g, t, _ = q.shape
-    s_len, hv = k.shape[1], v.shape[-1]
-    c = _chunks(layout)
-    qpos = _positions(me, t, parts, layout)
-    perm = [(i, (i + 1) % parts) for i in range(parts)]
-    o = jnp.zeros((b, kh, g, t, hv), jnp.float32)
-    m = jnp.full((b, kh, g, t), MASK_VALUE, jnp.float32)
-    l = jnp.zeros((b, kh, g, t), jnp.float32)
-
-    def step(i, state):
-        o, m, l, k, v = state
-        src = (me - i) % parts
-        kpos = _positions(src, s_len, parts, layout)
-        for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
-            sl_q = slice(a * tq, (a + 1) * tq)
-            kb, vb = k[:, bb * tk:(bb + 1) * tk], v[:, bb * tk:(bb + 1) * tk]
-            carry = (o[..., sl_q, :], m[..., sl_q], l[..., sl_q])
-            upd = functools.partial(_block_forward, q[..., sl_q, :], kb, vb, qp, kp, scale, causal, sub)
-            new = jax.lax.cond(_visible(qp, kp), upd, lambda x: x, carry) if causal else upd(carry)
-            o = o.at[..., sl_q, :].set(new[0])
-            m, l = m.at[..., sl_q].set(new[1]), l.at[..., sl_q].set(new[2])
-        k, v = jax.lax.ppermute((k, v), axis_name, perm)
-        return o, m, l, k, v
-
-    o, m, l, _, _ = jax.lax.fori_loop(0, parts, step, (o, m, l, k, v))
-    o, lse = online_softmax_finish(o, m, l)
-    return o, empty_rows_to_neg_inf(lse)
+def _runs(shifts: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``shifts`` as runs of consecutive values: ``[(first, length), ...]``."""
+    runs: list[list[int]] = []
+    for x in shifts:
+        if runs and x == runs[-1][0] + runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([x, 1])
+    return [(a, n) for a, n in runs]
 
 
-def _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub):
-    parts = jax.lax.psum(1, axis_name)
-    me = jax.lax.axis_index(axis_name)
-    t, s_len = q.shape[3], k.shape[1]
-    c = _chunks(layout)
-    qpos = _positions(me, t, parts, layout)
-    perm = [(i, (i + 1) % parts) for i in range(parts)]
-    do = do.astype(jnp.float32)
-    delta = jnp.sum(do * o, axis=-1)  # [B,K,G,T]
-    dq = jnp.zeros(q.shape, jnp.float32)
-    dk, dv = jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+def _ring_loop(st: _Static, step, carry, blocks):
+    """Run ``step(shift, carry, blocks) -> (carry, blocks)`` over the ring steps, moving ``blocks`` (a tuple)
+    one device per step (a ``fori_loop`` per run of consecutive steps, a jump between runs). Returns
+    ``(carry, blocks, held)``: ``held`` is how far the blocks have travelled (a multiple of P: home)."""
+    held = 0
+    for first, length in _runs(st.shifts):
+        if first != held:
+            blocks = _hop(blocks, st, first - held)
 
-    def step(i, state):
-        dq, k, v, dk, dv = state
-        src = (me - i) % parts
-        kpos = _positions(src, s_len, parts, layout)
-        for a, bb, qp, kp, tq, tk in _pairs(q, k, qpos, kpos, c):
-            sq, sk = slice(a * tq, (a + 1) * tq), slice(bb * tk, (bb + 1) * tk)
-            args = (q[..., sq, :], k[:, sk], v[:, sk], do[..., sq, :], lse[..., sq], delta[..., sq], qp, kp)
-            grads = functools.partial(_block_backward, scale=scale, causal=causal, sub=sub)
-            dqb, dkb, dvb = (jax.lax.cond(_visible(qp, kp), lambda a, g=grads: g(*a), _zero_grads, args)
-                             if causal else grads(*args))
-            dq = dq.at[..., sq, :].add(dqb)
-            dk, dv = dk.at[:, sk].add(dkb), dv.at[:, sk].add(dvb)
-        k, v, dk, dv = jax.lax.ppermute((k, v, dk, dv), axis_name, perm)  # after P hops: home again
-        return dq, k, v, dk, dv
+        def body(j, state, first=first):
+            carry, blocks = step(first + j, *state)
+            return carry, _hop(blocks, st, 1)
 
-    dq, _, _, dk, dv = jax.lax.fori_loop(0, parts, step, (dq, k, v, dk, dv))
-    return dq, dk, dv
+        carry, blocks = jax.lax.fori_loop(0, length, body, (carry, blocks))
+        held = first + length
+    return carry, blocks, held
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
-def _ring(q, k, v, axis_name, causal, layout, scale, sub):
-    return _forward(q, k, v, axis_name, causal, layout, scale, sub)[0]
+def _forward(q, k, v, bias, mask, q_len, kv_len, q_seg, kv_seg, st: _Static):
+    """Per device: ``q [B,K,Tl,G,H]``, ``k/v [B,K,Sl,H|Hv]`` -> (out ``[B,K,Tl,G,Hv]`` in q's dtype, lse with
+    MASK_VALUE for rows that saw no key)."""
+    arrays = (q, k, v, bias, mask, q_len, kv_len, q_seg, kv_seg)
+    me = jax.lax.axis_index(st.axis_name)
+    b_, kh, t_loc, g, _ = q.shape
+    s_loc, hv = k.shape[2], v.shape[-1]
+    acc = compute_dtype(q.dtype)
+
+    def step(shift, carry, blocks):
+        o, lse = carry
+        k, v, kv_seg = blocks
+        src = (me - shift) % st.parts
+        for a, b, tq, tk, q0, k0 in _pairs(st, me, src, t_loc, s_loc):
+            qa, kb, vb, bias_ab, mask_ab, spec, cst, _ = _block_args(st, arrays, k, v, kv_seg, src, me, a, b, tq,
+                                                                     tk, q0, k0)
+            o_ab, lse_ab = _chunked._forward(qa, kb, vb, bias_ab, mask_ab, None, spec, cst)
+            rows = slice(a * tq, (a + 1) * tq)
+            merged, merged_lse = merge_partials(
+                jnp.stack([o[:, :, rows], o_ab.astype(acc)]), jnp.stack([lse[:, :, rows], lse_ab]), axis=0)
+            o, lse = o.at[:, :, rows].set(merged), lse.at[:, :, rows].set(merged_lse)
+        return (o, lse), blocks
+
+    init = (jnp.zeros((b_, kh, t_loc, g, hv), acc), jnp.full((b_, kh, t_loc, g), MASK_VALUE, acc))
+    (o, lse), _, _ = _ring_loop(st, step, init, (k, v, kv_seg))
+    return o.astype(q.dtype), lse
 
 
-def _ring_fwd(q, k, v, axis_name, causal, layout, scale, sub):
-    o, lse = _forward(q, k, v, axis_name, causal, layout, scale, sub)
-    return o, (q, k, v, o, lse)
+def _hop(blocks, st: _Static, shift: int):
+    """Send every array of ``blocks`` ``shift`` devices along the ring (device i -> i + shift)."""
+    perm = [(i, (i + shift) % st.parts) for i in range(st.parts)]
+    return jax.lax.ppermute(blocks, st.axis_name, perm)
 
 
-def _ring_bwd(axis_name, causal, layout, scale, sub, res, do):
-    q, k, v, o, lse = res
-    dq, dk, dv = _backward(q, k, v, o, lse, do, axis_name, causal, layout, scale, sub)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+def _backward(st: _Static, arrays, out, lse, dout, dlse):
+    """The second ring: K, V, their segment ids and gradient accumulators travel together and come home."""
+    q, k, v, bias, mask, q_len, kv_len, q_seg, kv_seg = arrays
+    me = jax.lax.axis_index(st.axis_name)
+    t_loc, s_loc = q.shape[2], k.shape[2]
+    acc = compute_dtype(q.dtype)
+
+    def step(shift, carry, blocks):
+        dq, dbias = carry
+        k, v, kv_seg, dk, dv = blocks
+        src = (me - shift) % st.parts
+        for a, b, tq, tk, q0, k0 in _pairs(st, me, src, t_loc, s_loc):
+            qa, kb, vb, bias_ab, mask_ab, spec, cst, col = _block_args(st, arrays, k, v, kv_seg, src, me, a, b,
+                                                                       tq, tk, q0, k0)
+            rows = slice(a * tq, (a + 1) * tq)
+            dqa, dkb, dvb, dba = _chunked._backward(qa, kb, vb, bias_ab, mask_ab, None, spec, cst,
+                                                    out[:, :, rows], lse[:, :, rows], dout[:, :, rows],
+                                                    dlse[:, :, rows])
+            dq = dq.at[:, :, rows].add(dqa.astype(acc))
+            dk = dk.at[:, :, b * tk:(b + 1) * tk].add(dkb.astype(acc))
+            dv = dv.at[:, :, b * tk:(b + 1) * tk].add(dvb.astype(acc))
+            if dbias is not None:
+                dbias = _add_bias_grad(dbias, dba.astype(acc), a * tq, tq, col, tk)
+        return (dq, dbias), (k, v, kv_seg, dk, dv)
+
+    init = (jnp.zeros(q.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
+    blocks = (k, v, kv_seg, jnp.zeros(k.shape, acc), jnp.zeros(v.shape, acc))
+    carry, blocks, held = _ring_loop(st, step, init, blocks)
+    dq, dbias = carry
+    dk, dv = blocks[3], blocks[4]
+    if held % st.parts:  # the accumulators go home with their blocks
+        dk, dv = _hop((dk, dv), st, st.parts - held % st.parts)
+    dbias = None if dbias is None else dbias.astype(bias.dtype)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dbias
 
 
-_ring.defvjp(_ring_fwd, _ring_bwd)
+def _add_bias_grad(dbias, d, row0: int, tq: int, col, tk: int):
+    """Add one pair's bias gradient at its rows and columns (axes that are broadcast take it whole)."""
+    start = [0, 0, row0 if dbias.shape[2] > 1 else 0, 0, col if dbias.shape[4] > 1 else 0]
+    start = [jnp.asarray(s, jnp.int32) for s in start]
+    cur = jax.lax.dynamic_slice(dbias, start, d.shape)
+    return jax.lax.dynamic_update_slice(dbias, cur + d, start)
 
 
-def ring_attention(query: Query, key: Key, value: Value, *, axis_name: str, is_causal: bool = False,
-                   layout: str = "contiguous", scale: float | None = None, block_size: int = 512) -> Out:
+# (q, k, v, bias) get gradients; (mask, lengths, segment ids) do not.
+_ring_core = attention_vjp(_forward, _backward, num_differentiable=4)
+
+
+def _ring_shifts(parts: int, layout: str, window, s_loc: int, is_causal: bool) -> tuple[int, ...]:
+    """The ring steps (shifts of the visiting block) a device needs. Every block visits, except that with the
+    contiguous layout a window narrower than the ring skips the blocks no query can see (and causal skips the
+    blocks after the device's own)."""
+    if layout != "contiguous" or (window is None and not is_causal):
+        return tuple(range(parts))
+    left, right = window if window is not None else (10**12, 10**12)
+    if is_causal:
+        right = min(right, 0)
+    behind = min(parts - 1, -(-left // s_loc))  # sources before this device that hold a visible key
+    ahead = min(parts - 1 - behind, -(-right // s_loc)) if right > 0 else 0
+    return tuple(range(behind + 1)) + tuple(range(parts - ahead, parts))
+
+
+def ring_attention(
+    query: Query,
+    key: Key,
+    value: Value,
+    bias: Bias | None = None,
+    mask: Mask | None = None,
+    *,
+    axis_name: str,
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: Lengths | None = None,
+    key_value_seq_lengths: Lengths | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    q_segment_ids: QSegments | None = None,
+    kv_segment_ids: KVSegments | None = None,
+    logits_soft_cap: float | None = None,
+    dropout_rate: float = 0.0,
+    precision=None,
+    return_residual: bool = False,
+    layout: str = "contiguous",
+    block_size: int = 512,
+) -> Out | tuple[Out, Residual]:
     """Attention over a sequence sharded on ``axis_name``; call inside ``shard_map``.
 
-    ``query [B, T, N, H]``, ``key/value [B, S, K, H]`` are this device's rows (T = S per device for causal);
-    ``layout`` says how the global sequence is laid over the ring ("contiguous", or "zigzag" after
-    :func:`zigzag`). Each visiting K/V block is consumed ``block_size`` key rows at a time, so the
-    largest intermediate is ``[B, N, T, block_size]``. Returns ``[B, T, N, Hv]`` in the query's dtype.
+    The arguments are ``dot_product_attention``'s, per device: ``query [B, Tl, N, H]``, ``key [B, Sl, K, H]``,
+    ``value [B, Sl, K, Hv]`` are this device's rows (the global sequence is ``P · Tl`` long, laid over the ring
+    as ``layout`` says: "contiguous", or "zigzag" after :func:`zigzag`); ``bias`` / ``mask`` hold this device's
+    query rows and every key column in laid-out order (``[Bb, Nb, Tl or 1, P·Sl or 1]``);
+    ``query_seq_lengths`` / ``key_value_seq_lengths`` are the global lengths ``[B]``; segment ids are this
+    device's ``[B, Tl]`` and ``[B, Sl]``. Causal, window and lengths act on global positions. Each visiting
+    K/V block is consumed ``block_size`` key rows at a time. Returns ``[B, Tl, N, Hv]`` in the query's dtype
+    (and the logsumexp ``[B, Tl, N]`` with ``return_residual``).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    if dropout_rate:
+        raise UnsupportedError("ring attention has no attention dropout (use dropout outside attention)")
+    if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
+        raise ValueError(f"ring attention takes query/key/value [B, T, N, H] per device, got {query.shape}, "
+                         f"{key.shape}, {value.shape}")
     b, t, n, h = query.shape
-    kh = key.shape[2]
+    s_loc, kh = key.shape[1], key.shape[2]
     if n % kh:
         raise ValueError(f"query heads {n} must be a multiple of key heads {kh}")
-    if layout == "zigzag" and (t % 2 or key.shape[1] % 2):
-        raise ValueError(f"zigzag needs an even number of rows per device, got T={t}, S={key.shape[1]}")
-    scale = h ** -0.5 if scale is None else scale
-    q = jnp.moveaxis(query.reshape(b, t, kh, n // kh, h), 1, 3)  # [B, K, G, T, H]
-    sub = min(int(block_size), key.shape[1] // _chunks(layout))
-    o = _ring(q, key, value, axis_name, bool(is_causal), layout, float(scale), sub)
-    return jnp.moveaxis(o, 3, 1).reshape(b, t, n, value.shape[-1]).astype(query.dtype)
+    c = _chunks(layout)
+    if t % c or s_loc % c:
+        raise ValueError(f"zigzag needs an even number of rows per device, got T={t}, S={s_loc}")
+    if (q_segment_ids is None) != (kv_segment_ids is None):
+        raise ValueError("q_segment_ids and kv_segment_ids go together")
+    parts = jax.lax.psum(1, axis_name)
+    window = normalize_window(local_window_size)
+    scale = h ** -0.5 if scale is None else float(scale)
+    st = _Static(axis_name, parts, layout, _ring_shifts(parts, layout, window, s_loc, bool(is_causal)),
+                 bool(is_causal), window, scale, None if logits_soft_cap is None else float(logits_soft_cap),
+                 _divisor_chunk(t // c, QUERY_CHUNK), _divisor_chunk(s_loc // c, int(block_size)), precision)
+    g = n // kh
+    q5 = jnp.transpose(query.reshape(b, t, kh, g, h), (0, 2, 1, 3, 4))  # [B, K, Tl, G, H]
+    k4, v4 = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2)  # [B, K, Sl, H]
+    as4 = lambda x, dt: None if x is None else jnp.asarray(x, dt).reshape((1,) * (4 - jnp.ndim(x)) + jnp.shape(x))  # noqa: E731
+    bias5 = group_heads(as4(bias, bias.dtype if hasattr(bias, "dtype") else query.dtype), kh)
+    mask5 = group_heads(as4(mask, bool), kh)
+    ints = lambda x: None if x is None else jnp.asarray(x, jnp.int32)  # noqa: E731
+    out, lse = _ring_core(q5, k4, v4, bias5, mask5, ints(query_seq_lengths), ints(key_value_seq_lengths),
+                          ints(q_segment_ids), ints(kv_segment_ids), st)
+    out = jnp.transpose(out, (0, 2, 1, 3, 4)).reshape(b, t, n, value.shape[-1]).astype(query.dtype)
+    if not return_residual:
+        return out
+    lse = empty_rows_to_neg_inf(jnp.moveaxis(lse, 2, 1).reshape(b, t, n))
+    return out, lse.astype(query.dtype)
 
 
-def ring_attention_sharded(query: Query, key: Key, value: Value, mesh: Mesh, *, axis: str = "seq",
-                           is_causal: bool = False, layout: str = "zigzag", scale: float | None = None,
-                           block_size: int = 512) -> Out:
-    """Global arrays in, global array out: lays the sequence out (zigzag when asked), runs
-    :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order."""
+def ring_attention_sharded(
+    query: Query,
+    key: Key,
+    value: Value,
+    mesh: Mesh,
+    bias: Bias | None = None,
+    mask: Mask | None = None,
+    *,
+    axis: str = "seq",
+    batch_axes: tuple[str, ...] = (),
+    layout: str | None = None,
+    block_size: int = 512,
+    **kwargs,
+) -> Out | tuple[Out, Residual]:
+    """Global arrays in, global arrays out: lays the sequence out (zigzag when asked; by default when causal),
+    runs :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order.
+
+    ``query [B, T, N, H]``, ``key [B, S, K, H]``, ``value [B, S, K, Hv]``, ``bias`` / ``mask`` broadcastable
+    to ``[B, N, T, S]``; every other keyword is ``dot_product_attention``'s (``is_causal``,
+    ``local_window_size``, lengths, segment ids, ``logits_soft_cap``, ``scale``, ``return_residual``, ...).
+    ``batch_axes``: mesh axes the batch is split over (default: none). T and S must divide into the ring
+    (2P chunks for zigzag).
+    """
     parts = mesh.shape[axis]
-    if layout == "zigzag":
-        query, key, value = (zigzag(x, parts) for x in (query, key, value))
-    spec = P(None, axis, None, None)
-    local = functools.partial(ring_attention, axis_name=axis, is_causal=is_causal, layout=layout, scale=scale,
-                              block_size=block_size)
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
-    sharding = NamedSharding(mesh, spec)
-    out = fn(*(jax.device_put(x, sharding) for x in (query, key, value)))
-    return unzigzag(out, parts) if layout == "zigzag" else out
+    layout = layout or ("zigzag" if kwargs.get("is_causal") else "contiguous")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    c = _chunks(layout)
+    t, s = query.shape[1], key.shape[1]
+    if t % (c * parts) or s % (c * parts):
+        raise ValueError(f"ring attention over {parts} devices ({layout}) needs T and S divisible by "
+                         f"{c * parts}, got T={t}, S={s}")
+    lay = (lambda x, ax=1: zigzag(x, parts, ax)) if layout == "zigzag" else (lambda x, ax=1: x)
+    bat = None if not batch_axes else batch_axes[0] if len(batch_axes) == 1 else tuple(batch_axes)
+
+    def side(x):  # bias / mask [Bb, Nb, Tb, Sb]: rows laid out and split, columns laid out and whole
+        if x is None:
+            return None, None
+        x = jnp.asarray(x)
+        x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+        if x.shape[2] > 1:
+            x = lay(x, 2)
+        if x.shape[3] > 1:
+            x = lay(x, 3)
+        spec = P(bat if x.shape[0] > 1 else None, None, axis if x.shape[2] > 1 else None, None)
+        return x, spec
+
+    bias, bias_spec = side(bias)
+    mask, mask_spec = side(mask)
+    qs, ks = kwargs.pop("q_segment_ids", None), kwargs.pop("kv_segment_ids", None)
+    qlen, kvlen = kwargs.pop("query_seq_lengths", None), kwargs.pop("key_value_seq_lengths", None)
+    seq_spec, len_spec = P(bat, axis, None, None), P(bat)
+    args = [lay(query), lay(key), lay(value), bias, mask,
+            None if qs is None else lay(jnp.asarray(qs)), None if ks is None else lay(jnp.asarray(ks)),
+            qlen if qlen is None else jnp.asarray(qlen), kvlen if kvlen is None else jnp.asarray(kvlen)]
+    specs = [seq_spec, seq_spec, seq_spec, bias_spec, mask_spec, P(bat, axis), P(bat, axis), len_spec, len_spec]
+    present = [i for i, x in enumerate(args) if x is not None]
+    return_residual = kwargs.get("return_residual", False)
+
+    def local(*xs):
+        full = [None] * len(args)
+        for i, x in zip(present, xs, strict=True):
+            full[i] = x
+        q, k, v, bb, mm, qsi, ksi, ql, kl = full
+        return ring_attention(q, k, v, bb, mm, axis_name=axis, layout=layout, block_size=block_size,
+                              q_segment_ids=qsi, kv_segment_ids=ksi, query_seq_lengths=ql,
+                              key_value_seq_lengths=kl, **kwargs)
+
+    out_specs = (seq_spec, P(bat, axis, None)) if return_residual else seq_spec
+    fn = jax.shard_map(local, mesh=mesh, in_specs=tuple(specs[i] for i in present), out_specs=out_specs,
+                       check_vma=False)
+    res = fn(*(jax.device_put(args[i], NamedSharding(mesh, specs[i])) for i in present))
+    if layout != "zigzag":
+        return res
+    if return_residual:
+        return unzigzag(res[0], parts), unzigzag(res[1], parts)
+    return unzigzag(res, parts)
