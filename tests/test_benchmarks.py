@@ -150,3 +150,19 @@ def test_transformer_step_lm_experiment_compares_with_jax_nn(tmp_path, monkeypat
     assert result["loss_spread"] < 1e-4  # the same parameters and batch: the same first loss
     assert (tmp_path / "transformer_step_lm_cpu.json").exists()
     assert "attention_fn" in transformer_step.markdown(result)
+
+
+def test_ring_attention_benchmark_runs_and_writes_its_table(tmp_path):
+    """The script's whole path at tiny sizes on this process's devices (one CPU device: a ring of one)."""
+    from benchmarks import ring_attention
+
+    result = ring_attention.main(["--seq-lens", "64", "128", "--time-max", "64", "--repeats", "1", "--heads", "2",
+                                  "--head-dim", "8", "--out-dir", str(tmp_path)])
+    stem = f"ring_attention_{result['device']}"
+    assert (tmp_path / f"{stem}.json").exists() and (tmp_path / f"{stem}.png").exists()
+    rows = {(r["impl"], r["seq_len"], r["causal"]): r for r in result["rows"]}
+    assert len(rows) == 8 and not any("error" in r for r in rows.values())
+    assert "seconds" in rows["ring", 64, True] and "seconds" not in rows["ring", 128, True]  # --time-max
+    assert {"commit", "command", "device", "date"} <= set(result["provenance"])
+    text = ring_attention.markdown(result)
+    assert "| 128 | causal |" in text and "all-gather" in text
