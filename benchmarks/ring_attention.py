@@ -126,8 +126,9 @@ def markdown(result: dict) -> str:
         f"Device: {result['device_kind']} x {result['devices']} ({result['cpu_count']} cores shared), jax "
         f"{result['jax_version']}, {prov['date']}, commit {prov['commit'][:12]}; float32, B={cfg['batch']}, "
         f"N=K={cfg['heads']}, H={cfg['head_dim']}, forward + backward. Memory: compiled temporaries per device "
-        "(MiB); time: median seconds of a step (lengths above "
-        f"{cfg['time_max']:,} compiled only). Written by `{prov['command']}`.",
+        "(MiB); time: median seconds of a step"
+        + (f" (lengths above {cfg['time_max']:,} compiled only)" if cfg["time_max"] > 0 else
+           ": not timed in this run") + f". Written by `{prov['command']}`.",
         "",
         "| T | mask | ring MiB | all-gather MiB | ring s | all-gather s |",
         "|---:|---|---:|---:|---:|---:|",
@@ -160,13 +161,18 @@ def plot(result: dict, path: Path) -> None:
             timed = [r for r in rows if "seconds" in r]
             axes[1].plot([r["seq_len"] for r in timed], [r["seconds"] for r in timed], style, color=color,
                          marker="o", label=label)
+    timed = any("seconds" in r for r in result["rows"])
+    if not timed:
+        axes[1].text(0.5, 0.5, "not timed in this run (--time-max)", ha="center", va="center",
+                     transform=axes[1].transAxes)
     for ax, ylabel in zip(axes, ("temporaries per device (MiB)", "step time (s)"), strict=True):
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if ax is axes[0] or timed:
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
         ax.set_xlabel("sequence length T")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.suptitle(f"ring vs all-gather attention over {result['devices']} {result['device_kind']} devices, "
                  f"forward + backward, jax {result['jax_version']}")
     fig.tight_layout()

@@ -39,6 +39,7 @@ axis of size > 1.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -352,6 +353,36 @@ def ring_attention(
     return out, lse.astype(query.dtype)
 
 
+def _zigzag_perms(parts: int) -> tuple[list, list]:
+    """The two ``ppermute`` permutations that take contiguous shards to the zigzag layout: device j's first
+    half (global chunk 2j) and second half (chunk 2j+1) each go to the device that holds that chunk in zigzag
+    order (chunk c < P: device c; else device 2P-1-c)."""
+    dest = lambda c: c if c < parts else 2 * parts - 1 - c  # noqa: E731
+    return [(j, dest(2 * j)) for j in range(parts)], [(j, dest(2 * j + 1)) for j in range(parts)]
+
+
+def _to_zigzag(x, axis_name: str, parts: int, axis: int = 1):
+    """This device's contiguous rows (``axis``) -> its zigzag rows, by two ``ppermute`` of half blocks: O(T/P)
+    per device, where reordering the global array would gather it."""
+    first, second = jnp.split(x, 2, axis=axis)
+    perm0, perm1 = _zigzag_perms(parts)
+    got0, got1 = jax.lax.ppermute(first, axis_name, perm0), jax.lax.ppermute(second, axis_name, perm1)
+    even = jax.lax.axis_index(axis_name) % 2 == 0  # an even device gets its first chunk from the first halves
+    return jnp.where(even, jnp.concatenate([got0, got1], axis), jnp.concatenate([got1, got0], axis))
+
+
+def _from_zigzag(x, axis_name: str, parts: int, axis: int = 1):
+    """The inverse of :func:`_to_zigzag`."""
+    a, b = jnp.split(x, 2, axis=axis)
+    even = jax.lax.axis_index(axis_name) % 2 == 0
+    got0, got1 = jnp.where(even, a, b), jnp.where(even, b, a)  # what the two permutations delivered
+    perm0, perm1 = _zigzag_perms(parts)
+    back = lambda perm: [(d, j) for j, d in perm]  # noqa: E731
+    first = jax.lax.ppermute(got0, axis_name, back(perm0))
+    second = jax.lax.ppermute(got1, axis_name, back(perm1))
+    return jnp.concatenate([first, second], axis)
+
+
 def ring_attention_sharded(
     query: Query,
     key: Key,
@@ -366,14 +397,15 @@ def ring_attention_sharded(
     block_size: int = 512,
     **kwargs,
 ) -> Out | tuple[Out, Residual]:
-    """Global arrays in, global arrays out: lays the sequence out (zigzag when asked; by default when causal),
-    runs :func:`ring_attention` under ``shard_map`` over mesh axis ``axis`` and restores the order.
+    """Global arrays in, global arrays out: :func:`ring_attention` under ``shard_map`` over mesh axis ``axis``.
 
     ``query [B, T, N, H]``, ``key [B, S, K, H]``, ``value [B, S, K, Hv]``, ``bias`` / ``mask`` broadcastable
     to ``[B, N, T, S]``; every other keyword is ``dot_product_attention``'s (``is_causal``,
     ``local_window_size``, lengths, segment ids, ``logits_soft_cap``, ``scale``, ``return_residual``, ...).
-    ``batch_axes``: mesh axes the batch is split over (default: none). T and S must divide into the ring
-    (2P chunks for zigzag).
+    The sequence is sharded contiguously; with ``layout="zigzag"`` (the default when causal) each device
+    trades half blocks with two others (``ppermute``) to hold chunks i and 2P-1-i, and trades the output back,
+    so no device ever holds more than its share. ``batch_axes``: mesh axes the batch is split over (default:
+    none). T and S must divide into the ring (2P chunks for zigzag).
     """
     parts = mesh.shape[axis]
     layout = layout or ("zigzag" if kwargs.get("is_causal") else "contiguous")
@@ -384,29 +416,26 @@ def ring_attention_sharded(
     if t % (c * parts) or s % (c * parts):
         raise ValueError(f"ring attention over {parts} devices ({layout}) needs T and S divisible by "
                          f"{c * parts}, got T={t}, S={s}")
-    lay = (lambda x, ax=1: zigzag(x, parts, ax)) if layout == "zigzag" else (lambda x, ax=1: x)
+    zig = layout == "zigzag"
     bat = None if not batch_axes else batch_axes[0] if len(batch_axes) == 1 else tuple(batch_axes)
 
-    def side(x):  # bias / mask [Bb, Nb, Tb, Sb]: rows laid out and split, columns laid out and whole
+    def side(x):  # bias / mask [Bb, Nb, Tb, Sb]: rows split over the ring, columns whole (laid out per device)
         if x is None:
             return None, None
         x = jnp.asarray(x)
         x = x.reshape((1,) * (4 - x.ndim) + x.shape)
-        if x.shape[2] > 1:
-            x = lay(x, 2)
-        if x.shape[3] > 1:
-            x = lay(x, 3)
-        spec = P(bat if x.shape[0] > 1 else None, None, axis if x.shape[2] > 1 else None, None)
-        return x, spec
+        if zig and x.shape[3] > 1:
+            x = zigzag(x, parts, 3)  # a column reorder of what every device holds anyway: no communication
+        return x, P(bat if x.shape[0] > 1 else None, None, axis if x.shape[2] > 1 else None, None)
 
     bias, bias_spec = side(bias)
     mask, mask_spec = side(mask)
     qs, ks = kwargs.pop("q_segment_ids", None), kwargs.pop("kv_segment_ids", None)
     qlen, kvlen = kwargs.pop("query_seq_lengths", None), kwargs.pop("key_value_seq_lengths", None)
     seq_spec, len_spec = P(bat, axis, None, None), P(bat)
-    args = [lay(query), lay(key), lay(value), bias, mask,
-            None if qs is None else lay(jnp.asarray(qs)), None if ks is None else lay(jnp.asarray(ks)),
-            qlen if qlen is None else jnp.asarray(qlen), kvlen if kvlen is None else jnp.asarray(kvlen)]
+    args = [query, key, value, bias, mask, None if qs is None else jnp.asarray(qs),
+            None if ks is None else jnp.asarray(ks), None if qlen is None else jnp.asarray(qlen),
+            None if kvlen is None else jnp.asarray(kvlen)]
     specs = [seq_spec, seq_spec, seq_spec, bias_spec, mask_spec, P(bat, axis), P(bat, axis), len_spec, len_spec]
     present = [i for i, x in enumerate(args) if x is not None]
     return_residual = kwargs.get("return_residual", False)
@@ -416,16 +445,20 @@ def ring_attention_sharded(
         for i, x in zip(present, xs, strict=True):
             full[i] = x
         q, k, v, bb, mm, qsi, ksi, ql, kl = full
-        return ring_attention(q, k, v, bb, mm, axis_name=axis, layout=layout, block_size=block_size,
-                              q_segment_ids=qsi, kv_segment_ids=ksi, query_seq_lengths=ql,
-                              key_value_seq_lengths=kl, **kwargs)
+        if zig:
+            lay = functools.partial(_to_zigzag, axis_name=axis, parts=parts)
+            q, k, v = lay(q), lay(k), lay(v)
+            qsi, ksi = (None if x is None else lay(x) for x in (qsi, ksi))
+            bb, mm = (x if x is None or x.shape[2] == 1 else lay(x, axis=2) for x in (bb, mm))
+        res = ring_attention(q, k, v, bb, mm, axis_name=axis, layout=layout, block_size=block_size,
+                             q_segment_ids=qsi, kv_segment_ids=ksi, query_seq_lengths=ql, key_value_seq_lengths=kl,
+                             **kwargs)
+        if not zig:
+            return res
+        back = functools.partial(_from_zigzag, axis_name=axis, parts=parts)
+        return (back(res[0]), back(res[1])) if return_residual else back(res)
 
     out_specs = (seq_spec, P(bat, axis, None)) if return_residual else seq_spec
     fn = jax.shard_map(local, mesh=mesh, in_specs=tuple(specs[i] for i in present), out_specs=out_specs,
                        check_vma=False)
-    res = fn(*(jax.device_put(args[i], NamedSharding(mesh, specs[i])) for i in present))
-    if layout != "zigzag":
-        return res
-    if return_residual:
-        return unzigzag(res[0], parts), unzigzag(res[1], parts)
-    return unzigzag(res, parts)
+    return fn(*(jax.device_put(args[i], NamedSharding(mesh, specs[i])) for i in present))
