@@ -40,6 +40,7 @@ from attn_jax.masks import MaskSpec
 from attn_jax.sharding import make_mesh
 from attn_jax.train.provenance import git_state, today
 from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
+from experiments.tables import short_commit
 
 IMPLS = ("ring", "allgather")
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def markdown(result: dict) -> str:
     cfg, prov = result["config"], result["provenance"]
     lines = [
         f"Device: {result['device_kind']} x {result['devices']} ({result['cpu_count']} cores shared), jax "
-        f"{result['jax_version']}, {prov['date']}, commit {prov['commit'][:12]}; float32, B={cfg['batch']}, "
+        f"{result['jax_version']}, {prov['date']}, commit {short_commit(prov['commit'])}; float32, B={cfg['batch']}, "
         f"N=K={cfg['heads']}, H={cfg['head_dim']}, forward + backward. Memory: compiled temporaries per device "
         "(MiB); time: median seconds of a step"
         + (f" (lengths above {cfg['time_max']:,} compiled only)" if cfg["time_max"] > 0 else

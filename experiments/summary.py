@@ -34,6 +34,8 @@ HEADLINES: dict[str, tuple[str, str, bool]] = {
     "pointer/convex_hull_n20": ("accuracy_n20", "hull accuracy at n = 20", True),
     "pointer/sort_n10": ("accuracy_n10", "sorting accuracy at n = 10", True),
     "pointer/tsp_n10": ("gap_n10", "tour length above optimal, as a fraction, at n = 10 (lower is better)", False),
+    "ntm/copy": ("bit_errors_len_60", "wrong bits per sequence at length 60, trained on 1-20 (lower is better)",
+                 False),
     "transformer/translate": ("bleu", "BLEU, English -> German number words", True),
     "transformer/ablation": ("bleu", "BLEU, English -> German number words", True),
     "transformer/lm": ("bits_per_char", "held-out bits per character (lower is better)", False),
@@ -54,14 +56,11 @@ def tables(results: Path = RESULTS) -> list[tuple[str, dict | None]]:
     return found
 
 
-def _cell(row: str, stat: dict, fmt: str) -> str:
+def _cell(row: str, stat: dict) -> str:
+    """``row: mean ± std`` with 3 significant figures of the larger of the two."""
+    top = max(abs(stat["mean"]), abs(stat["std"])) or 1.0
+    fmt = f".{max(0, 2 - math.floor(math.log10(top)))}f"
     return f"{row}: {stat['mean']:{fmt}} ± {stat['std']:{fmt}}"
-
-
-def _format(values: list[float]) -> str:
-    """Digits enough for the table's scale: 3 significant figures of its largest magnitude."""
-    top = max((abs(v) for v in values if math.isfinite(v)), default=1.0) or 1.0
-    return f".{max(0, 2 - math.floor(math.log10(top)))}f"
 
 
 def line(name: str, table: dict | None, page: str) -> str:
@@ -70,21 +69,21 @@ def line(name: str, table: dict | None, page: str) -> str:
     link = f"[{name}]({page}/experiments/{PAGES.get(experiment, experiment)}.md)"
     if table is None:
         return f"| {link} | – | an older single-seed run, not yet republished over seeds | – | – |"
-    first = next(iter(table["rows"].values()))
-    metric, label, higher = HEADLINES.get(name, (next(iter(first["metrics"])), None, True))
-    label = label or f"`{metric}`"
+    if name not in HEADLINES:
+        raise KeyError(f"{name}: a published table needs its headline (metric, label, higher is better) in "
+                       "experiments.summary.HEADLINES")
+    metric, label, higher = HEADLINES[name]
     rows = {r: v["metrics"][metric] for r, v in table["rows"].items()
             if metric in v["metrics"] and math.isfinite(v["metrics"][metric]["mean"])}
     if not rows:
         return f"| {link} | {label} | no row reports `{metric}` | – | {len(table['seeds'])} |"
     order = sorted(rows, key=lambda r: rows[r]["mean"], reverse=higher)
-    fmt = _format([rows[r]["mean"] for r in rows])
     best, worst = order[0], order[-1]
     if best == worst:
-        return f"| {link} | {label} | {_cell(best, rows[best], fmt)} | (one row) | {len(table['seeds'])} |"
-    weakest = _cell(worst, rows[worst], fmt) + (" (within noise of the best)" if within_noise(
+        return f"| {link} | {label} | {_cell(best, rows[best])} | (one row) | {len(table['seeds'])} |"
+    weakest = _cell(worst, rows[worst]) + (" (within noise of the best)" if within_noise(
         rows[best], rows[worst]) else "")
-    return f"| {link} | {label} | {_cell(best, rows[best], fmt)} | {weakest} | {len(table['seeds'])} |"
+    return f"| {link} | {label} | {_cell(best, rows[best])} | {weakest} | {len(table['seeds'])} |"
 
 
 def render(page: str = "docs", results: Path = RESULTS) -> str:

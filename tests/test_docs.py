@@ -92,6 +92,14 @@ def test_the_summaries_are_what_the_published_tables_say():
     assert summary.update(check=True) == []
 
 
+def test_every_published_table_declares_its_headline_and_direction():
+    """A table without a declared headline would be summarised by a guess (which metric, which way is better)."""
+    published = [name for name, table in summary.tables() if table is not None]
+    assert published and [n for n in published if n not in summary.HEADLINES] == []
+    with pytest.raises(KeyError, match="HEADLINES"):
+        summary.line("ntm/unknown_table", {"seeds": [0], "rows": {"a": {"metrics": {"m": {}}}}}, "docs")
+
+
 def test_the_summary_reads_best_and_weakest_rows_and_names_older_folders(tmp_path):
     def stat(mean, std):
         return {"mean": mean, "std": std, "per_seed": [mean - std, mean, mean + std]}
@@ -110,7 +118,7 @@ def test_the_summary_reads_best_and_weakest_rows_and_names_older_folders(tmp_pat
     assert len(lines) == 4 and "[ntm/old](docs/experiments/ntm.md)" in lines[2] and "single-seed" in lines[2]
     tsp = lines[3]
     assert "(lower is better)" in tsp  # lower is better: the best row is the smallest gap
-    assert "ptrnet: 0.020 ± 0.010" in tsp and "seq2seq: 0.240 ± 0.210 (within noise of the best)" in tsp
+    assert "ptrnet: 0.0200 ± 0.0100" in tsp and "seq2seq: 0.240 ± 0.210 (within noise of the best)" in tsp
 
 
 def test_the_readme_is_a_front_page_that_links_the_docs():
