@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import statistics
 import time
@@ -11,7 +13,7 @@ import jax
 
 from experiments.readme import update_readme_block
 
-__all__ = ["README", "RESULTS", "add_output_args", "device_name", "time_fn", "update_readme_block"]
+__all__ = ["README", "RESULTS", "add_output_args", "device_name", "publish_result", "time_fn", "update_readme_block"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -47,3 +49,23 @@ def time_fn(fn, *args, repeats: int = 3, warmup: int = 1) -> tuple[float, list[f
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
 
+
+
+def publish_result(args, name: str, run, plot, markdown, alt: str) -> dict:
+    """The tail every benchmark's ``main`` shares: with ``--readme-from``, read that JSON (and its PNG); else
+    ``run(args)``, write ``<out-dir>/<name>_<device>.json`` and ``.png`` (``plot``) and print ``markdown``; then,
+    when asked, rewrite the ``name`` block of the docs with the table and the figure. Returns the result."""
+    if args.readme_from:
+        result, png = json.loads(args.readme_from.read_text()), args.readme_from.with_suffix(".png")
+    else:
+        result = run(args)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{name}_{result['device']}"
+        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+        png = args.out_dir / f"{stem}.png"
+        plot(result, png)
+        print(markdown(result))
+    if args.update_readme or args.readme_from:
+        figure = f"\n\n![{alt}]({os.path.relpath(png, README.parent)})"
+        print(f"updated {update_readme_block(name, markdown(result) + figure)}")
+    return result

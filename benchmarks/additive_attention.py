@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 from pathlib import Path
 
 import jax
@@ -27,7 +25,7 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
+from benchmarks._common import add_output_args, device_name, publish_result, time_fn
 
 MODES = ("fwd", "fwd+bwd")
 
@@ -137,6 +135,24 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def run(args) -> dict:
+    """Time every (implementation, mode, T, A) cell; the result the JSON holds."""
+    impls = ["xla", "chunked"] + (["pallas"] if jax.default_backend() == "gpu" else [])
+    jobs = [(impl, mode, t, a) for t in args.seq_lens for a in args.attn_dims for impl in impls for mode in MODES]
+    rows = [measure(impl, mode, t, a, args) for impl, mode, t, a in tqdm(jobs, desc="additive_attention")]
+    dev = jax.devices()[0]
+    result = dict(
+        benchmark="additive_attention", device=device_name(), device_kind=dev.device_kind,
+        platform=dev.platform, jax_version=jax.__version__, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        config=dict(seq_lens=args.seq_lens, attn_dims=args.attn_dims, batch=args.batch,
+                    model_dim=args.model_dim, value_dim=args.value_dim, repeats=args.repeats,
+                    max_run_gib=args.max_run_gib, impls=impls),
+        pallas_note=None if "pallas" in impls else "not timed: no GPU (interpret mode measures nothing)",
+        rows=rows, ratios=ratios(rows),
+    )
+    return result
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096])
@@ -148,34 +164,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-run-gib", type=float, default=6.0)
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if args.readme_from:
-        result = json.loads(args.readme_from.read_text())
-        png = args.readme_from.with_suffix(".png")
-    else:
-        impls = ["xla", "chunked"] + (["pallas"] if jax.default_backend() == "gpu" else [])
-        jobs = [(impl, mode, t, a) for t in args.seq_lens for a in args.attn_dims for impl in impls for mode in MODES]
-        rows = [measure(impl, mode, t, a, args) for impl, mode, t, a in tqdm(jobs, desc="additive_attention")]
-        dev = jax.devices()[0]
-        result = dict(
-            benchmark="additive_attention", device=device_name(), device_kind=dev.device_kind,
-            platform=dev.platform, jax_version=jax.__version__, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-            config=dict(seq_lens=args.seq_lens, attn_dims=args.attn_dims, batch=args.batch,
-                        model_dim=args.model_dim, value_dim=args.value_dim, repeats=args.repeats,
-                        max_run_gib=args.max_run_gib, impls=impls),
-            pallas_note=None if "pallas" in impls else "not timed: no GPU (interpret mode measures nothing)",
-            rows=rows, ratios=ratios(rows),
-        )
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"additive_attention_{result['device']}"
-        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-        png = args.out_dir / f"{stem}.png"
-        plot(result, png)
-        print(markdown(result))
-        print(f"\nwrote {args.out_dir / (stem + '.json')} and {png.name}")
-    if args.update_readme or args.readme_from:
-        figure = f"\n\n![additive attention]({os.path.relpath(png, README.parent)})"
-        print(f"updated {update_readme_block('additive_attention', markdown(result) + figure)}")
-    return result
+    return publish_result(args, "additive_attention", run, plot, markdown, "additive attention")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 from pathlib import Path
 
 import jax
@@ -25,7 +23,7 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 import attn_jax
-from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
+from benchmarks._common import add_output_args, device_name, publish_result, time_fn
 
 IMPLS = ("pallas", "xla")
 
@@ -127,20 +125,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--allow-cpu", action="store_true")
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if args.readme_from:
-        result, png = json.loads(args.readme_from.read_text()), args.readme_from.with_suffix(".png")
-    else:
-        result = run(args)
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"decode_attention_{result['device']}"
-        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-        png = args.out_dir / f"{stem}.png"
-        plot(result, png)
-        print(markdown(result))
-    if args.update_readme or args.readme_from:
-        figure = f"\n\n![decode attention]({os.path.relpath(png, README.parent)})"
-        print(f"updated {update_readme_block('decode_attention', markdown(result) + figure)}")
-    return result
+    return publish_result(args, "decode_attention", run, plot, markdown, "decode attention")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from attn_jax.attention.ring import ring_attention_sharded
 from attn_jax.masks import MaskSpec
 from attn_jax.sharding import make_mesh
 from attn_jax.train.provenance import git_state, today
-from benchmarks._common import README, add_output_args, device_name, time_fn, update_readme_block
+from benchmarks._common import add_output_args, device_name, publish_result, time_fn
 from experiments.tables import short_commit
 
 IMPLS = ("ring", "allgather")
@@ -192,20 +191,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--time-max", type=int, default=16384, help="time only lengths up to this (compile all)")
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if args.readme_from:
-        result, png = json.loads(args.readme_from.read_text()), args.readme_from.with_suffix(".png")
-    else:
-        result = run(args)
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"ring_attention_{result['device']}"
-        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-        png = args.out_dir / f"{stem}.png"
-        plot(result, png)
-        print(markdown(result))
-    if args.update_readme or args.readme_from:
-        figure = f"\n\n![ring attention]({os.path.relpath(png, README.parent)})"
-        print(f"updated {update_readme_block('ring_attention', markdown(result) + figure)}")
-    return result
+    return publish_result(args, "ring_attention", run, plot, markdown, "ring attention")
 
 
 if __name__ == "__main__":
