@@ -57,20 +57,25 @@ def relink(text: str, page: Path) -> str:
     return _LINK.sub(fix, text)
 
 
+def with_block(content: str, name: str, text: str, page: Path) -> str:
+    """``content`` (the text of ``page``) with its ``name`` block replaced by ``text``, relinked for ``page`` when
+    the page lies in the repository (pure: :func:`update_readme_block` writes it, checks compare it)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in content or end not in content:
+        raise SystemExit(f"{page} has no {begin} ... {end} block to update")
+    if Path(page).resolve().is_relative_to(ROOT):
+        text = relink(text, page)
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
+
+
 def update_readme_block(name: str, text: str, readme: Path | None = None) -> Path:
     """Replace the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` block of ``readme`` (default: the page that
     holds it, :func:`block_page`) with ``text``, its root-relative links made relative to that page when the
     page lies in the repository. Returns the page written."""
     page = block_page(name) if readme is None else Path(readme)
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    content = page.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{page} has no {begin} ... {end} block to update")
-    if page.resolve().is_relative_to(ROOT):
-        text = relink(text, page)
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    page.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    page.write_text(with_block(page.read_text(), name, text, page))
     return page
 
 

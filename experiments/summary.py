@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from experiments.readme import DOCS, README, update_readme_block
+from experiments.readme import DOCS, README, update_readme_block, with_block
 from experiments.tables import within_noise
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,14 +96,15 @@ BLOCKS = {"results_summary": README, "results_index": DOCS / "experiments" / "in
 
 
 def update(check: bool = False) -> list[str]:
-    """Rewrite both summary blocks (or, with ``check``, list the pages whose block differs)."""
+    """Rewrite both summary blocks; with ``check``, write nothing and list the pages whose block differs."""
     stale = []
     for block, page in BLOCKS.items():
-        before = page.read_text()
-        update_readme_block(block, render(), page)
-        if check and page.read_text() != before:
-            page.write_text(before)
-            stale.append(str(page))
+        if check:
+            content = page.read_text()
+            if with_block(content, block, render(), page) != content:
+                stale.append(str(page))
+        else:
+            update_readme_block(block, render(), page)
     return stale
 
 

@@ -251,3 +251,13 @@ def test_the_site_has_a_page_per_experiment_with_its_figures_and_the_api_of_ever
     for module in (attn_jax, attn_jax.nn, attn_jax.train):
         for name in module.__all__:  # documented where it is defined or where it is exported
             assert re.search(rf'id="(module-)?[\w.]*\.{name}"', documented), f"{module.__name__}.{name}"
+
+
+def test_a_stale_summary_is_reported_and_the_check_writes_nothing(tmp_path, monkeypatch):
+    page = tmp_path / "README.md"
+    page.write_text("# x\n<!-- results_summary:begin -->\nold numbers\n<!-- results_summary:end -->\n")
+    monkeypatch.setattr(summary, "BLOCKS", {"results_summary": page})
+    assert summary.update(check=True) == [str(page)]
+    assert "old numbers" in page.read_text()  # the check only reads: pytest -n 2 never sees a page half written
+    summary.update()
+    assert "old numbers" not in page.read_text() and summary.update(check=True) == []
