@@ -371,19 +371,51 @@ def _test_title(test: str) -> str:
     return f"length {parts[1]}" + (f" x {parts[3]}" if len(parts) == 4 else "")
 
 
-def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
+def _range_rows(run_dir: Path, base_config: dict) -> tuple[dict, dict, str]:
+    """An extra comparison folder of the same task and recipe but other training lengths: its summaries and seed
+    folders under rows named ``"<model> (train a-b)"``, and its command. Any other difference is refused."""
+    comparison = json.loads((run_dir / "comparison.json").read_text())
+    config = json.loads((row_run(run_dir, next(iter(comparison["summaries"]))) / "config.json").read_text())
+    d = config["data"]
+    others = {k for k in set(config) | set(base_config) if k not in ("data", "train")
+              and config.get(k) != base_config.get(k)}
+    others |= {f"train.{k}" for k in set(config["train"]) | set(base_config["train"])
+               if k not in ("seed",) and config["train"].get(k) != base_config["train"].get(k)}
+    others |= {f"data.{k}" for k in set(d) | set(base_config["data"])
+               if k not in ("min_length", "max_length") and d.get(k) != base_config["data"].get(k)}
+    if others:
+        raise SystemExit(f"{run_dir} differs from the first folder in more than its training lengths: "
+                         f"{', '.join(sorted(others))}")
+    name = lambda m: f"{m} (train {d['min_length']}-{d['max_length']})"  # noqa: E731
+    summaries = {name(m): s for m, s in comparison["summaries"].items()}
+    seeds = {name(m): [cli.seed_dir(run_dir, m, k) for k in summaries[name(m)].get("seeds", ())]
+             for m in comparison["summaries"]}
+    return summaries, seeds, comparison["command"]
+
+
+def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path | None = None) -> str:
     """The published table of a comparison run (``results/comparison.json`` in experiments.tables' schema: rows
     ``ntm``, ``lstm``, every metric's mean, std and per-seed values), its figures (learning curves over seeds, for
-    copy the generalisation to longer sequences, the NTM's weightings of its first seed), and the README block
-    ``block`` written from them."""
-    run_dir, results = Path(run_dir), Path(results)
+    copy the generalisation to longer sequences, the NTM's weightings of its first seed), and the docs block
+    ``block`` written from them. More folders (a list) add rows of the same task and recipe trained on other
+    lengths, named ``"<model> (train a-b)"``."""
+    run_dirs = [Path(r) for r in (run_dir if isinstance(run_dir, (list, tuple)) else [run_dir])]
+    run_dir, results = run_dirs[0], Path(results)
     comparison = json.loads((run_dir / "comparison.json").read_text())
-    summaries = comparison["summaries"]
-    table = tables.from_summaries(summaries, comparison["command"])
+    summaries = dict(comparison["summaries"])
+    base_config = json.loads((row_run(run_dir, next(iter(summaries))) / "config.json").read_text())
+    commands, extra_seeds = [comparison["command"]], {}
+    for other in run_dirs[1:]:
+        more, seeds, command = _range_rows(other, base_config)
+        summaries.update(more)
+        extra_seeds.update(seeds)
+        commands.append(command)
+    table = tables.from_summaries(summaries, commands[0] if len(commands) == 1 else commands)
     table["task"] = {"name": comparison["task"], "train_max_length": comparison.get("train_max_length"),
                      "batch_size": comparison["batch_size"]}
     tables.write(results, table)
-    seed_dirs = {m: [d for k in table["seeds"] if (d := cli.seed_dir(run_dir, m, k)).is_dir()] for m in summaries}
+    seed_dirs = {m: [d for k in table["seeds"] if (d := cli.seed_dir(run_dir, m, k)).is_dir()]
+                 for m in comparison["summaries"]} | extra_seeds
     images = []
     if all(seed_dirs.values()):
         plot_learning_curves(seed_dirs, comparison["batch_size"], results / "learning_curve.png",
@@ -393,7 +425,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         plot_generalisation(summaries, comparison["eval_lengths"], comparison["train_max_length"],
                             results / "generalisation.png")
         images.append("generalisation.png")
-    for model in summaries:
+    for model in comparison["summaries"]:
         if (row_run(run_dir, model) / "weightings.png").exists():
             shutil.copy(row_run(run_dir, model) / "weightings.png", results / f"weightings_{model}.png")
             images.append(f"weightings_{model}.png")
@@ -407,7 +439,7 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     higher = {m: False for m, _, _ in columns}
     extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
              "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
-    config = json.loads((row_run(run_dir, next(iter(summaries))) / "config.json").read_text())
+    config = base_config
     t, d = config["train"], config["data"]
     first = next(iter(summaries.values()))
     prov = table["provenance"]
@@ -422,9 +454,12 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         + f" lr {t['learning_rate']:g} ({t['schedule']}" + (" decay" if t["schedule"] == "cosine" else "")
         + f"), gradient norm clipped at {t['clip_norm']:g}; seeds "
         f"{', '.join(map(str, table['seeds']))}; {d['eval_batch']} test sequences per length and seed. Written by "
-        f"`python -m experiments.publish ntm {run_dir} --block {block}"
-        + (f" --table {results.name}" if results.name != block else "") + f"` from `{prov['command']}`. "
-        "Cost: the cross-entropy summed over a sequence's output bits, in bits; wrong bits: output bits on the "
+        f"`python -m experiments.publish ntm {' '.join(map(str, run_dirs))} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + "` from "
+        + " and ".join(f"`{c}`" for c in commands) + ". "
+        + ("Rows marked (train a-b): the same recipe trained on lengths a-b; their first two columns are on "
+           "their own training lengths. " if len(run_dirs) > 1 else "")
+        + "Cost: the cross-entropy summed over a sequence's output bits, in bits; wrong bits: output bits on the "
         "wrong side of 1/2, per sequence.",
         "",
         tables.markdown(table, columns, higher, extra=extra),

@@ -183,3 +183,25 @@ def test_repeat_copy_preset_is_the_papers_ranges():
     assert ntm_experiment.repeat_generalisation(cfg.data) == [(10, 10), (20, 10), (10, 20)]
     assert cfg.train == dataclasses.replace(ntm_experiment.copy().train, steps=cfg.train.steps, checkpoint_every=1000)
     assert cfg.net.memory_slots >= 20  # twice the longest training length fits the memory
+
+
+def test_a_folder_trained_on_other_lengths_adds_its_rows_and_another_recipe_is_refused(tmp_path):
+    base = TINY + ["--set", "seeds=0,1", "--set", "net.controller=feedforward"]
+    ntm_experiment.main(base + ["--out", str(tmp_path / "a"), "--set", "models=ntm,lstm"])
+    ntm_experiment.main(base + ["--out", str(tmp_path / "b"), "--set", "models=ntm", "--set", "data.max_length=3"])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- ntm_copy:begin -->\n<!-- ntm_copy:end -->\n")
+    res = tmp_path / "res"
+    publish.main(["ntm", str(tmp_path / "a"), str(tmp_path / "b"), "--block", "ntm_copy", "--readme", str(readme),
+                  "--results", str(res)])
+    table = json.loads((res / "comparison.json").read_text())
+    assert list(table["rows"]) == ["ntm", "lstm", "ntm (train 1-3)"]
+    assert isinstance(table["provenance"]["command"], list) and len(table["provenance"]["command"]) == 2
+    other = json.loads((tmp_path / "b" / "comparison.json").read_text())["summaries"]["ntm"]
+    assert table["rows"]["ntm (train 1-3)"]["metrics"]["bit_errors_len_8"]["mean"] == pytest.approx(
+        other["eval"]["bit_errors_len_8"])
+    assert "| ntm (train 1-3) |" in readme.read_text() and "Rows marked (train a-b)" in readme.read_text()
+    ntm_experiment.main(base + ["--out", str(tmp_path / "c"), "--set", "models=ntm", "--set", "batch_size=3"])
+    with pytest.raises(SystemExit, match="more than its training lengths: batch_size"):
+        publish.main(["ntm", str(tmp_path / "a"), str(tmp_path / "c"), "--block", "ntm_copy", "--readme",
+                      str(readme), "--results", str(res)])
