@@ -34,7 +34,7 @@ HEADLINES: dict[str, tuple[str, str, bool]] = {
     "pointer/convex_hull_n20": ("accuracy_n20", "hull accuracy at n = 20", True),
     "pointer/sort_n10": ("accuracy_n10", "sorting accuracy at n = 10", True),
     "pointer/tsp_n10": ("gap_n10", "tour length above optimal, as a fraction, at n = 10 (lower is better)", False),
-    "ntm/copy": ("bit_errors_len_60", "wrong bits per sequence at length 60, trained on 1-20 (lower is better)",
+    "ntm/copy": ("bit_errors_len_60", "wrong bits per sequence at length 60 (lower is better)",
                  False),
     "transformer/translate": ("bleu", "BLEU, English -> German number words", True),
     "transformer/ablation": ("bleu", "BLEU, English -> German number words", True),
