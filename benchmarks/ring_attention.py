@@ -47,7 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def allgather_attention(q, k, v, mesh, *, is_causal: bool, axis: str = "seq"):
     """Each device: its query rows against the all-gathered K/V, by the chunked core (global causal offsets)."""
-    parts = mesh.shape[axis]
 
     def local(q, k, v):
         k = jax.lax.all_gather(k, axis, axis=1, tiled=True)
@@ -63,7 +62,6 @@ def allgather_attention(q, k, v, mesh, *, is_causal: bool, axis: str = "seq"):
         return jnp.transpose(out, (0, 2, 1, 3, 4)).reshape(b, t, n, v.shape[-1])
 
     spec = P(None, axis, None, None)
-    del parts
     return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(q, k, v)
 
 

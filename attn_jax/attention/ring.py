@@ -136,7 +136,7 @@ def _pairs(st: _Static, me, src, t_loc: int, s_loc: int):
     return [(a, b, tq, tk, q_starts[a], k_starts[b]) for a in range(c) for b in range(c)]
 
 
-def _block_args(st: _Static, arrays, k, v, kv_seg, src, me, a, b, tq, tk, q0, k0):
+def _block_args(st: _Static, arrays, k, v, kv_seg, src, a, b, tq, tk, q0, k0):
     """The chunked core's arguments for one pair: q rows of chunk a, the visiting block's chunk b, its spec."""
     q, _, _, bias, mask, q_len, kv_len, q_seg, _ = arrays
     col = (src * _chunks(st.layout) + b) * tk  # the visiting chunk's columns in the laid-out bias / mask
@@ -198,7 +198,7 @@ def _forward(q, k, v, bias, mask, q_len, kv_len, q_seg, kv_seg, st: _Static):
         k, v, kv_seg = blocks
         src = (me - shift) % st.parts
         for a, b, tq, tk, q0, k0 in _pairs(st, me, src, t_loc, s_loc):
-            qa, kb, vb, bias_ab, mask_ab, spec, cst, _ = _block_args(st, arrays, k, v, kv_seg, src, me, a, b, tq,
+            qa, kb, vb, bias_ab, mask_ab, spec, cst, _ = _block_args(st, arrays, k, v, kv_seg, src, a, b, tq,
                                                                      tk, q0, k0)
             o_ab, lse_ab = _chunked._forward(qa, kb, vb, bias_ab, mask_ab, None, spec, cst)
             rows = slice(a * tq, (a + 1) * tq)
@@ -230,7 +230,7 @@ def _backward(st: _Static, arrays, out, lse, dout, dlse):
         k, v, kv_seg, dk, dv = blocks
         src = (me - shift) % st.parts
         for a, b, tq, tk, q0, k0 in _pairs(st, me, src, t_loc, s_loc):
-            qa, kb, vb, bias_ab, mask_ab, spec, cst, col = _block_args(st, arrays, k, v, kv_seg, src, me, a, b,
+            qa, kb, vb, bias_ab, mask_ab, spec, cst, col = _block_args(st, arrays, k, v, kv_seg, src, a, b,
                                                                        tq, tk, q0, k0)
             rows = slice(a * tq, (a + 1) * tq)
             dqa, dkb, dvb, dba = _chunked._backward(qa, kb, vb, bias_ab, mask_ab, None, spec, cst,
