@@ -5,6 +5,12 @@ baseline ``b`` that does not depend on ``s``. :func:`score_function_surrogate` r
 gradient is the single-sample estimate and whose value is zero, so adding it to a loss changes the
 gradient and not the reported number. Show, Attend and Tell (§4.1) uses ``R = log p(y | s, a)``, a
 moving-average baseline (:func:`ema`) and an entropy bonus on the attention distribution.
+
+For a sequence of actions ``s_1..s_T`` with a reward ``r_t`` per step (e.g. the log-likelihood of word t),
+the action at step t can only change the rewards from t on, so each ``∇ log p(s_t)`` is weighted by its
+reward-to-go ``G_t = Σ_{t' >= t} r_t'`` (:func:`reward_to_go`) minus a baseline that may depend on
+everything before ``s_t`` (the history, the input) but not on ``s_t`` or later: still unbiased, and the
+rewards before t no longer add their noise to step t's credit.
 """
 
 from __future__ import annotations
@@ -17,10 +23,20 @@ Array = jax.Array
 
 def score_function_surrogate(log_p_actions: Array, reward: Array, baseline: Array | float = 0.0) -> Array:
     """``(R - b) · log p(s)`` with ``R`` and ``b`` held constant, minus its own value: zero-valued, with gradient
-    ``(R - b) ∇ log p(s)``. Shapes broadcast (e.g. ``[B]`` each); maximise it (or minimise its negative)."""
+    ``(R - b) ∇ log p(s)``. Shapes broadcast (e.g. ``[B]`` each, or ``[B, T]`` with per-step rewards-to-go and
+    baselines); maximise it (or minimise its negative)."""
     advantage = jax.lax.stop_gradient(jnp.asarray(reward) - baseline)
     term = advantage * log_p_actions
     return term - jax.lax.stop_gradient(term)
+
+
+def reward_to_go(rewards: Array, mask: Array | None = None) -> Array:
+    """``G_t = Σ_{t' >= t} mask_t' · r_t'`` along the last axis: ``rewards [..., T]`` (and ``mask [..., T]``,
+    1 where a step counts) -> ``[..., T]``. Steps after a sequence's end add nothing."""
+    rewards = jnp.asarray(rewards)
+    if mask is not None:
+        rewards = rewards * mask
+    return jnp.flip(jnp.cumsum(jnp.flip(rewards, -1), axis=-1), -1)
 
 
 def ema(baseline: Array | float, value: Array | float, decay: float = 0.9) -> Array:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -34,14 +35,15 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.show_attend_tell import ATTENTIONS, ShowAttendTell, doubly_stochastic_penalty
-from attn_jax.reinforce import score_function_surrogate
+from attn_jax.reinforce import reward_to_go, score_function_surrogate
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
-from attn_jax.train.report import parameter_count, pyplot
+from attn_jax.train.report import parameter_count, plot_metric_curves, pyplot
 from attn_jax.train.text_metrics import bleu, exact_match
+from experiments import tables
 from experiments.data import digit_canvas as dc
-from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 # Table 1 of the paper, for the docs: BLEU-1..4 on Flickr8k / COCO (soft, hard)
 PAPER = {"soft": {"Flickr8k": (67, 44.8, 29.9, 19.5), "COCO": (70.7, 49.2, 34.4, 24.3)},
@@ -59,15 +61,19 @@ class NetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "soft"  # soft | hard | none
+    model: str = "soft"  # soft | hard | none | hard_expected (hard trained on the expected context only)
     models: tuple[str, ...] = ()  # comparison mode
     canvas: dc.CanvasConfig = dc.CanvasConfig()
     batch_size: int = 32  # training canvases per step
-    eval_size: int = 500  # test canvases captioned per evaluation
+    eval_size: int = 500  # canvases captioned per evaluation
+    eval_split: str = "test"  # test (held-out digit images) | val (new canvases of training digits: for tuning)
     penalty: float = 1.0  # soft: lambda of the doubly stochastic penalty
     reinforce: float = 1.0  # hard: lambda_r
     entropy: float = 0.01  # hard: lambda_e
-    baseline_decay: float = 0.9  # hard: decay of the moving-average REINFORCE baseline of log p(y | s)
+    credit: str = "to_go"  # hard: to_go (step t's location earns the log-likelihood of words t..) | caption
+    samples: int = 4  # hard: location sequences sampled per canvas (one encoding; the loss averages them)
+    learned_baseline: bool = True  # hard: a critic on h_{t-1} predicts the reward-to-go left by the moving average
+    baseline_decay: float = 0.9  # hard: decay of the moving-average baseline (one per caption position)
     expected_prob: float = 0.5  # hard, training: chance a step uses the expected context, not a sampled cell
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig(steps=3000, optimizer="adam", learning_rate=2e-3, schedule="cosine",
@@ -90,65 +96,133 @@ def paper() -> Config:
 
 
 PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
-VARIANTS = (f"variants: model={'|'.join(ATTENTIONS)} (or attention=...; main: soft; models=soft,hard,none "
+#: The rows: the model's three attentions, and the control ``hard_expected``: the hard model trained with the
+#: expected context at every step (``expected_prob`` 1, no sampling), so the network without REINFORCE.
+MODELS = (*ATTENTIONS, "hard_expected")
+ROW_NAMES = {"hard_expected": "hard, expected context"}
+CREDITS = ("to_go", "caption")
+VARIANTS = (f"variants: model={'|'.join(MODELS)} (or attention=...; main: soft; models=soft,hard,none,hard_expected "
             "compares them)")
+
+
+def critic_init(rng, hidden: int, width: int = 64) -> dict[str, jax.Array]:
+    """The learned baseline's parameters: a one-hidden-layer MLP on the decoder state, output 0 at first."""
+    return {"w1": jax.random.normal(rng, (hidden, width)) / np.sqrt(hidden), "b1": jnp.zeros((width,)),
+            "w2": jnp.zeros((width,)), "b2": jnp.zeros(())}
+
+
+def critic_apply(p: dict[str, jax.Array], h: jax.Array) -> jax.Array:
+    """``h [..., hidden] -> [...]``: the critic's estimate (of the reward-to-go left after the moving average)."""
+    return jnp.tanh(h @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
+def hard_attention_terms(cfg: Config, nll: jax.Array, mask: jax.Array, trace, baseline: jax.Array,
+                         critic: dict | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The REINFORCE part of the hard model's loss, to add to the mean NLL: ``nll, mask [B·K, T]`` (per word),
+    ``baseline [T]`` (the moving average of the reward-to-go at each caption position), ``critic`` the learned
+    baseline's parameters (or None).
+
+    Reward of word t: ``log p(y_t | s_<=t)``; credit of the location drawn at step t: the reward-to-go
+    ``G_t`` (``credit="to_go"``) or the whole caption's ``log p(y | s)`` (``"caption"``, the paper's
+    estimator). Advantage ``G_t - b_t - critic(h_{t-1})`` (the critic sees only what came before the draw, so
+    the estimate stays unbiased). Returns the zero-valued term to add (its gradient: REINFORCE, minus the
+    entropy bonus, plus the moving average's and critic's fitting gradients) and what to log."""
+    tokens = jnp.maximum(jnp.sum(mask), 1.0)
+    rewards = -nll * mask
+    if cfg.credit == "to_go":
+        returns = reward_to_go(rewards, mask)
+    else:
+        returns = jnp.broadcast_to(jnp.sum(rewards, axis=1, keepdims=True), rewards.shape)
+    returns = jax.lax.stop_gradient(returns)
+    expected = jnp.broadcast_to(baseline[None, :], returns.shape)
+    residual = critic_apply(critic, jax.lax.stop_gradient(trace.hidden)) if critic is not None else 0.0
+    sampled = (trace.locations >= 0).astype(jnp.float32) * mask
+    surrogate = score_function_surrogate(trace.log_p_locations, returns, expected + residual) * sampled
+    entropy = jnp.sum(trace.entropy * mask) / tokens
+    term = -(cfg.reinforce * jnp.sum(surrogate) / tokens + cfg.entropy * entropy)
+    # the moving average's "gradient" b_t - mean_b G_t at each position some caption reaches: its SGD step (see
+    # CaptionTask.optimizer) is exactly b_t <- decay b_t + (1 - decay) mean G_t
+    count = jnp.sum(mask, axis=0)
+    mean_return = jnp.sum(returns * mask, axis=0) / jnp.maximum(count, 1.0)
+    fit = 0.5 * jnp.sum((count > 0) * (baseline - mean_return) ** 2)
+    aux = {"entropy": entropy, "reward": jnp.sum(rewards) / jnp.maximum(rewards.shape[0], 1)}
+    if critic is not None:
+        err = (residual - (returns - jax.lax.stop_gradient(expected))) * mask
+        critic_fit = 0.5 * jnp.sum(err ** 2) / tokens
+        fit = fit + critic_fit
+        aux["critic_mse"] = 2 * critic_fit
+    advantage = (returns - expected - residual) * sampled
+    aux["advantage_rms"] = jnp.sqrt(jnp.sum(advantage ** 2) / jnp.maximum(jnp.sum(sampled), 1.0))
+    return term + fit - jax.lax.stop_gradient(fit), aux  # zero-valued: the reported loss stays the captioner's
 
 
 class CaptionTask:
     def __init__(self, cfg: Config):
-        if cfg.model not in ATTENTIONS:
-            raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(ATTENTIONS)}")
+        if cfg.model not in MODELS:
+            raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
+        if cfg.credit not in CREDITS:
+            raise ValueError(f"unknown credit {cfg.credit!r}; valid: {', '.join(CREDITS)}")
+        if cfg.eval_split not in ("test", "val"):
+            raise ValueError(f"unknown eval_split {cfg.eval_split!r}; valid: test, val")
+        if cfg.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {cfg.samples}")
         self.cfg = cfg
+        self.attention = "hard" if cfg.model == "hard_expected" else cfg.model
+        self.expected_prob = 1.0 if cfg.model == "hard_expected" else cfg.expected_prob
         self.train_sources, self.test_sources = dc.source_split(cfg.canvas.test_fraction)
         self.graphdef = nnx.graphdef(self._model(jax.random.key(0)))
 
+    @property
+    def samples(self) -> int:
+        """Location sequences per canvas in training: ``cfg.samples`` for the hard model that samples, else 1."""
+        return self.cfg.samples if self.attention == "hard" and self.expected_prob < 1.0 else 1
+
     def _model(self, rng) -> ShowAttendTell:
         n = self.cfg.net
-        return ShowAttendTell(len(dc.VOCAB), attention=self.cfg.model, features=n.features, hidden=n.hidden,
+        return ShowAttendTell(len(dc.VOCAB), attention=self.attention, features=n.features, hidden=n.hidden,
                               embed=n.embed, attention_features=n.attention, encoder_blocks=n.encoder_blocks,
-                              expected_prob=self.cfg.expected_prob, rngs=nnx.Rngs(params=rng))
+                              expected_prob=self.expected_prob, rngs=nnx.Rngs(params=rng))
 
     def model(self, params) -> ShowAttendTell:
         return nnx.merge(self.graphdef, params["model"])
 
     def init(self, rng):
-        return {"model": nnx.state(self._model(rng), nnx.Param), "baseline": jnp.zeros((), jnp.float32)}
+        k_model, k_critic = jax.random.split(rng)
+        params = {"model": nnx.state(self._model(k_model), nnx.Param),
+                  "baseline": jnp.zeros((dc.max_words(self.cfg.canvas) + 1,), jnp.float32)}
+        if self.attention == "hard" and self.cfg.learned_baseline:
+            params["critic"] = critic_init(k_critic, self.cfg.net.hidden)
+        return params
 
     def optimizer(self, cfg: TrainConfig) -> optax.GradientTransformation:
-        """The model by the config's optimizer; the baseline by SGD with rate 1 - decay on the gradient
-        ``b - mean log p(y|s)``: exactly ``b <- decay·b + (1 - decay)·mean log p(y|s)``."""
+        """The model (and the critic) by the config's optimizer; the moving-average baseline by SGD with rate
+        1 - decay on the gradient ``b - mean G``: exactly ``b <- decay·b + (1 - decay)·mean G``."""
         ema = optax.sgd(1.0 - self.cfg.baseline_decay)
         return optax.multi_transform({"model": make_optimizer(cfg), "baseline": ema},
-                                     {"model": "model", "baseline": "baseline"})
+                                     lambda params: {k: "baseline" if k == "baseline" else "model" for k in params})
 
     def batch(self, step: int):
         rng = np.random.default_rng((self.cfg.train.seed, 21, step))
         return dc.batch(rng, self.cfg.canvas, self.train_sources, self.cfg.batch_size)
 
     def loss(self, params, batch, rng):
-        cfg = self.cfg
+        cfg, k = self.cfg, self.samples
         caps = batch["captions"]
-        logits, trace = self.model(params)(batch["images"], caps[:, :-1], rng=rng)
-        targets = caps[:, 1:]
+        logits, trace = self.model(params)(batch["images"], caps[:, :-1], rng=rng, samples=k)
+        targets = jnp.repeat(caps[:, 1:], k, axis=0)
         mask = (targets != dc.PAD).astype(jnp.float32)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets) * mask
         tokens = jnp.maximum(jnp.sum(mask), 1.0)
         loss = jnp.sum(nll) / tokens
         aux = {"nll": loss}
-        if cfg.model == "soft":
+        if self.attention == "soft":
             penalty = jnp.mean(doubly_stochastic_penalty(trace.alphas, mask))
             loss = loss + cfg.penalty * penalty / caps.shape[1]
             aux["penalty"] = penalty
-        if cfg.model == "hard":
-            log_p_y = -jnp.sum(nll, axis=1)  # [B]: the reward log p(y | s, a)
-            log_p_s = jnp.sum(trace.log_p_locations * mask, axis=1)
-            surrogate = score_function_surrogate(log_p_s, log_p_y, params["baseline"])
-            entropy = jnp.sum(trace.entropy * mask) / tokens
-            loss = loss - (cfg.reinforce * jnp.sum(surrogate) / tokens + cfg.entropy * entropy)
-            # the baseline's "gradient" b - mean(log p(y|s)); its SGD step is the moving average (see optimizer)
-            fit = 0.5 * (params["baseline"] - jax.lax.stop_gradient(jnp.mean(log_p_y))) ** 2
-            loss = loss + fit - jax.lax.stop_gradient(fit)  # zero-valued: the reported loss stays the captioner's
-            aux.update(entropy=entropy, baseline=params["baseline"], reward=jnp.mean(log_p_y))
+        if self.attention == "hard":
+            term, more = hard_attention_terms(cfg, nll, mask, trace, params["baseline"], params.get("critic"))
+            loss = loss + term
+            aux.update(more)
         return loss, aux
 
     @functools.cached_property
@@ -173,6 +247,11 @@ class CaptionTask:
         return jax.jit(run)
 
     def test_set(self) -> dict[str, np.ndarray]:
+        """The ``eval_size`` canvases evaluations caption: of held-out digit images (``eval_split="test"``), or
+        (``"val"``, for choosing hyper-parameters without the test set) new canvases of training digit images."""
+        if self.cfg.eval_split == "val":
+            return dc.batch(np.random.default_rng((self.cfg.train.seed, 23)), self.cfg.canvas, self.train_sources,
+                            self.cfg.eval_size)
         return dc.batch(np.random.default_rng((self.cfg.train.seed, 22)), self.cfg.canvas, self.test_sources,
                         self.cfg.eval_size)
 
@@ -198,32 +277,40 @@ class CaptionTask:
 
 
 # --- plots ----------------------------------------------------------------------------------------------------------
-def plot_attention(task: CaptionTask, params, path: Path, examples: int = 3) -> None:
-    """Figs. 2-3 analogue: each test canvas, then one panel per generated word with its attention map."""
+def plot_attention(task: CaptionTask, params, path: Path, example: int = 0, columns: int = 4) -> None:
+    """Figs. 2-3 analogue for one test canvas: a panel per generated word (up to <eos>), the word as its title and
+    its attention map over the canvas (one shared colour scale, with a colorbar), the reference and the model's
+    caption above. Panels are laid out ``columns`` to a row, each the canvas's shape, so every word is readable."""
     test = task.test_set()
-    images = test["images"][:examples]
-    hyps, alphas = task.captions(params, images)
-    h, w = task.model(params).encoder.grid(*images.shape[1:])
-    steps = alphas.shape[1]
-    words = [(c + ["<eos>"])[:steps] for c in hyps]
-    cols = 1 + max(map(len, words))
+    image = test["images"][example:example + 1]
+    hyps, alphas = task.captions(params, image)
+    h, w = task.model(params).encoder.grid(*image.shape[1:])
+    words = (hyps[0] + ["<eos>"])[:alphas.shape[1]]
+    maps = [np.kron(alphas[0, k].reshape(h, w), np.ones((image.shape[1] // h, image.shape[2] // w)))
+            for k in range(len(words))]
+    vmax = max(float(m.max()) for m in maps)
+    rows = -(-len(words) // columns)
     plt = pyplot()
-    fig, axes = plt.subplots(examples, cols, figsize=(1.6 * cols, 1.1 * examples), squeeze=False)
-    for r in range(examples):
-        for ax in axes[r]:
-            ax.axis("off")
-        axes[r, 0].imshow(images[r], cmap="gray_r")
-        axes[r, 0].set_title(" ".join(dc.decode(test["captions"][r])), fontsize=5)
-        for k, word in enumerate(words[r]):
-            ax = axes[r, k + 1]
-            ax.imshow(images[r], cmap="gray_r")
-            att = alphas[r, k].reshape(h, w)
-            ax.imshow(np.kron(att, np.ones((images.shape[1] // h, images.shape[2] // w))), cmap="magma", alpha=0.6,
-                      extent=(-0.5, images.shape[2] - 0.5, images.shape[1] - 0.5, -0.5))
-            ax.set_title(word, fontsize=7)
-    fig.suptitle(f"{task.cfg.model} attention: the map for each generated word", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    aspect = image.shape[1] / image.shape[2]
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns + 0.8, 3.0 * aspect * rows + 1.2),
+                             squeeze=False)
+    mappable = None
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= len(words):
+            continue
+        ax.imshow(image[0], cmap="gray_r")
+        mappable = ax.imshow(maps[k], cmap="magma", alpha=0.6, vmin=0.0, vmax=vmax,
+                             extent=(-0.5, image.shape[2] - 0.5, image.shape[1] - 0.5, -0.5))
+        ax.set_title(f"{k + 1}. {words[k]}", fontsize=11)
+    reference = " ".join(dc.decode(test["captions"][example]))
+    fig.suptitle(f"{ROW_NAMES.get(task.cfg.model, task.cfg.model)} attention, one test canvas: the map of each "
+                 f"generated word\nreference: {reference}\nmodel:     {' '.join(hyps[0])}", fontsize=10,
+                 family="monospace")
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    cax = fig.add_axes((0.93, 0.15, 0.015, 0.6))
+    fig.colorbar(mappable, cax=cax, label="attention weight α")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -245,12 +332,13 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 def main(argv=None) -> dict | None:
     parsed = cli.parse("show_attend_tell", PRESETS, argv, default_preset="quick", variants=VARIANTS,
-                         aliases={"attention": "model"}, choices={"model": ATTENTIONS, "models": ATTENTIONS})
+                         aliases={"attention": "model"},
+                       choices={"model": MODELS, "models": MODELS, "credit": CREDITS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
     with cli.run_dir(parsed):
-        summaries, _ = cli.run_models(parsed, run_one, ATTENTIONS)
+        summaries, _ = cli.run_models(parsed, run_one, MODELS)
         out = Path(out)
         if cli.is_comparison(cfg) and jax.process_index() == 0:
             cli.save_comparison(out, "show_attend_tell", argv, summaries, preset=preset, batch_size=cfg.batch_size,
@@ -268,34 +356,68 @@ def _read_samples(path: Path) -> list[tuple[str, str]]:
 
 
 def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """The docs block from a comparison run: BLEU-1..4 and exact match beside the paper's Table 1, and the maps."""
+    """The published table of a comparison run (``results/comparison.json`` in experiments.tables' schema: rows
+    ``soft``, ``hard``, ``none``, ``hard, expected context``; BLEU-1..4 and exact match over seeds), the
+    learning curves over seeds, each row's attention figure (first seed) and the docs block ``block``."""
     run_dir, results = Path(run_dir), Path(results)
-    comparison = stage_comparison(run_dir, results)
+    comparison = json.loads((run_dir / "comparison.json").read_text())
+    summaries = {ROW_NAMES.get(m, m): s for m, s in comparison["summaries"].items()}
+    table = tables.from_summaries(summaries, comparison["command"],
+                                  metrics=["bleu_1", "bleu_2", "bleu_3", "bleu_4", "exact_match"])
+    table["task"] = {"batch_size": comparison["batch_size"], "eval_size": comparison["eval_size"],
+                     "preset": comparison["preset"]}
+    tables.write(results, table)
+    models = list(comparison["summaries"])
+    seed_dirs = {ROW_NAMES.get(m, m): [d for k in table["seeds"] if (d := cli.seed_dir(run_dir, m, k)).is_dir()]
+                 for m in models}
     images = []
-    for model in comparison["summaries"]:
+    if all(seed_dirs.values()):
+        plot_metric_curves(seed_dirs, "nll", results / "learning_curve.png", "training cross-entropy per word",
+                           "cross-entropy (nats per word)", log_y=True)
+        images.append("learning_curve.png")
+    for model in models:
         if (row_run(run_dir, model) / "attention.png").exists():
             shutil.copy(row_run(run_dir, model) / "attention.png", results / f"attention_{model}.png")
             images.append(f"attention_{model}.png")
-    summaries = comparison["summaries"]
-    first = next(iter(summaries.values()))
-    rows = ["| model | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | exact match | wall time |", "|---|---|---|---|---|---|---|"]
-    for model, s in summaries.items():
-        e = s["eval"]
-        rows.append(f"| {model} | " + " | ".join(f"{e[f'bleu_{n}']:.1f}" for n in (1, 2, 3, 4)) +
-                    f" | {e['exact_match']:.3f} | {s['wall_s']:.0f} s |")
+    columns = [(f"bleu_{n}", f"BLEU-{n}", ".1f") for n in (1, 2, 3, 4)] + [("exact_match", "exact match", ".3f")]
+    paper = {f"the paper ({name}, BLEU-1/2/3/4)": {} for name in ("Flickr8k", "COCO")}
     for model, sets in PAPER.items():
         for name, scores in sets.items():
-            rows.append(f"| the paper, {model} ({name}) | " + " | ".join(map(str, scores)) + " | | |")
+            paper[f"the paper ({name}, BLEU-1/2/3/4)"][model] = " / ".join(map(str, scores))
+    rows = table["rows"]
+    extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
+             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}, **paper}
+    config = json.loads((row_run(run_dir, models[0]) / "config.json").read_text())
+    hard = next((json.loads((row_run(run_dir, m) / "config.json").read_text()) for m in models if m == "hard"), None)
+    first = next(iter(summaries.values()))
+    prov = table["provenance"]
     examples = ["```text"]
-    captions = {m: _read_samples(row_run(run_dir, m) / "samples.txt") for m in summaries}
+    captions = {ROW_NAMES.get(m, m): _read_samples(row_run(run_dir, m) / "samples.txt") for m in models}
     for k, (ref, _) in enumerate(next(iter(captions.values()))[:4]):
-        examples += [f"reference: {ref}"] + [f"{m + ':':10} {c[k][1]}" for m, c in captions.items()] + [""]
+        examples += [f"reference: {ref}"] + [f"{m + ':':24} {c[k][1]}" for m, c in captions.items()] + [""]
     examples[-1] = "```"
+    t = config["train"]
+    recipe = (f"hard: REINFORCE with credit `{hard['credit']}`, {hard['samples']} location samples per canvas, "
+              f"moving-average baseline (decay {hard['baseline_decay']:g}"
+              + (", plus a learned baseline on h_(t-1)" if hard["learned_baseline"] else "")
+              + f"), entropy weight {hard['entropy']:g}, expected context on {hard['expected_prob']:.0%} of the "
+              "steps; " if hard else "")
     text = "\n".join([
-        f"Device: {first['device']}; preset `{comparison['preset']}`, {first['steps']} steps of "
-        f"{comparison['batch_size']} canvases, {comparison['eval_size']} test canvases (held-out digit images); "
-        f"written by `python -m experiments.publish show_attend_tell {run_dir} --block {block}` from "
-        f"`{comparison['command']}`.", "", *rows, "", "The first test canvases (greedy decoding):", "", *examples, "",
+        f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; {first['steps']} steps of "
+        f"{comparison['batch_size']} canvases per run, {t['optimizer']} lr {t['learning_rate']:g} ({t['schedule']}), "
+        f"{recipe}seeds {', '.join(map(str, table['seeds']))}; {comparison['eval_size']} test canvases of held-out "
+        f"digit images per seed, greedy decoding (hard: the expected context). Written by "
+        f"`python -m experiments.publish show_attend_tell {run_dir} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + f"` from `{comparison['command']}`. "
+        "The paper's columns are Flickr8k / COCO photographs, not comparable numbers: only the direction (hard vs "
+        "soft) is.",
+        "",
+        tables.markdown(table, columns, extra=extra),
+        "",
+        "The first test canvases (greedy decoding, first seed):",
+        "",
+        *examples,
+        "",
         *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]])
     update_readme_block(block, text, readme)
     return text

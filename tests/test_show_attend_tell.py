@@ -40,7 +40,7 @@ def test_soft_context_is_the_gated_expectation_and_weights_are_distributions():
     assert a.shape == (2, 4 * 8, 8) and m.encoder.grid(16, 32) == (4, 8)
     keys = m.w_a(a)
     carry = m.initial_state(a)
-    _, logits, (alpha, loc, logp, ent, beta) = m.step(carry, jnp.array([1, 1]), a, keys)
+    _, logits, (alpha, loc, logp, ent, beta, h_prev) = m.step(carry, jnp.array([1, 1]), a, keys)
     np.testing.assert_allclose(alpha.sum(-1), 1.0, atol=1e-6)
     # recompute eq. 4 and the gated context by hand
     c, h = carry
@@ -85,3 +85,24 @@ def test_doubly_stochastic_penalty_by_hand():
     mask = jnp.array([[1.0, 1.0, 0.0]])  # the third step is padding
     # coverage = [0.5, 1.5, 0] -> (0.5)^2 + (-0.5)^2 + 1^2
     np.testing.assert_allclose(doubly_stochastic_penalty(alphas, mask), [1.5])
+
+
+def test_samples_share_one_encoding_and_the_trace_holds_the_state_before_each_draw():
+    m = _model("hard")
+    images = jax.random.uniform(jax.random.key(5), (2, 16, 32))
+    tokens = jnp.array([[1, 3, 4], [1, 5, 6]])
+    lg, tr = m(images, tokens, rng=jax.random.key(6), samples=8)
+    assert lg.shape == (16, 3, 11) and tr.hidden.shape == (16, 3, 16) and tr.locations.shape == (16, 3)
+    # rows 0-7 are image 0's samples: one initial state, h_{t-1} of step 0 is its h, and the draws differ
+    a = m.encoder(images)
+    _, h0 = m.initial_state(a)
+    np.testing.assert_allclose(tr.hidden[:, 0], jnp.repeat(h0, 8, axis=0), atol=1e-6)
+    assert len({tuple(np.asarray(tr.locations[k])) for k in range(8)}) > 1
+    with pytest.raises(ValueError, match="samples"):
+        m(images, tokens, rng=jax.random.key(6), samples=0)
+    # step t's trace state is what step t-1 produced (soft: deterministic), before step t's context is formed
+    soft = _model("soft")
+    a = soft.encoder(images)
+    (_, h1), _, _ = soft.step(soft.initial_state(a), tokens[:, 0], a, soft.w_a(a))
+    _, tr = soft(images, tokens)
+    np.testing.assert_allclose(tr.hidden[:, 1], h1, atol=1e-5)

@@ -6,10 +6,12 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from attn_jax.nn.show_attend_tell import Trace
 from experiments import publish
 from experiments import show_attend_tell as sat
 
@@ -26,36 +28,100 @@ def test_smoke_main_variant(smoke_run):
 
 def test_one_step_comparison_and_publish(tmp_path):
     out = tmp_path / "cmp"
-    summaries = sat.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set", "models=soft,hard,none"])
-    assert list(summaries) == ["soft", "hard", "none"]
+    summaries = sat.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set", "seeds=0,1", "--set",
+                                 "models=soft,hard,none,hard_expected"])
+    assert list(summaries) == ["soft", "hard", "none", "hard_expected"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- sat:begin -->\n<!-- sat:end -->\n")
     publish.main(["show_attend_tell", str(out), "--block", "sat", "--readme", str(readme), "--results",
                   str(tmp_path / "res")])
     text = readme.read_text()
-    for m, s in summaries.items():
-        assert f"| {m} | {s['eval']['bleu_1']:.1f} |" in text
-    assert "| the paper, hard (COCO) | 71.8 | 50.4 | 35.7 | 25.0 |" in text
+    table = json.loads((tmp_path / "res" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["soft", "hard", "none", "hard, expected context"] and table["seeds"] == [0, 1]
+    for row, model in zip(table["rows"], summaries, strict=True):
+        stat = table["rows"][row]["metrics"]["bleu_4"]
+        assert stat["per_seed"] == summaries[model]["per_seed"]["bleu_4"]
+        assert f"| {row} | " in text
+    assert "71.8 / 50.4 / 35.7 / 25.0" in text  # the paper's COCO hard row, a text column
+    assert table["task"]["eval_size"] == 16
     refs = (out / "soft" / "seed0" / "samples.txt").read_text().splitlines()
-    assert f"```text\n{refs[0]}\nsoft:      " in text and "\nnone:      " in text  # example captions
-    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["eval_size"] == 16
+    assert f"```text\n{refs[0]}\nsoft:" in text and "\nhard, expected context: " in text  # example captions
+    for name in ("learning_curve.png", "attention_soft.png", "attention_hard_expected.png"):
+        assert (tmp_path / "res" / name).stat().st_size > 0 and name in text
     with pytest.raises(SystemExit, match="unknown model"):
         sat.main(TINY + ["--set", "model=local"])
     with pytest.raises(SystemExit, match="unknown model"):  # the issue's spelling: attention= is model=
         sat.main(TINY + ["--set", "attention=local"])
 
 
-def test_hard_attention_baseline_is_a_moving_average_and_adds_nothing_to_the_loss():
-    task = sat.CaptionTask(dataclasses.replace(sat.smoke(), model="hard"))
+def _hard_task(**changes):
+    return sat.CaptionTask(dataclasses.replace(sat.smoke(), model="hard", **changes))
+
+
+def test_hard_attention_baselines_are_fitted_and_add_nothing_to_the_loss():
+    task = _hard_task()
     params = task.init(jax.random.key(0))
+    assert params["baseline"].shape == (sat.dc.max_words(task.cfg.canvas) + 1,) and "critic" in params
     opt = task.optimizer(task.cfg.train)
     state = opt.init(params)
     for step, key in enumerate(jax.random.split(jax.random.key(1), 2)):
-        (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, task.batch(step), key)
+        batch = task.batch(step)
+        (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, key)
         assert float(loss) == pytest.approx(float(aux["nll"] - 0.01 * aux["entropy"]), abs=1e-4)
         updates, state = opt.update(grads, state, params)
         new = optax.apply_updates(params, updates)
-        expected = 0.9 * float(params["baseline"]) + 0.1 * float(aux["reward"])
-        assert float(new["baseline"]) == pytest.approx(expected, rel=1e-5)
-        assert float(aux["reward"]) < 0
+        # the moving average moves each position's baseline 10% of the way to that position's mean reward-to-go
+        moved = np.asarray(new["baseline"] - params["baseline"])
+        assert np.any(moved != 0) and float(aux["reward"]) < 0
+        words = batch["lengths"].max() - 1  # positions some caption reaches
+        assert np.all(moved[words:] == 0) and np.all(moved[:words] < 0)  # returns are negative log-likelihoods
+        assert float(jnp.abs(grads["critic"]["w2"]).sum()) > 0  # the critic is fitted
         params = new
+
+
+def test_hard_attention_credits_each_location_with_its_reward_to_go():
+    """The REINFORCE term's gradient wrt log p(s_t) is -(G_t - b_t - critic_t)·[sampled] / tokens (to_go) or the
+    whole caption's reward (caption)."""
+    b, t = 2, 4
+    nll = jnp.array([[1.0, 2.0, 0.5, 3.0], [0.2, 0.4, 0.0, 0.0]])
+    mask = jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    log_p = jnp.log(jnp.full((b, t), 0.25))
+    trace = Trace(alphas=jnp.full((b, t, 4), 0.25), locations=jnp.array([[0, 1, -1, 2], [3, -1, 0, 0]]),
+                      log_p_locations=log_p, entropy=jnp.zeros((b, t)), beta=jnp.ones((b, t)),
+                      hidden=jnp.zeros((b, t, 3)))
+    baseline = jnp.array([-1.0, -0.5, 0.0, 0.0])
+    for credit, returns in (("to_go", -np.array([[6.5, 5.5, 3.5, 3.0], [0.6, 0.4, 0.0, 0.0]])),
+                            ("caption", -np.array([[6.5] * 4, [0.6] * 4]))):
+        cfg = dataclasses.replace(sat.smoke(), model="hard", credit=credit, entropy=0.0)
+
+        def term(lp, cfg=cfg):
+            return sat.hard_attention_terms(cfg, nll, mask, trace._replace(log_p_locations=lp), baseline, None)[0]
+
+        g = np.asarray(jax.grad(term)(log_p))
+        sampled = (np.asarray(trace.locations) >= 0) * np.asarray(mask)
+        np.testing.assert_allclose(g, -(returns - np.asarray(baseline)) * sampled / 6.0, rtol=1e-5, atol=1e-6)
+
+
+def test_hard_expected_row_never_samples_and_samples_multiply_the_batch():
+    control = sat.CaptionTask(dataclasses.replace(sat.smoke(), model="hard_expected"))
+    assert control.attention == "hard" and control.expected_prob == 1.0 and control.samples == 1
+    params = control.init(jax.random.key(0))
+    _, trace = control.model(params)(control.batch(0)["images"], control.batch(0)["captions"][:, :-1],
+                                     rng=jax.random.key(1))
+    assert np.all(np.asarray(trace.locations) == -1)
+    task = _hard_task(samples=3)
+    params = task.init(jax.random.key(0))
+    batch = task.batch(0)
+    logits, _ = task.model(params)(batch["images"], batch["captions"][:, :-1], rng=jax.random.key(1), samples=3)
+    assert logits.shape[0] == 3 * len(batch["images"])
+    assert np.isfinite(float(task.loss(params, batch, jax.random.key(2))[0]))
+    with pytest.raises(ValueError, match="credit"):
+        _hard_task(credit="episode")
+    with pytest.raises(ValueError, match="eval_split"):
+        _hard_task(eval_split="train")
+
+
+def test_validation_canvases_differ_from_the_test_set():
+    val = sat.CaptionTask(dataclasses.replace(sat.smoke(), eval_split="val"))
+    test = sat.CaptionTask(sat.smoke())
+    assert not np.array_equal(val.test_set()["images"], test.test_set()["images"])

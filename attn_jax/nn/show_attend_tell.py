@@ -8,8 +8,10 @@ of ``h x w = L`` cells). At step t the decoder scores every cell with the additi
   ``β_t = σ(f_β(h_{t-1}))`` (§4.2.1); the loss adds the doubly stochastic penalty
   ``λ Σ_i (1 - Σ_t α_ti)²`` (:func:`doubly_stochastic_penalty`).
 - ``"hard"``: a location ``s_t ~ Multinoulli(α_t)`` and ``ẑ_t = a_{s_t}`` (§4.1); with probability
-  ``expected_prob`` (the paper: 0.5) a step uses the expectation instead. The model returns
-  ``log p(s_t)`` and the entropy of α_t for the REINFORCE surrogate (:mod:`attn_jax.reinforce`).
+  ``expected_prob`` (the paper: 0.5) a step uses the expectation instead (1.0: always, the control that
+  trains the hard model's network without sampling). The model returns ``log p(s_t)``, the entropy of α_t
+  and the state ``h_{t-1}`` each step saw (for a learned baseline) for the REINFORCE surrogate
+  (:mod:`attn_jax.reinforce`); ``samples=K`` draws K location sequences per image from one encoding.
 - ``"none"``: the mean annotation at every step (no attention; the baseline).
 
 The LSTM reads ``[E y_{t-1}; ẑ_t]``; its initial state is ``tanh(W mean_i a_i)`` (§3.1.2) and the
@@ -70,17 +72,20 @@ class GridEncoder(nnx.Module):
 class Trace(NamedTuple):
     """Per step (``[B, T, ...]``): attention ``alphas [B, T, L]``, ``locations [B, T]`` (hard: sampled cell, else
     -1), ``log_p_locations [B, T]`` (hard: log α of the sampled cell on steps that sampled, else 0),
-    ``entropy [B, T]`` (of α_t), ``beta [B, T]`` (soft gate; 1 otherwise)."""
+    ``entropy [B, T]`` (of α_t), ``beta [B, T]`` (soft gate; 1 otherwise), ``hidden [B, T, hidden]`` (the
+    decoder state ``h_{t-1}`` step t attended from: everything before the step's location was drawn)."""
 
     alphas: Array
     locations: Array
     log_p_locations: Array
     entropy: Array
     beta: Array
+    hidden: Array
 
 
 class ShowAttendTell(nnx.Module):
-    """``(images [B, H, W], tokens_in [B, T]) -> (logits [B, T, V], Trace)`` by teacher forcing."""
+    """``(images [B, H, W], tokens_in [B, T]) -> (logits [B·K, T, V], Trace)`` by teacher forcing, K = ``samples``
+    (rows ``b·K .. b·K + K - 1`` are image b's)."""
 
     def __init__(self, vocab_size: int, *, rngs: nnx.Rngs, attention: str = "soft", features: int = 64,
                  hidden: int = 128, embed: int = 32, attention_features: int = 64, encoder_blocks: int = 3,
@@ -115,6 +120,7 @@ class ShowAttendTell(nnx.Module):
         """One word: ``carry = (c, h)``, ``token [B]`` (y_{t-1}) -> ``(carry, logits [B, V], trace fields)``.
         ``expected``: hard attention takes the expected context (deterministic decoding)."""
         c, h = carry
+        h_prev = h
         b, n = a.shape[:2]
         alpha = self.weights(keys, h)
         entropy = -jnp.sum(alpha * jnp.log(jnp.maximum(alpha, 1e-30)), axis=-1)
@@ -140,12 +146,17 @@ class ShowAttendTell(nnx.Module):
         e = self.embed(token)
         (c, h), _ = self.cell((c, h), jnp.concatenate([e, z], axis=-1))
         logits = self.l_o(e + self.l_h(h) + self.l_z(z))
-        return (c, h), logits, (alpha, location, log_p, entropy, beta)
+        return (c, h), logits, (alpha, location, log_p, entropy, beta, h_prev)
 
     # --- teacher forcing -------------------------------------------------------------------------------------
-    def __call__(self, images: Array, tokens_in: Array, *, rng: Array | None = None) -> tuple[Array, Trace]:
-        a = self.encoder(images)
+    def __call__(self, images: Array, tokens_in: Array, *, rng: Array | None = None,
+                 samples: int = 1) -> tuple[Array, Trace]:
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        a = self.encoder(images)  # one encoding, K decodings: the samples differ only in their locations
         keys = self.w_a(a)
+        if samples > 1:
+            a, keys, tokens_in = (jnp.repeat(x, samples, axis=0) for x in (a, keys, tokens_in))
         t = tokens_in.shape[1]
         rngs = jax.random.split(rng, t) if rng is not None else None
 
