@@ -39,6 +39,21 @@ def reward_to_go(rewards: Array, mask: Array | None = None) -> Array:
     return jnp.flip(jnp.cumsum(jnp.flip(rewards, -1), axis=-1), -1)
 
 
+def leave_one_out(values: Array, samples: int) -> Array:
+    """For ``values [N·K, ...]`` holding K samples per input (rows ``n·K .. n·K + K - 1`` are input n's), each
+    row's baseline: the mean of the *other* K - 1 samples of its input (Kool et al. 2019). The samples are
+    drawn independently, so a sample's baseline does not depend on its own actions: unbiased, and it knows the
+    input as well as the samples do. ``samples`` must be >= 2."""
+    if samples < 2:
+        raise ValueError(f"a leave-one-out baseline needs >= 2 samples per input, got {samples}")
+    values = jnp.asarray(values)
+    if values.shape[0] % samples:
+        raise ValueError(f"{values.shape[0]} rows do not split into groups of {samples} samples")
+    grouped = values.reshape(values.shape[0] // samples, samples, *values.shape[1:])
+    others = (jnp.sum(grouped, axis=1, keepdims=True) - grouped) / (samples - 1)
+    return others.reshape(values.shape)
+
+
 def ema(baseline: Array | float, value: Array | float, decay: float = 0.9) -> Array:
     """The moving-average baseline's update ``b ← decay · b + (1 - decay) · value``."""
     return decay * jnp.asarray(baseline) + (1.0 - decay) * jnp.asarray(value)

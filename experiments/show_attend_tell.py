@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.show_attend_tell import ATTENTIONS, ShowAttendTell, doubly_stochastic_penalty
-from attn_jax.reinforce import reward_to_go, score_function_surrogate
+from attn_jax.reinforce import leave_one_out, reward_to_go, score_function_surrogate
 from attn_jax.train import TrainConfig, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
@@ -72,7 +72,8 @@ class Config:
     entropy: float = 0.01  # hard: lambda_e
     credit: str = "to_go"  # hard: to_go (step t's location earns the log-likelihood of words t..) | caption
     samples: int = 4  # hard: location sequences sampled per canvas (one encoding; the loss averages them)
-    learned_baseline: bool = True  # hard: a critic on h_{t-1} predicts the reward-to-go left by the moving average
+    baseline: str = "critic"  # hard: ema (moving average) | critic (ema + a learned critic on h_{t-1}) | loo
+    #   (the mean reward-to-go of the canvas's other samples: needs samples >= 2)
     baseline_decay: float = 0.9  # hard: decay of the moving-average baseline (one per caption position)
     expected_prob: float = 0.5  # hard, training: chance a step uses the expected context, not a sampled cell
     net: NetConfig = NetConfig()
@@ -101,6 +102,7 @@ PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
 MODELS = (*ATTENTIONS, "hard_expected")
 ROW_NAMES = {"hard_expected": "hard, expected context"}
 CREDITS = ("to_go", "caption")
+BASELINES = ("ema", "critic", "loo")
 VARIANTS = (f"variants: model={'|'.join(MODELS)} (or attention=...; main: soft; models=soft,hard,none,hard_expected "
             "compares them)")
 
@@ -117,10 +119,10 @@ def critic_apply(p: dict[str, jax.Array], h: jax.Array) -> jax.Array:
 
 
 def hard_attention_terms(cfg: Config, nll: jax.Array, mask: jax.Array, trace, baseline: jax.Array,
-                         critic: dict | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                         critic: dict | None, samples: int = 1) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The REINFORCE part of the hard model's loss, to add to the mean NLL: ``nll, mask [B·K, T]`` (per word),
     ``baseline [T]`` (the moving average of the reward-to-go at each caption position), ``critic`` the learned
-    baseline's parameters (or None).
+    baseline's parameters (or None), ``samples`` K location sequences per canvas (rows grouped by canvas).
 
     Reward of word t: ``log p(y_t | s_<=t)``; credit of the location drawn at step t: the reward-to-go
     ``G_t`` (``credit="to_go"``) or the whole caption's ``log p(y | s)`` (``"caption"``, the paper's
@@ -137,7 +139,8 @@ def hard_attention_terms(cfg: Config, nll: jax.Array, mask: jax.Array, trace, ba
     expected = jnp.broadcast_to(baseline[None, :], returns.shape)
     residual = critic_apply(critic, jax.lax.stop_gradient(trace.hidden)) if critic is not None else 0.0
     sampled = (trace.locations >= 0).astype(jnp.float32) * mask
-    surrogate = score_function_surrogate(trace.log_p_locations, returns, expected + residual) * sampled
+    subtract = leave_one_out(returns, samples) if cfg.baseline == "loo" else expected + residual
+    surrogate = score_function_surrogate(trace.log_p_locations, returns, subtract) * sampled
     entropy = jnp.sum(trace.entropy * mask) / tokens
     term = -(cfg.reinforce * jnp.sum(surrogate) / tokens + cfg.entropy * entropy)
     # the moving average's "gradient" b_t - mean_b G_t at each position some caption reaches: its SGD step (see
@@ -151,7 +154,7 @@ def hard_attention_terms(cfg: Config, nll: jax.Array, mask: jax.Array, trace, ba
         critic_fit = 0.5 * jnp.sum(err ** 2) / tokens
         fit = fit + critic_fit
         aux["critic_mse"] = 2 * critic_fit
-    advantage = (returns - expected - residual) * sampled
+    advantage = (returns - subtract) * sampled
     aux["advantage_rms"] = jnp.sqrt(jnp.sum(advantage ** 2) / jnp.maximum(jnp.sum(sampled), 1.0))
     return term + fit - jax.lax.stop_gradient(fit), aux  # zero-valued: the reported loss stays the captioner's
 
@@ -166,6 +169,10 @@ class CaptionTask:
             raise ValueError(f"unknown eval_split {cfg.eval_split!r}; valid: test, val")
         if cfg.samples < 1:
             raise ValueError(f"samples must be >= 1, got {cfg.samples}")
+        if cfg.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {cfg.baseline!r}; valid: {', '.join(BASELINES)}")
+        if cfg.baseline == "loo" and cfg.samples < 2 and cfg.model == "hard":
+            raise ValueError("baseline=loo needs samples >= 2 (the other samples of a canvas are its baseline)")
         self.cfg = cfg
         self.attention = "hard" if cfg.model == "hard_expected" else cfg.model
         self.expected_prob = 1.0 if cfg.model == "hard_expected" else cfg.expected_prob
@@ -190,7 +197,7 @@ class CaptionTask:
         k_model, k_critic = jax.random.split(rng)
         params = {"model": nnx.state(self._model(k_model), nnx.Param),
                   "baseline": jnp.zeros((dc.max_words(self.cfg.canvas) + 1,), jnp.float32)}
-        if self.attention == "hard" and self.cfg.learned_baseline:
+        if self.attention == "hard" and self.cfg.baseline == "critic":
             params["critic"] = critic_init(k_critic, self.cfg.net.hidden)
         return params
 
@@ -220,7 +227,7 @@ class CaptionTask:
             loss = loss + cfg.penalty * penalty / caps.shape[1]
             aux["penalty"] = penalty
         if self.attention == "hard":
-            term, more = hard_attention_terms(cfg, nll, mask, trace, params["baseline"], params.get("critic"))
+            term, more = hard_attention_terms(cfg, nll, mask, trace, params["baseline"], params.get("critic"), k)
             loss = loss + term
             aux.update(more)
         return loss, aux
@@ -333,7 +340,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 def main(argv=None) -> dict | None:
     parsed = cli.parse("show_attend_tell", PRESETS, argv, default_preset="quick", variants=VARIANTS,
                          aliases={"attention": "model"},
-                       choices={"model": MODELS, "models": MODELS, "credit": CREDITS})
+                       choices={"model": MODELS, "models": MODELS, "credit": CREDITS, "baseline": BASELINES})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
@@ -398,10 +405,12 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     examples[-1] = "```"
     t = config["train"]
     recipe = (f"hard: REINFORCE with credit `{hard['credit']}`, {hard['samples']} location samples per canvas, "
-              f"moving-average baseline (decay {hard['baseline_decay']:g}"
-              + (", plus a learned baseline on h_(t-1)" if hard["learned_baseline"] else "")
-              + f"), entropy weight {hard['entropy']:g}, expected context on {hard['expected_prob']:.0%} of the "
-              "steps; " if hard else "")
+              + {"ema": f"moving-average baseline (decay {hard['baseline_decay']:g})",
+                 "critic": f"moving-average baseline (decay {hard['baseline_decay']:g}) plus a learned critic on "
+                           "h_(t-1)",
+                 "loo": "leave-one-out baseline (the other samples' mean reward-to-go)"}[hard["baseline"]]
+              + f", REINFORCE weight {hard['reinforce']:g}, entropy weight {hard['entropy']:g}, expected context "
+              f"on {hard['expected_prob']:.0%} of the steps; " if hard else "")
     text = "\n".join([
         f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; {first['steps']} steps of "
         f"{comparison['batch_size']} canvases per run, {t['optimizer']} lr {t['learning_rate']:g} ({t['schedule']}), "

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax.reinforce import ema, reward_to_go, score_function_surrogate
+from attn_jax.reinforce import ema, leave_one_out, reward_to_go, score_function_surrogate
 
 
 def _estimates(theta, reward, baseline, n, key):
@@ -110,3 +110,42 @@ def test_reward_to_go_sheds_the_earlier_rewards_noise():
     to_go = _episode_estimates(THETA, "to_go", zero, 20_000, jax.random.key(4))[:, 4:]  # step 2's gradients
     whole = _episode_estimates(THETA, "caption", zero, 20_000, jax.random.key(4))[:, 4:]
     assert float(jnp.sum(jnp.var(to_go, axis=0))) < 0.3 * float(jnp.sum(jnp.var(whole, axis=0)))
+
+
+def test_leave_one_out_baseline_is_the_other_samples_mean_and_stays_unbiased():
+    v = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0], [10.0, 0.0], [20.0, 2.0], [30.0, 4.0]])  # 2 inputs x 3
+    np.testing.assert_allclose(leave_one_out(v, 3), [[4.0, 6.5], [3.0, 5.5], [2.0, 3.0], [25.0, 3.0],
+                                                     [20.0, 2.0], [15.0, 1.0]])
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        leave_one_out(v, 1)
+    with pytest.raises(ValueError, match="groups of 4"):
+        leave_one_out(v, 4)
+    # the toy episode, K = 4 episodes per "input": each episode's baseline is the others' mean reward-to-go
+    g = _exact_gradient(THETA)
+    exact = np.concatenate([np.asarray(g[0]), np.asarray(g[1]).ravel()])
+    n, k = 15_000, 4
+    k1, k2 = jax.random.split(jax.random.key(5))
+    s1 = jax.random.categorical(k1, THETA[0], shape=(n * k,))
+    s2 = jax.random.categorical(k2, THETA[1][s1])
+    rewards = jnp.stack([R1[s1], R2[s1, s2]], axis=-1)  # [n·k, 2]
+    returns = reward_to_go(rewards)
+    baseline = leave_one_out(returns, k)
+
+    def one(a, b, ret, base):
+        def surrogate(th):
+            log_p = jnp.stack([jax.nn.log_softmax(th[0])[a], jax.nn.log_softmax(th[1][a])[b]])
+            return jnp.sum(score_function_surrogate(log_p, ret, base))
+
+        gr = jax.grad(surrogate)(THETA)
+        return jnp.concatenate([gr[0], gr[1].ravel()])
+
+    est = jax.vmap(one)(s1, s2, returns, baseline).reshape(n, k, -1).mean(1)  # one estimate per group
+    assert _unbiased(est, exact)
+    # rewards far from zero (log-likelihoods are): the same episodes without a baseline are far noisier,
+    # the leave-one-out estimate does not move (it is blind to a constant shift)
+    shifted = reward_to_go(rewards - 10.0)
+    plain = jax.vmap(one)(s1, s2, shifted, jnp.zeros_like(shifted)).reshape(n, k, -1).mean(1)
+    loo = jax.vmap(one)(s1, s2, shifted, leave_one_out(shifted, k)).reshape(n, k, -1).mean(1)
+    np.testing.assert_allclose(loo, est, atol=1e-4)
+    assert _unbiased(plain, exact)
+    assert float(jnp.sum(jnp.var(est, axis=0))) < 0.2 * float(jnp.sum(jnp.var(plain, axis=0)))

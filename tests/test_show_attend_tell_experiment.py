@@ -100,6 +100,14 @@ def test_hard_attention_credits_each_location_with_its_reward_to_go():
         g = np.asarray(jax.grad(term)(log_p))
         sampled = (np.asarray(trace.locations) >= 0) * np.asarray(mask)
         np.testing.assert_allclose(g, -(returns - np.asarray(baseline)) * sampled / 6.0, rtol=1e-5, atol=1e-6)
+    # leave-one-out: rows 0 and 1 as two samples of one canvas, each credited against the other's reward-to-go
+    cfg = dataclasses.replace(sat.smoke(), model="hard", baseline="loo", samples=2, entropy=0.0)
+    same = jnp.ones_like(mask)
+    g = np.asarray(jax.grad(lambda lp: sat.hard_attention_terms(
+        cfg, nll, same, trace._replace(log_p_locations=lp), baseline, None, samples=2)[0])(log_p))
+    returns = -np.array([[6.5, 5.5, 3.5, 3.0], [0.6, 0.4, 0.0, 0.0]])
+    sampled = (np.asarray(trace.locations) >= 0).astype(float)
+    np.testing.assert_allclose(g, -(returns - returns[::-1]) * sampled / 8.0, rtol=1e-5, atol=1e-6)
 
 
 def test_hard_expected_row_never_samples_and_samples_multiply_the_batch():
@@ -117,6 +125,9 @@ def test_hard_expected_row_never_samples_and_samples_multiply_the_batch():
     assert np.isfinite(float(task.loss(params, batch, jax.random.key(2))[0]))
     with pytest.raises(ValueError, match="credit"):
         _hard_task(credit="episode")
+    with pytest.raises(ValueError, match="samples >= 2"):
+        _hard_task(baseline="loo", samples=1)
+    assert "critic" not in _hard_task(baseline="loo", samples=2).init(jax.random.key(0))
     with pytest.raises(ValueError, match="eval_split"):
         _hard_task(eval_split="train")
 
