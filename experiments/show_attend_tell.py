@@ -362,20 +362,53 @@ def _read_samples(path: Path) -> list[tuple[str, str]]:
     return list(zip(lines[::2], lines[1::2], strict=True))
 
 
-def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """The published table of a comparison run (``results/comparison.json`` in experiments.tables' schema: rows
-    ``soft``, ``hard``, ``none``, ``hard, expected context``; BLEU-1..4 and exact match over seeds), the
-    learning curves over seeds, each row's attention figure (first seed) and the docs block ``block``."""
-    run_dir, results = Path(run_dir), Path(results)
-    comparison = json.loads((run_dir / "comparison.json").read_text())
-    summaries = {ROW_NAMES.get(m, m): s for m, s in comparison["summaries"].items()}
-    table = tables.from_summaries(summaries, comparison["command"],
+#: Settings only the hard model reads: rows from separate comparison folders may differ in these alone.
+HARD_ONLY = ("reinforce", "entropy", "credit", "samples", "baseline", "baseline_decay", "expected_prob")
+
+
+def _merge_comparisons(run_dirs: list[Path]) -> tuple[dict, dict[str, Path], list[str]]:
+    """The rows of several comparison folders as one comparison: ``(summaries by model, each model's folder,
+    the commands)``. Their runs must share every setting but the model and :data:`HARD_ONLY` (e.g. soft, none
+    and the control run in one folder, hard with its tuned recipe in another); a model in two folders, or any
+    other difference, is refused."""
+    summaries, folders, commands, base = {}, {}, [], None
+    for run_dir in run_dirs:
+        comparison = json.loads((run_dir / "comparison.json").read_text())
+        for model, summary in comparison["summaries"].items():
+            if model in summaries:
+                raise SystemExit(f"row {model!r} is in both {folders[model]} and {run_dir}")
+            config = json.loads((row_run(run_dir, model) / "config.json").read_text())
+            shared = {k: v for k, v in config.items() if k not in (*HARD_ONLY, "model")}
+            shared["train"] = {k: v for k, v in shared["train"].items() if k != "seed"}
+            if base is None:
+                base = (shared, run_dir)
+            elif shared != base[0]:
+                keys = sorted(k for k in set(shared) | set(base[0]) if shared.get(k) != base[0].get(k))
+                raise SystemExit(f"{run_dir} ({model}) differs from {base[1]} in more than the hard model's "
+                                 f"settings: {', '.join(keys)}")
+            summaries[model], folders[model] = summary, run_dir
+        commands.append(comparison["command"])
+    order = sorted(summaries, key=lambda m: MODELS.index(m))
+    return {m: summaries[m] for m in order}, folders, commands
+
+
+def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path | None = None) -> str:
+    """The published table of one or more comparison runs (``results/comparison.json`` in experiments.tables'
+    schema: rows ``soft``, ``hard``, ``none``, ``hard, expected context``; BLEU-1..4 and exact match over seeds),
+    the learning curves over seeds, each row's attention figure (first seed) and the docs block ``block``.
+    Several folders: their rows together (see :func:`_merge_comparisons`)."""
+    run_dirs = [Path(r) for r in (run_dir if isinstance(run_dir, (list, tuple)) else [run_dir])]
+    results = Path(results)
+    by_model, folders, commands = _merge_comparisons(run_dirs)
+    comparison = json.loads((run_dirs[0] / "comparison.json").read_text())
+    summaries = {ROW_NAMES.get(m, m): s for m, s in by_model.items()}
+    table = tables.from_summaries(summaries, commands[0] if len(commands) == 1 else commands,
                                   metrics=["bleu_1", "bleu_2", "bleu_3", "bleu_4", "exact_match"])
     table["task"] = {"batch_size": comparison["batch_size"], "eval_size": comparison["eval_size"],
                      "preset": comparison["preset"]}
     tables.write(results, table)
-    models = list(comparison["summaries"])
-    seed_dirs = {ROW_NAMES.get(m, m): [d for k in table["seeds"] if (d := cli.seed_dir(run_dir, m, k)).is_dir()]
+    models = list(by_model)
+    seed_dirs = {ROW_NAMES.get(m, m): [d for k in table["seeds"] if (d := cli.seed_dir(folders[m], m, k)).is_dir()]
                  for m in models}
     images = []
     if all(seed_dirs.values()):
@@ -383,8 +416,8 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
                            "cross-entropy (nats per word)", log_y=True)
         images.append("learning_curve.png")
     for model in models:
-        if (row_run(run_dir, model) / "attention.png").exists():
-            shutil.copy(row_run(run_dir, model) / "attention.png", results / f"attention_{model}.png")
+        if (row_run(folders[model], model) / "attention.png").exists():
+            shutil.copy(row_run(folders[model], model) / "attention.png", results / f"attention_{model}.png")
             images.append(f"attention_{model}.png")
     columns = [(f"bleu_{n}", f"BLEU-{n}", ".1f") for n in (1, 2, 3, 4)] + [("exact_match", "exact match", ".3f")]
     paper = {f"the paper ({name}, BLEU-1/2/3/4)": {} for name in ("Flickr8k", "COCO")}
@@ -394,12 +427,12 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     rows = table["rows"]
     extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
              "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}, **paper}
-    config = json.loads((row_run(run_dir, models[0]) / "config.json").read_text())
-    hard = next((json.loads((row_run(run_dir, m) / "config.json").read_text()) for m in models if m == "hard"), None)
+    config = json.loads((row_run(folders[models[0]], models[0]) / "config.json").read_text())
+    hard = json.loads((row_run(folders["hard"], "hard") / "config.json").read_text()) if "hard" in folders else None
     first = next(iter(summaries.values()))
     prov = table["provenance"]
     examples = ["```text"]
-    captions = {ROW_NAMES.get(m, m): _read_samples(row_run(run_dir, m) / "samples.txt") for m in models}
+    captions = {ROW_NAMES.get(m, m): _read_samples(row_run(folders[m], m) / "samples.txt") for m in models}
     for k, (ref, _) in enumerate(next(iter(captions.values()))[:4]):
         examples += [f"reference: {ref}"] + [f"{m + ':':24} {c[k][1]}" for m, c in captions.items()] + [""]
     examples[-1] = "```"
@@ -416,8 +449,9 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
         f"{comparison['batch_size']} canvases per run, {t['optimizer']} lr {t['learning_rate']:g} ({t['schedule']}), "
         f"{recipe}seeds {', '.join(map(str, table['seeds']))}; {comparison['eval_size']} test canvases of held-out "
         f"digit images per seed, greedy decoding (hard: the expected context). Written by "
-        f"`python -m experiments.publish show_attend_tell {run_dir} --block {block}"
-        + (f" --table {results.name}" if results.name != block else "") + f"` from `{comparison['command']}`. "
+        f"`python -m experiments.publish show_attend_tell {' '.join(map(str, run_dirs))} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + "` from "
+        + " and ".join(f"`{c}`" for c in commands) + ". "
         "The paper's columns are Flickr8k / COCO photographs, not comparable numbers: only the direction (hard vs "
         "soft) is.",
         "",

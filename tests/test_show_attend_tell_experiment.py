@@ -27,27 +27,40 @@ def test_smoke_main_variant(smoke_run):
 
 
 def test_one_step_comparison_and_publish(tmp_path):
-    out = tmp_path / "cmp"
-    summaries = sat.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set", "seeds=0,1", "--set",
-                                 "models=soft,hard,none,hard_expected"])
-    assert list(summaries) == ["soft", "hard", "none", "hard_expected"]
+    out, out_hard = tmp_path / "cmp", tmp_path / "cmp_hard"
+    one_step = TINY + ["--set", "train.steps=1", "--set", "seeds=0,1"]
+    summaries = sat.main(one_step + ["--out", str(out), "--set", "models=none,soft,hard_expected"])
+    assert list(summaries) == ["none", "soft", "hard_expected"]
+    # hard, tuned apart: its folder may differ from the others in the hard model's settings only
+    summaries |= sat.main(one_step + ["--out", str(out_hard), "--set", "models=hard", "--set", "reinforce=0.5",
+                                      "--set", "baseline=loo", "--set", "samples=2"])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- sat:begin -->\n<!-- sat:end -->\n")
-    publish.main(["show_attend_tell", str(out), "--block", "sat", "--readme", str(readme), "--results",
-                  str(tmp_path / "res")])
+    publish.main(["show_attend_tell", str(out), str(out_hard), "--block", "sat", "--readme", str(readme),
+                  "--results", str(tmp_path / "res")])
     text = readme.read_text()
     table = json.loads((tmp_path / "res" / "comparison.json").read_text())
     assert list(table["rows"]) == ["soft", "hard", "none", "hard, expected context"] and table["seeds"] == [0, 1]
-    for row, model in zip(table["rows"], summaries, strict=True):
+    for row, model in zip(table["rows"], ["soft", "hard", "none", "hard_expected"], strict=True):
         stat = table["rows"][row]["metrics"]["bleu_4"]
         assert stat["per_seed"] == summaries[model]["per_seed"]["bleu_4"]
         assert f"| {row} | " in text
     assert "71.8 / 50.4 / 35.7 / 25.0" in text  # the paper's COCO hard row, a text column
+    assert "leave-one-out baseline" in text and "REINFORCE weight 0.5" in text
+    assert len(table["provenance"]["command"]) == 2
     assert table["task"]["eval_size"] == 16
     refs = (out / "soft" / "seed0" / "samples.txt").read_text().splitlines()
     assert f"```text\n{refs[0]}\nsoft:" in text and "\nhard, expected context: " in text  # example captions
-    for name in ("learning_curve.png", "attention_soft.png", "attention_hard_expected.png"):
+    for name in ("learning_curve.png", "attention_soft.png", "attention_hard.png", "attention_hard_expected.png"):
         assert (tmp_path / "res" / name).stat().st_size > 0 and name in text
+    other = tmp_path / "cmp_other"
+    sat.main(TINY + ["--set", "train.steps=1", "--out", str(other), "--set", "models=hard", "--set", "batch_size=4"])
+    with pytest.raises(SystemExit, match="batch_size"):
+        publish.main(["show_attend_tell", str(out), str(other), "--block", "sat", "--readme", str(readme),
+                      "--results", str(tmp_path / "res2")])
+    with pytest.raises(SystemExit, match="in both"):
+        publish.main(["show_attend_tell", str(out), str(out), "--block", "sat", "--readme", str(readme),
+                      "--results", str(tmp_path / "res2")])
     with pytest.raises(SystemExit, match="unknown model"):
         sat.main(TINY + ["--set", "model=local"])
     with pytest.raises(SystemExit, match="unknown model"):  # the spelling: attention= is model=
