@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import shutil
 import sys
@@ -33,8 +34,10 @@ from attn_jax.nn.lstmn import LSTMN
 from attn_jax.train import TrainConfig, add_to_summary, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.report import plot_metric_curves, pyplot
+from attn_jax.train.rundir import read_metrics
+from experiments import tables
 from experiments.data import chars
-from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 MODELS = ("lstmn", "lstm")
 
@@ -54,15 +57,21 @@ class Config:
     length: int = 64  # characters per training window
     batch_size: int = 32  # training windows per step
     eval_chars: int = 20000  # held-out characters scored for bits_per_char
+    eval_split: str = "test"  # test (the held-out 10%) | val (the training part's tail, for the lr sweep)
+    curve_chars: int = 4096  # held-out characters scored at each eval_every point (the learning curve)
+    lr_lstmn: float = 0.0  # the LSTMN's learning rate (0: train.learning_rate): each model its sweep's best
+    lr_lstm: float = 0.0  # the LSTM's learning rate (0: train.learning_rate)
     sentence: str = "Every object has an identity, a type and a value."  # attention plot (a held-out sentence)
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig(steps=1200, optimizer="adam", learning_rate=3e-3, schedule="cosine",
-                                     warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=400)
+                                     warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=400,
+                                     eval_every=100)
 
 
 def smoke() -> Config:
-    return Config(length=16, batch_size=8, eval_chars=256, net=NetConfig(embed=8, hidden=16, attention=8),
-                  train=TrainConfig(steps=20, learning_rate=3e-3, log_every=5, checkpoint_every=10))
+    return Config(length=16, batch_size=8, eval_chars=256, curve_chars=64,
+                  net=NetConfig(embed=8, hidden=16, attention=8),
+                  train=TrainConfig(steps=20, learning_rate=3e-3, log_every=5, checkpoint_every=10, eval_every=10))
 
 
 def quick() -> Config:
@@ -88,6 +97,27 @@ def lstmn_parameters(vocab: int, n: NetConfig) -> int:
 
 def lstm_parameters(vocab: int, embed: int, h: int) -> int:
     return vocab * embed + (4 * h * (h + embed) + 4 * h) + (h * vocab + vocab)
+
+
+def flops_per_char(model: str, vocab: int, n: NetConfig, length: int, lstm_hidden: int | None = None) -> float:
+    """Forward FLOPs per predicted character (a multiply-add is 2), averaged over a window of ``length``: the
+    matrix products, the attention's scores and sums (counted as 2 per multiply-add, the tanh and softmax as
+    1 per element) and the readout; the embedding is a lookup (0). The LSTMN reads a tape of t + 1 slots at
+    step t (0-based), so its attention costs grow with the position: the average is over t = 0..length-1."""
+    e = n.embed
+    readout = 2 * vocab * (n.hidden if model == "lstmn" else lstm_hidden)
+    if model == "lstm":
+        h = lstm_hidden
+        return 2 * 4 * h * (h + e) + readout
+    d, a = n.hidden, n.attention
+    slots = (length + 1) / 2  # the mean of t + 1 over t = 0..length-1
+    query = 2 * a * (e + d)  # W_x x_t + W_h~ h~_{t-1}
+    scores = slots * (a + a + 2 * a)  # add the query to each key, tanh, dot with v
+    softmax = 3 * slots  # exp, sum, divide
+    sums = 2 * 2 * slots * d  # h~_t and c~_t
+    gates = 2 * 4 * d * (d + e)
+    key = 2 * d * a  # W_h h_t, written once to the tape
+    return query + scores + softmax + sums + gates + key + readout
 
 
 def matched_lstm_hidden(vocab: int, n: NetConfig) -> int:
@@ -141,7 +171,7 @@ class CharLMTask:
         if cfg.model not in MODELS:
             raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
         self.cfg = cfg
-        self.data = chars.CharCorpus(cfg.eval_chars)
+        self.data = chars.CharCorpus(cfg.eval_chars, cfg.eval_split)
         self.graphdef = nnx.graphdef(self._model(jax.random.key(0)))
 
     def _model(self, rng) -> CharRNN:
@@ -170,6 +200,11 @@ class CharLMTask:
     def evaluate(self, params) -> dict[str, float]:
         nll = functools.partial(self._nll, params)
         return {"bits_per_char": self.data.bits_per_char(nll, self.cfg.length, 64)}
+
+    def curve_metrics(self, params) -> dict[str, float]:
+        """The learning curve's held-out point: bits per character on the first ``curve_chars`` held-out ones."""
+        nll = functools.partial(self._nll, params)
+        return {"bits_per_char": self.data.bits_per_char(nll, self.cfg.length, 64, limit=self.cfg.curve_chars)}
 
     def sample(self, params, prompt: str, length: int, temperature: float = 0.8, seed: int = 0) -> str:
         """Feed ``prompt`` then draw ``length`` characters, one step at a time under ``lax.scan``."""
@@ -214,7 +249,14 @@ def plot_attention(task: CharLMTask, params, path: Path) -> None:
 
 
 # --- runs -----------------------------------------------------------------------------------------------------------
+def model_config(cfg: Config) -> Config:
+    """The row's config: ``train.learning_rate`` set to the model's own rate (``lr_lstmn`` / ``lr_lstm``) if given."""
+    lr = cfg.lr_lstmn if cfg.model == "lstmn" else cfg.lr_lstm
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=lr)) if lr else cfg
+
+
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    cfg = model_config(cfg)
     task = CharLMTask(cfg)
     config = {"experiment": "lstmn", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
@@ -223,12 +265,14 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
         (out / "samples.txt").write_text(sample)
         if cfg.model == "lstmn":
             plot_attention(task, params, out / "attention.png")
-    return add_to_summary(out, summary, {"hidden": task.model(params).hidden, "sample": sample})
+    hidden = task.model(params).hidden
+    flops = flops_per_char(cfg.model, len(task.data.vocab), cfg.net, cfg.length, hidden)
+    return add_to_summary(out, summary, {"hidden": hidden, "sample": sample, "flops_per_char": flops})
 
 
 def main(argv=None) -> dict | None:
     parsed = cli.parse("lstmn", PRESETS, argv, default_preset="quick", variants=VARIANTS,
-                       choices={"model": MODELS, "models": MODELS})
+                       choices={"model": MODELS, "models": MODELS, "eval_split": ("test", "val")})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed
@@ -246,30 +290,103 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
-def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None) -> str:
-    """Copy a comparison run's JSON and plots to ``results`` and write the docs block ``block`` from them."""
-    run_dir, results = Path(run_dir), Path(results)
-    comparison = stage_comparison(run_dir, results)
-    images = []
-    for src, name in ((run_dir / "learning_curve.png", "learning_curve.png"),
-                      (row_run(run_dir, "lstmn") / "attention.png", "attention.png")):
-        if src.exists():
-            shutil.copy(src, results / name)
-            images.append(name)
+def _config(run_dir: Path, model: str) -> dict:
+    return json.loads((row_run(run_dir, model) / "config.json").read_text())
+
+
+def steps_to_flat(metrics: Path, tolerance: float = 0.05) -> int | None:
+    """The first step whose held-out learning-curve point (``eval/bits_per_char``) is within ``tolerance`` bits of
+    the run's last one: how long the curve took to flatten (the last step when it only got there at the end)."""
+    curve = [(r["step"], r["eval/bits_per_char"]) for r in read_metrics(metrics) if "eval/bits_per_char" in r]
+    if not curve:
+        return None
+    final = curve[-1][1]
+    return next(step for step, bpc in curve if bpc <= final + tolerance)
+
+
+def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path | None = None) -> str:
+    """The published table ``results/comparison.json`` (experiments.tables' schema; rows ``lstmn``, ``lstm``,
+    held-out ``bits_per_char`` over seeds, each row with its learning rate, hidden size, FLOPs per character and
+    per-seed sequences until its curve flattened) of the one comparison folder evaluated on the test text, the
+    learning-rate sweep of the other folders (``eval_split=val``, one rate each) beside it, the learning curves
+    over seeds, the attention figure and the docs block ``block``."""
+    run_dirs = [Path(r) for r in (run_dir if isinstance(run_dir, (list, tuple)) else [run_dir])]
+    results = Path(results)
+    found = {d: json.loads((d / "comparison.json").read_text()) for d in run_dirs}
+    split = {d: _config(d, next(iter(c["summaries"])))["eval_split"] for d, c in found.items()}
+    tests = [d for d in run_dirs if split[d] == "test"]
+    if len(tests) != 1:
+        raise SystemExit(f"give exactly one folder evaluated on the test text (eval_split=test), got {len(tests)}")
+    (main_dir,), sweep_dirs = tests, [d for d in run_dirs if split[d] == "val"]
+    comparison = found[main_dir]
     summaries = comparison["summaries"]
+    table = tables.from_summaries(summaries, comparison["command"], metrics=["bits_per_char"])
+    table["task"] = {"corpus": chars.SOURCE, "length": comparison["length"], "batch_size": comparison["batch_size"]}
+    sweep: dict[str, dict[str, dict]] = {}
+    for d in sweep_dirs:
+        for model, s in found[d]["summaries"].items():
+            lr = _config(d, model)["train"]["learning_rate"]
+            sweep.setdefault(model, {})[f"{lr:g}"] = {"bits_per_char": s["per_seed"]["bits_per_char"],
+                                                      "seeds": s["seeds"], "steps": s["steps"]}
+    if sweep:
+        table["lr_sweep"] = {"split": "val", "commands": [found[d]["command"] for d in sweep_dirs], "rows": sweep}
+    for model, row in table["rows"].items():
+        config = _config(main_dir, model)
+        seeds = [cli.seed_dir(main_dir, model, k) for k in table["seeds"]]
+        row.update(hidden=summaries[model]["hidden"], flops_per_char=summaries[model]["flops_per_char"],
+                   learning_rate=config["train"]["learning_rate"],
+                   sequences_to_flat=[(steps_to_flat(d / "metrics.jsonl") or 0) * comparison["batch_size"]
+                                      for d in seeds])
+    tables.write(results, table)
+    images = []
+    seed_dirs = {m: [cli.seed_dir(main_dir, m, k) for k in table["seeds"]] for m in summaries}
+    plot_metric_curves(seed_dirs, "eval/bits_per_char", results / "learning_curve.png",
+                       f"character LM on {chars.SOURCE}: held-out curve", "bits per character (held-out)",
+                       x_per_step=comparison["batch_size"], xlabel="training windows seen")
+    images.append("learning_curve.png")
+    if (row_run(main_dir, "lstmn") / "attention.png").exists():
+        shutil.copy(row_run(main_dir, "lstmn") / "attention.png", results / "attention.png")
+        images.append("attention.png")
+    rows = table["rows"]
+    fmt_seq = lambda v: f"{np.mean(v):,.0f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:,.0f}"  # noqa: E731
+    extra = {"lr": {r: f"{v['learning_rate']:g}" for r, v in rows.items()},
+             "hidden": {r: str(v["hidden"]) for r, v in rows.items()},
+             "parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
+             "forward FLOPs / char": {r: f"{v['flops_per_char'] / 1e3:,.0f}k" for r, v in rows.items()},
+             "windows until flat": {r: fmt_seq(v["sequences_to_flat"]) for r, v in rows.items()},
+             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
+    sweep_lines = []
+    if sweep:
+        rates = sorted({lr for m in sweep.values() for lr in m}, key=float)
+        sweep_lines = ["Learning-rate sweep (validation text: the training part's last "
+                       f"{_config(sweep_dirs[0], next(iter(found[sweep_dirs[0]]['summaries'])))['eval_chars']:,} "
+                       "characters, held out of training; seed "
+                       f"{', '.join(map(str, next(iter(next(iter(sweep.values())).values()))['seeds']))}), "
+                       "held-out bits per character:", "",
+                       "| model | " + " | ".join(f"lr {r}" for r in rates) + " |",
+                       "|---|" + "---:|" * len(rates)]
+        for model, by_lr in sweep.items():
+            cells = [f"{np.mean(by_lr[r]['bits_per_char']):.3f}" if r in by_lr else "–" for r in rates]
+            sweep_lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        sweep_lines.append("")
     first = next(iter(summaries.values()))
-    rows = ["| model | hidden | parameters | held-out bits per character | perplexity per character | wall time |",
-            "|---|---|---|---|---|---|"]
-    for model, s in summaries.items():
-        bpc = s["eval"]["bits_per_char"]
-        rows.append(f"| {model} | {s['hidden']} | {s['parameters']:,} | {bpc:.3f} | {2 ** bpc:.2f} | "
-                    f"{s['wall_s']:.0f} s |")
-    samples = [x for m, s in summaries.items() for x in (f"{m}:", "", "```text", s["sample"], "```", "")]
+    prov = table["provenance"]
+    t = _config(main_dir, next(iter(summaries)))["train"]
+    samples = [x for m, s in summaries.items() for x in (f"{m} (first seed):", "", "```text", s["sample"], "```", "")]
     text = "\n".join([
-        f"Device: {first['device']}; preset `{comparison['preset']}`, {first['steps']} steps of "
-        f"{comparison['batch_size']} windows of {comparison['length']} characters of `{chars.SOURCE}`; written by "
-        f"`python -m experiments.publish lstmn {run_dir} --block {block}` from `{comparison['command']}`.",
-        "", *rows, "", "Samples (temperature 0.8):", "", *samples,
+        f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; {first['steps']} steps of "
+        f"{comparison['batch_size']} windows of {comparison['length']} characters of `{chars.SOURCE}` per run, "
+        f"{t['optimizer']} ({t['schedule']}), each model at its own learning rate from the sweep below; seeds "
+        f"{', '.join(map(str, table['seeds']))}; held-out bits per character on the test text. Written by "
+        f"`python -m experiments.publish lstmn {' '.join(map(str, run_dirs))} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + f"` from `{comparison['command']}`"
+        + (" and the sweep's " + ", ".join(f"`{found[d]['command']}`" for d in sweep_dirs) if sweep_dirs else "")
+        + ". Windows until flat: training windows until the held-out curve came within 0.05 bits of its last "
+        "point. FLOPs: the forward pass per predicted character, counted from the shapes "
+        "(`experiments.lstmn.flops_per_char`).",
+        "", tables.markdown(table, [("bits_per_char", "held-out bits/char", ".3f")], {"bits_per_char": False},
+                            extra=extra),
+        "", *sweep_lines, "Samples (temperature 0.8):", "", *samples,
         *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images],
     ])
     update_readme_block(block, text, readme)

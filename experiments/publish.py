@@ -24,7 +24,8 @@ def main(argv=None) -> str:
     ap.add_argument("run_dir", type=Path, nargs="+",
                     help="a comparison run's --out folder (holds comparison.json); pointer, transformer, snail: "
                          "one or more run folders; ntm: more folders add rows trained on other lengths; "
-                         "show_attend_tell: folders whose rows differ only in the hard model's settings")
+                         "show_attend_tell: folders whose rows differ only in the hard model's settings; lstmn: "
+                         "the test-split folder and the lr sweep's val-split folders")
     ap.add_argument("--block", required=True,
                     help="the block to rewrite (<!-- NAME:begin -->, in the docs page that holds it)")
     ap.add_argument("--readme", type=Path, default=None, help="write the block into this page instead")
@@ -42,14 +43,15 @@ def main(argv=None) -> str:
         results = args.results or RESULTS / "transformer"
     else:
         results = args.results or RESULTS / args.experiment / (args.table or args.block)
-    if args.experiment in ("pointer", "transformer", "snail", "ntm", "show_attend_tell"):
+    if args.experiment in ("pointer", "transformer", "snail", "ntm", "show_attend_tell", "lstmn"):
         publish = {"pointer": pointer.publish, "transformer": transformer.publish, "snail": snail.publish,
-                   "ntm": ntm.publish, "show_attend_tell": show_attend_tell.publish}[args.experiment]
+                   "ntm": ntm.publish, "show_attend_tell": show_attend_tell.publish,
+                   "lstmn": lstmn.publish}[args.experiment]
         text = publish(args.run_dir, results, args.block, args.readme)
     else:
         if len(args.run_dir) != 1:
             ap.error(f"{args.experiment} publishes one comparison run folder")
-        publish = {"seq2seq": seq2seq.publish, "lstmn": lstmn.publish, "sagan": sagan.publish}[args.experiment]
+        publish = {"seq2seq": seq2seq.publish, "sagan": sagan.publish}[args.experiment]
         text = publish(args.run_dir[0], results, args.block, args.readme)
     print(text)
     if args.readme is None and args.results is None:  # a table of the repository: refresh the summaries

@@ -22,24 +22,72 @@ def test_smoke_main_variant(smoke_run):
     assert (tmp_path / "attention.png").stat().st_size > 0 and (tmp_path / "samples.txt").exists()
 
 
-def test_one_step_comparison_at_equal_parameters_and_publish(tmp_path):
+def test_comparison_at_equal_parameters_with_the_lr_sweep_and_publish(tmp_path):
     out = tmp_path / "cmp"
-    summaries = lstmn.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set", "models=lstmn,lstm"])
+    two = TINY + ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "models=lstmn,lstm",
+                  "--set", "seeds=0,1"]
+    summaries = lstmn.main(two + ["--out", str(out), "--set", "lr_lstm=0.01"])
     a, b = summaries["lstmn"]["parameters"], summaries["lstm"]["parameters"]
     assert abs(a - b) / a < 0.03  # the LSTM's hidden size is matched to the LSTMN's parameter count
     vocab = len(chars.CharCorpus(16).vocab)
     assert a == lstmn.lstmn_parameters(vocab, lstmn.smoke().net)
     assert (out / "comparison.json").exists() and (out / "learning_curve.png").exists()
+    config = json.loads((out / "lstm" / "seed0" / "config.json").read_text())
+    assert config["train"]["learning_rate"] == 0.01  # the model's own rate
+    assert json.loads((out / "lstmn" / "seed0" / "config.json").read_text())["train"]["learning_rate"] == 3e-3
+    sweep = []
+    for lr in ("0.001", "0.003"):
+        sweep.append(tmp_path / f"sweep{lr}")
+        lstmn.main(TINY + ["--set", "train.steps=1", "--set", "models=lstmn,lstm", "--set", "eval_split=val",
+                           "--set", f"train.learning_rate={lr}", "--out", str(sweep[-1])])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- lm:begin -->\n<!-- lm:end -->\n")
-    publish.main(["lstmn", str(out), "--block", "lm", "--readme", str(readme), "--results", str(tmp_path / "res")])
+    publish.main(["lstmn", str(out), *map(str, sweep), "--block", "lm", "--readme", str(readme),
+                  "--results", str(tmp_path / "res")])
     text = readme.read_text()
+    table = json.loads((tmp_path / "res" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["lstmn", "lstm"] and table["seeds"] == [0, 1]
     for m, s in summaries.items():
-        assert f"| {m} | {s['hidden']} | {s['parameters']:,} | {s['eval']['bits_per_char']:.3f} |" in text
-    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["summaries"].keys() == {"lstmn", "lstm"}
-    assert (tmp_path / "res" / "attention.png").exists()
+        row = table["rows"][m]
+        assert row["metrics"]["bits_per_char"]["per_seed"] == s["per_seed"]["bits_per_char"]
+        assert row["hidden"] == s["hidden"] and row["flops_per_char"] == s["flops_per_char"]
+        assert len(row["sequences_to_flat"]) == 2 and all(0 < v <= 2 * 8 for v in row["sequences_to_flat"])
+        assert f"| {m} | {s['eval']['bits_per_char']:.3f} ± " in text.replace("**", "")
+    assert table["rows"]["lstm"]["learning_rate"] == 0.01
+    assert set(table["lr_sweep"]["rows"]["lstm"]) == {"0.001", "0.003"} and "| model | lr 0.001 | lr 0.003 |" in text
+    assert (tmp_path / "res" / "attention.png").exists() and (tmp_path / "res" / "learning_curve.png").exists()
+    with pytest.raises(SystemExit, match="exactly one folder"):
+        publish.main(["lstmn", *map(str, sweep), "--block", "lm", "--readme", str(readme),
+                      "--results", str(tmp_path / "res2")])
     with pytest.raises(SystemExit, match="unknown model"):
         lstmn.main(TINY + ["--set", "model=gru"])
+
+
+def test_validation_split_holds_out_the_training_tail():
+    test, val = chars.CharCorpus(500), chars.CharCorpus(500, "val")
+    assert test.vocab == val.vocab and len(val.train_ids) == len(test.train_ids) - 501
+    np.testing.assert_array_equal(val.test_ids, test.train_ids[-501:])
+    with pytest.raises(ValueError, match="split"):
+        chars.CharCorpus(500, "train")
+
+
+def test_flops_per_char_counts_the_matrix_products_xla_counts():
+    """The shape-counted forward FLOPs of one step against XLA's own count of the same step (no loop, so XLA
+    counts it whole): the LSTM exactly up to its elementwise ops, the LSTMN at a tape of t + 1 slots."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    vocab, n = 50, lstmn.NetConfig(embed=16, hidden=32, attention=24)
+    for kind, slots in (("lstm", 1), ("lstmn", 1), ("lstmn", 9)):
+        model = lstmn.CharRNN(vocab, n, kind, rngs=nnx.Rngs(0))
+        state = model.init_state(1, slots - 1)  # the LSTMN's step scores a tape of ``slots`` slots
+        step = jax.jit(lambda s, tok, m=model: m.step(s, tok))
+        cost = step.lower(state, jnp.zeros((1,), jnp.int32)).compile().cost_analysis()
+        flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+        # a window of 2·slots - 1 characters reads ``slots`` slots on average
+        counted = lstmn.flops_per_char(kind, vocab, n, 2 * slots - 1, model.hidden)
+        assert 0.9 * counted < flops < 1.3 * counted, (kind, slots, counted, flops)
 
 
 def test_lstm_and_lstmn_steps_equal_their_sequence_forward():
