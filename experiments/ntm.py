@@ -21,7 +21,8 @@ Adam recipe found the same) lets it settle. Eval metrics: ``bits_per_sequence`` 
 and, for copy, ``bits_len_<n>`` / ``bit_errors_len_<n>`` (cost and wrong bits per sequence at
 length n); for repeat copy ``bits_len_<n>_rep_<r>`` / ``bit_errors_len_<n>_rep_<r>``
 at the longest training length and count, twice the length, and twice the
-count (Fig. 8).
+count (Fig. 8); for associative recall ``bits_items_<n>`` / ``bit_errors_items_<n>`` with exactly n items
+(trained on 2-6: Fig. 11).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TaskConfig:
     max_length: int = 10  # copy / repeat copy training lengths (the paper: copy 1-20, repeat copy 1-10)
     max_repeats: int = 10  # repeat copy: training repeat counts 1..max_repeats (the count input is divided by it)
     max_items: int = 6  # associative recall: items per sequence 2..max_items
+    eval_items: tuple[int, ...] = (6, 8, 10, 12, 15, 20)  # associative recall: item counts tested (Fig. 11)
     eval_lengths: tuple[int, ...] = (10, 20, 30, 50)  # copy: generalisation lengths
     eval_batch: int = 64  # sequences per evaluation set (training distribution and each generalisation test)
 
@@ -87,7 +89,7 @@ class Config:
 
 
 def smoke() -> Config:
-    return Config(batch_size=4, data=TaskConfig(max_length=4, eval_lengths=(4, 8), eval_batch=8),
+    return Config(batch_size=4, data=TaskConfig(max_length=4, eval_lengths=(4, 8), eval_batch=8, eval_items=(6, 8)),
                   net=NetConfig(controller_features=16, memory_slots=16, memory_width=8, lstm_hidden=16,
                                 lstm_layers=1),
                   train=TrainConfig(steps=20, learning_rate=1e-3, clip_norm=10.0, log_every=5, checkpoint_every=10))
@@ -128,12 +130,22 @@ def repeat_copy() -> Config:
 # 4,500 steps seed 0 had not left chance (195 bits, 75 wrong bits per sequence on the training ranges; run at
 # 3824708, runs/ntm/repeat_copy), and Adam 2e-3 (cosine, clip 1) tracked it at 2.1k steps. Unpublished for that.
 REPEAT_COPY_STEPS = 4500
-PRESETS = {"smoke": smoke, "quick": quick, "paper": paper, "copy": copy, "repeat_copy": repeat_copy}
+def associative_recall() -> Config:
+    """The published associative-recall table: the copy preset's optimiser and models on the paper's task (items
+    of three 6-bit vectors, 2-6 items per sequence), tested with 6 to 20 items (Fig. 11)."""
+    base = copy()
+    return dataclasses.replace(base, task="associative_recall", data=TaskConfig(max_items=6, eval_batch=128),
+                               train=dataclasses.replace(base.train, steps=ASSOCIATIVE_RECALL_STEPS))
+
+
+ASSOCIATIVE_RECALL_STEPS = 12_500  # 200k sequences, as copy
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper, "copy": copy, "repeat_copy": repeat_copy,
+           "associative_recall": associative_recall}
 VARIANTS = f"variants: model={'|'.join(MODELS)}  task={'|'.join(ntm_tasks.TASKS)}  (main: ntm on copy)"
 
 
 def _generate(cfg: Config, rng: np.random.Generator, batch: int, length: int | None = None,
-              repeats: int | None = None) -> ntm_tasks.Batch:
+              repeats: int | None = None, items: int | None = None) -> ntm_tasks.Batch:
     d = cfg.data
     if cfg.task == "copy":
         max_length = d.max_length if length is None else length
@@ -143,6 +155,8 @@ def _generate(cfg: Config, rng: np.random.Generator, batch: int, length: int | N
         return ntm_tasks.repeat_copy(rng, batch, width=d.width, min_length=d.min_length, max_length=d.max_length,
                                      max_repeats=d.max_repeats, length=length, repeats=repeats,
                                      repeat_scale=d.max_repeats)
+    if items is not None:
+        return ntm_tasks.associative_recall(rng, batch, width=max(d.width - 2, 1), min_items=items, max_items=items)
     return ntm_tasks.associative_recall(rng, batch, width=max(d.width - 2, 1), max_items=d.max_items)
 
 
@@ -217,6 +231,10 @@ class NTMTask:
             for n, r in repeat_generalisation(d):
                 b = _generate(self.cfg, np.random.default_rng((self.cfg.train.seed, 4, n, r)), d.eval_batch, n, r)
                 metrics[f"bits_len_{n}_rep_{r}"], metrics[f"bit_errors_len_{n}_rep_{r}"] = self._eval_batch(params, b)
+        if self.cfg.task == "associative_recall":  # Fig. 11: more items than any training sequence
+            for n in d.eval_items:
+                b = _generate(self.cfg, np.random.default_rng((self.cfg.train.seed, 5, n)), d.eval_batch, items=n)
+                metrics[f"bits_items_{n}"], metrics[f"bit_errors_items_{n}"] = self._eval_batch(params, b)
         return metrics
 
 
@@ -237,18 +255,22 @@ def _seed_values(summary: dict, key: str) -> list[float]:
     return list(summary.get("per_seed", {}).get(key, [summary["eval"][key]]))
 
 
-def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, path: Path) -> None:
-    """Copy: cost and wrong bits per sequence against the test length, one line per row; a row aggregated over
-    seeds is drawn as its mean with a band of one standard deviation and each seed's value as a dot."""
+def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, path: Path, kind: str = "len") -> None:
+    """Copy (``kind="len"``): cost and wrong bits per sequence against the test length; associative recall
+    (``"items"``): against the number of items. One line per row; a row aggregated over seeds is drawn as its
+    mean with a band of one standard deviation and each seed's value as a dot."""
+    what = {"len": ("copy length", "longest training length", "copy: generalisation to longer sequences"),
+            "items": ("items per sequence", "most training items",
+                      "associative recall: generalisation to more items")}[kind]
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = (("bits", "cost per sequence (bits)"), ("bit_errors", "wrong bits per sequence"))
     for ax, (prefix, ylabel) in zip(axes, panels, strict=True):
         for model, s in summaries.items():
-            xs = [n for n in lengths if f"{prefix}_len_{n}" in s["eval"]]
+            xs = [n for n in lengths if f"{prefix}_{kind}_{n}" in s["eval"]]
             if not xs:
                 continue
-            ys = np.array([_seed_values(s, f"{prefix}_len_{n}") for n in xs], dtype=float)  # [lengths, seeds]
+            ys = np.array([_seed_values(s, f"{prefix}_{kind}_{n}") for n in xs], dtype=float)  # [lengths, seeds]
             seeds = ys.shape[1]
             (line,) = ax.plot(xs, ys.mean(1), marker="o", label=model + (f" ({seeds} seeds)" if seeds > 1 else ""))
             if seeds > 1:
@@ -257,16 +279,16 @@ def plot_generalisation(summaries: dict[str, dict], lengths, train_max: int, pat
                                 alpha=0.2, linewidth=0)
                 for k in range(seeds):
                     ax.plot(xs, ys[:, k], ls="none", marker=".", ms=4, color=line.get_color(), alpha=0.6)
-        ax.axvline(train_max, color="gray", ls="--", lw=1, label=f"longest training length ({train_max})")
+        ax.axvline(train_max, color="gray", ls="--", lw=1, label=f"{what[1]} ({train_max})")
         if prefix == "bit_errors":
             ax.axhline(1.0, color="black", ls=":", lw=1, label="1 wrong bit")
         ax.set_yscale("symlog", linthresh=1.0 if prefix == "bit_errors" else 1e-3)  # symlog: zero is drawn
         ax.set_ylim(bottom=0.0)  # both are >= 0
-        ax.set_xlabel("copy length")
+        ax.set_xlabel(what[0])
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("copy: generalisation to longer sequences"
+    fig.suptitle(what[2]
                  + (" (mean ± 1 std over seeds, dots: seeds)" if any("per_seed" in s for s in summaries.values())
                     else ""))
     fig.tight_layout()
@@ -338,6 +360,9 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
     if cfg.task == "copy":
         plot_generalisation({cfg.model: summary}, cfg.data.eval_lengths, cfg.data.max_length,
                             out / "generalisation.png")
+    if cfg.task == "associative_recall":
+        plot_generalisation({cfg.model: summary}, cfg.data.eval_items, cfg.data.max_items,
+                            out / "generalisation.png", kind="items")
     return summary
 
 
@@ -355,6 +380,9 @@ def main(argv=None) -> dict | None:
             if cfg.task == "copy":
                 plot_generalisation(summaries, cfg.data.eval_lengths, cfg.data.max_length,
                                     out / "generalisation.png")
+            if cfg.task == "associative_recall":
+                plot_generalisation(summaries, cfg.data.eval_items, cfg.data.max_items, out / "generalisation.png",
+                                    kind="items")
             cli.save_comparison(out, "ntm", argv, summaries, task=cfg.task, preset=preset,
                                 batch_size=cfg.batch_size, train_max_length=cfg.data.max_length,
                                 eval_lengths=list(cfg.data.eval_lengths))
@@ -366,8 +394,10 @@ def main(argv=None) -> dict | None:
 
 
 def _test_title(test: str) -> str:
-    """``len_60`` -> ``length 60``; ``len_20_rep_10`` -> ``length 20 x 10``."""
-    parts = test.split("_")  # len, n[, rep, r]
+    """``len_60`` -> ``length 60``; ``len_20_rep_10`` -> ``length 20 x 10``; ``items_12`` -> ``12 items``."""
+    parts = test.split("_")  # len, n[, rep, r] | items, n
+    if parts[0] == "items":
+        return f"{parts[1]} items"
     return f"length {parts[1]}" + (f" x {parts[3]}" if len(parts) == 4 else "")
 
 
@@ -425,6 +455,10 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
         plot_generalisation(summaries, comparison["eval_lengths"], comparison["train_max_length"],
                             results / "generalisation.png")
         images.append("generalisation.png")
+    if comparison["task"] == "associative_recall":
+        plot_generalisation(summaries, base_config["data"]["eval_items"], base_config["data"]["max_items"],
+                            results / "generalisation.png", kind="items")
+        images.append("generalisation.png")
     for model in comparison["summaries"]:
         if (row_run(run_dir, model) / "weightings.png").exists():
             shutil.copy(row_run(run_dir, model) / "weightings.png", results / f"weightings_{model}.png")
@@ -432,7 +466,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     rows = table["rows"]
     # generalisation columns, in the order evaluated: copy len_<n>, repeat copy len_<n>_rep_<r>
     tests = list(dict.fromkeys(k[len("bit_errors_"):] for r in rows.values() for k in r["metrics"]
-                               if k.startswith("bit_errors_len_")))
+                               if k.startswith(("bit_errors_len_", "bit_errors_items_"))))
     columns = [("bits_per_sequence", "bits/seq (training lengths)", ".3g"),
                ("bit_errors", "wrong bits/seq (training lengths)", ".2f")]
     columns += [(f"bit_errors_{t}", f"wrong bits, {_test_title(t)}", ".2f") for t in tests]

@@ -106,7 +106,25 @@ def test_every_other_variant_runs_one_step(tmp_path, model, task):
     assert np.isfinite(s[model]["eval"]["bits_per_sequence"]) and s[model]["steps"] == 1
     if task == "repeat_copy":  # smoke: lengths up to 4, up to 10 repeats
         assert {"bits_len_4_rep_10", "bits_len_8_rep_10", "bit_errors_len_4_rep_20"} <= set(s[model]["eval"])
+    if task == "associative_recall":  # trained on 2-6 items, tested on 6 and 8 (smoke)
+        assert {"bits_items_6", "bit_errors_items_6", "bits_items_8", "bit_errors_items_8"} <= set(s[model]["eval"])
+        assert (tmp_path / "generalisation.png").exists()
     assert (tmp_path / "weightings.png").exists() == (model == "ntm")
+
+
+def test_associative_recall_tests_exactly_n_items_and_publishes_them(tmp_path):
+    cfg = dataclasses.replace(ntm_experiment.smoke(), task="associative_recall")
+    b = ntm_experiment._generate(cfg, np.random.default_rng(0), 16, items=8)
+    assert np.all(b.inputs[:, :, -2].sum(1) == 8)  # 8 item delimiters in every sequence
+    out = tmp_path / "cmp"
+    ntm_experiment.main(TINY + ["--out", str(out), "--set", "models=ntm,lstm", "--set", "seeds=0,1",
+                                "--set", "task=associative_recall"])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- ar:begin -->\n<!-- ar:end -->\n")
+    publish.main(["ntm", str(out), "--block", "ar", "--readme", str(readme), "--results", str(tmp_path / "res")])
+    text = readme.read_text()
+    assert "wrong bits, 8 items" in text and "2-6 items" in text and (tmp_path / "res" / "generalisation.png").exists()
+    assert ntm_experiment.associative_recall().data.eval_items[-1] == 20  # the paper's Fig. 11 goes to 20 items
 
 
 def test_comparison_publishes_the_schema_with_seeds(tmp_path):
