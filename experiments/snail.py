@@ -30,9 +30,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attn_jax.nn.snail import MODELS, AttentionBlock, SNAILClassifier
+from attn_jax.nn.snail import MODELS, NORMS, AttentionBlock, SNAILClassifier
 from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
 from attn_jax.train.config import to_dict
+from attn_jax.train.loop import make_optimizer
 from attn_jax.train.report import plot_metric_curves, pyplot
 from experiments.data import glyphs
 from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
@@ -55,6 +56,8 @@ class Config:
     tc_filters: int = 128  # filters of each dense block in the TC blocks
     key_sizes: tuple[int, ...] = (64, 256, 512)  # the three attention blocks
     value_sizes: tuple[int, ...] = (32, 128, 256)  # value size of each attention block, paired with key_sizes
+    norm: str = "moving"  # embedding standardisation: moving (statistics tracked in training, the same at test) | none
+    norm_decay: float = 0.9  # the moving statistics: s <- decay s + (1 - decay) (this batch's)
     # 1200 steps: the model sits at chance for its first ~300 steps, then learns
     train: TrainConfig = TrainConfig(steps=1200, optimizer="adam", learning_rate=1e-3, schedule="cosine",
                                      warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=300)
@@ -78,6 +81,7 @@ def paper() -> Config:
 
 
 PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
+MOVING = ("norm_mean", "norm_var")  # the parameters a moving average sets (FewShotTask.optimizer)
 VARIANTS = (f"variants: model={'|'.join(MODELS)}  ways=5|20  shots=1|5  split=character|script  "
             "(main: snail, 5-way 1-shot, character split)")
 
@@ -102,14 +106,31 @@ class FewShotTask:
     def _model(self, rng) -> SNAILClassifier:
         c = self.cfg
         return SNAILClassifier(c.ways, c.shots, model=c.model, filters=c.filters, tc_filters=c.tc_filters,
-                               attention=tuple(zip(c.key_sizes, c.value_sizes, strict=True)),
+                               attention=tuple(zip(c.key_sizes, c.value_sizes, strict=True)), norm=c.norm,
                                rngs=nnx.Rngs(params=rng))
 
     def model(self, params) -> SNAILClassifier:
         return nnx.merge(self.graphdef, params)
 
     def init(self, rng):
-        return nnx.state(self._model(rng), nnx.Param)
+        """Parameters; the moving statistics start at the moments of the run's first training batch."""
+        model = self._model(rng)
+        if self.cfg.norm == "moving":
+            b = self.batch(0)
+            mean, var = model.embedding_moments(model.embedding(jnp.asarray(b["images"])))
+            model.norm_mean[...], model.norm_var[...] = mean, var
+        return nnx.state(model, nnx.Param)
+
+    def optimizer(self, cfg: TrainConfig) -> optax.GradientTransformation:
+        """The network by the config's optimizer; ``norm_mean`` / ``norm_var`` by SGD with rate 1 - norm_decay on
+        the gradient ``s - (this batch's s)`` that :meth:`loss` gives them: exactly a moving average."""
+        moving = optax.sgd(1.0 - self.cfg.norm_decay)
+
+        def labels(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: "moving" if any(getattr(k, "key", None) in MOVING for k in path) else "model", params)
+
+        return optax.multi_transform({"model": make_optimizer(cfg), "moving": moving}, labels)
 
     def episodes(self, rng: np.random.Generator, classes: np.ndarray, batch: int) -> dict[str, np.ndarray]:
         return glyphs.episode(rng, self.glyphs, classes, self.cfg.ways, self.cfg.shots, batch)
@@ -120,10 +141,17 @@ class FewShotTask:
 
     def loss(self, params, batch, rng):
         del rng
-        logits = self.model(params)(batch["images"], batch["labels"])[:, -1]
-        target = batch["labels"][:, -1]
+        model = self.model(params)
+        logits, e = model(batch["images"], batch["labels"], return_embedding=True)
+        logits, target = logits[:, -1], batch["labels"][:, -1]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
-        return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == target)}
+        aux = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == target)}
+        if self.cfg.norm == "moving":  # zero-valued: gives the statistics the gradient of their moving average
+            mean, var = (jax.lax.stop_gradient(m) for m in model.embedding_moments(e))
+            fit = 0.5 * (jnp.sum((params["norm_mean"][...] - mean) ** 2)
+                         + jnp.sum((params["norm_var"][...] - var) ** 2))
+            loss = loss + fit - jax.lax.stop_gradient(fit)
+        return loss, aux
 
     @functools.cached_property
     def _predict(self):
@@ -133,9 +161,9 @@ class FewShotTask:
         rng, correct, done = np.random.default_rng((self.cfg.train.seed, seed)), 0, 0
         while done < episodes:
             n = min(64, episodes - done)
-            b = self.episodes(rng, classes, max(n, 2))  # the embeddings are standardised over >= 2 episodes
+            b = self.episodes(rng, classes, n)
             hit = np.asarray(self._predict(params, b["images"], b["labels"])) == b["labels"][:, -1]
-            correct += int(np.sum(hit[:n]))
+            correct += int(np.sum(hit))
             done += n
         return correct / episodes
 
@@ -149,7 +177,7 @@ class FewShotTask:
 def plot_episode(task: FewShotTask, params, path: Path) -> None:
     """A test episode: support images with labels, the query with its prediction, and the query's weights in
     the last attention block (over the support images and itself)."""
-    b = task.episodes(np.random.default_rng(5), task.test_classes, 16)  # a batch (standardisation); plot the first
+    b = task.episodes(np.random.default_rng(5), task.test_classes, 1)  # one episode: nothing depends on the batch
     model = task.model(params)
     logits = model(b["images"], b["labels"])[0, -1]
     attention = [layer for layer in model.layers if isinstance(layer, AttentionBlock)]
@@ -192,7 +220,7 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
 
 def main(argv=None) -> dict | None:
     parsed = cli.parse("snail", PRESETS, argv, default_preset="quick", variants=VARIANTS,
-                       choices={"model": MODELS, "models": MODELS})
+                       choices={"model": MODELS, "models": MODELS, "norm": NORMS})
     if parsed is None:
         return None
     cfg, out, preset, mesh = parsed

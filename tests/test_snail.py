@@ -55,7 +55,7 @@ def test_classifier_is_causal_over_the_episode(model):
     assert kinds == {"snail": {"AttentionBlock", "TCBlock"}, "tc-only": {"TCBlock"},
                      "attn-only": {"AttentionBlock"}}[model]
     t = clf.length
-    images = jax.random.uniform(jax.random.key(4), (3, t, 28, 28))  # 3 episodes: standardised across them
+    images = jax.random.uniform(jax.random.key(4), (3, t, 28, 28))
     labels = jnp.array([[0, 1, 2, 0, 1, 2, 1], [2, 1, 0, 0, 1, 2, 0], [1, 1, 0, 2, 0, 2, 2]])
     logits = clf(images, labels)
     assert logits.shape == (3, t, 3)
@@ -67,11 +67,24 @@ def test_classifier_is_causal_over_the_episode(model):
     assert np.all(np.diag(norms) > 0.0) and norms[-1, 0] > 0.0  # the query sees the first support image
 
 
-def test_classifier_errors_and_unstandardised_single_episodes():
+def test_classifier_errors_and_episodes_independent_of_their_batch():
     with pytest.raises(ValueError, match="unknown model"):
         SNAILClassifier(5, 1, model="lstm", rngs=nnx.Rngs(0))
     kw = dict(filters=8, tc_filters=8, attention=((8, 4), (8, 4), (8, 4)), rngs=nnx.Rngs(0))
-    images, labels = jnp.ones((1, 3, 28, 28)), jnp.array([[0, 1, 0]])
-    with pytest.raises(ValueError, match="batch 1"):
-        SNAILClassifier(2, 1, **kw)(images, labels)
-    assert SNAILClassifier(2, 1, standardize=False, **kw)(images, labels).shape == (1, 3, 2)
+    with pytest.raises(ValueError, match="unknown norm"):
+        SNAILClassifier(2, 1, norm="batch", **kw)
+    clf = SNAILClassifier(2, 1, **kw)
+    clf.norm_mean[...], clf.norm_var[...] = jnp.full((8,), 0.3), jnp.full((8,), 2.0)
+    images = jax.random.uniform(jax.random.key(7), (4, 3, 28, 28))
+    labels = jnp.array([[0, 1, 0], [1, 0, 1], [0, 1, 1], [1, 0, 0]])
+    together = clf(images, labels)
+    for b in range(4):  # an episode's logits do not depend on the others in its batch (a batch of one works)
+        np.testing.assert_allclose(clf(images[b:b + 1], labels[b:b + 1])[0], together[b], atol=1e-5)
+    # the stored statistics standardise every embedding, and receive no gradient through the logits
+    logits, e = clf(images, labels, return_embedding=True)
+    x = clf.features(images, labels)
+    np.testing.assert_allclose(x[..., :8], (e - 0.3) / np.sqrt(2.0 + 1e-5), atol=1e-5)
+    grads = nnx.grad(lambda m: jnp.sum(m(images, labels) ** 2))(clf)
+    assert float(jnp.abs(grads["norm_mean"][...]).sum()) == 0.0 and float(jnp.abs(grads["norm_var"][...]).sum()) == 0
+    plain = SNAILClassifier(2, 1, norm="none", **kw)
+    assert plain(images[:1], labels[:1]).shape == (1, 3, 2) and not hasattr(plain, "norm_mean")

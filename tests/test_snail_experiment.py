@@ -78,3 +78,35 @@ def test_one_step_ablation_other_settings_and_publish(tmp_path):
         snail.main(TINY + ["--set", "model=lstm"])
     with pytest.raises(ValueError, match="drawings"):
         snail.main(TINY + ["--set", "shots=4", "--out", str(tmp_path / "x")])
+
+
+def test_moving_statistics_start_at_the_first_batch_and_follow_a_moving_average():
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    task = snail.FewShotTask(dataclasses.replace(snail.smoke(), norm_decay=0.8))
+    params = task.init(jax.random.key(0))
+    model = task.model(params)
+    first = model.embedding_moments(model.embedding(jnp.asarray(task.batch(0)["images"])))
+    np.testing.assert_allclose(params["norm_mean"][...], first[0], rtol=1e-5)
+    np.testing.assert_allclose(params["norm_var"][...], first[1], rtol=1e-5)
+    opt = task.optimizer(task.cfg.train)
+    state = opt.init(params)
+    batch = task.batch(1)
+    (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, None)
+    logits = task.model(params)(batch["images"], batch["labels"])[:, -1]
+    plain = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"][:, -1]).mean()
+    assert float(loss) == pytest.approx(float(plain), abs=1e-6)  # the statistics' term adds nothing to the loss
+    updates, state = opt.update(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    mean, var = model.embedding_moments(model.embedding(jnp.asarray(batch["images"])))
+    np.testing.assert_allclose(new["norm_mean"][...], 0.8 * first[0] + 0.2 * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(new["norm_var"][...], 0.8 * first[1] + 0.2 * var, rtol=1e-4, atol=1e-6)
+    # evaluation runs the trained function: batches of any size give each episode the same prediction
+    b = task.episodes(np.random.default_rng(3), task.test_classes, 5)
+    together = np.asarray(task._predict(new, b["images"], b["labels"]))
+    alone = [int(task._predict(new, b["images"][k:k + 1], b["labels"][k:k + 1])[0]) for k in range(5)]
+    assert together.tolist() == alone

@@ -131,22 +131,37 @@ class ConvEmbedding(nnx.Module):
         return jnp.mean(x, axis=(1, 2))  # 28 px -> 2 x 2 after four pools: average what remains
 
 
+#: The embedding normalisations :class:`SNAILClassifier` takes.
+NORMS = ("moving", "none")
+
+
 class SNAILClassifier(nnx.Module):
     """N-way K-shot: ``images [B, T, H, W]`` (T = N·K + 1, the query last), ``labels [B, T]`` int (the query's
     ignored) -> logits ``[B, T, N]`` (the query's prediction is ``[:, -1]``).
 
     The paper's embedding uses BatchNorm; per-image GroupNorm alone left our model at chance for 500 steps
-    (the embeddings of different images start nearly identical), so by default the embeddings are also
-    standardised across the batch's episodes at each step (:meth:`features`)."""
+    (the embeddings of different images start nearly identical, and what tells them apart is small beside what
+    they share). With ``norm="moving"`` (the default) each embedding feature is standardised by a mean and a
+    variance that are *parameters* (``norm_mean``, ``norm_var`` ``[F]``): they receive no gradient from the
+    loss, a trainer moves them towards the statistics of its training batches (a moving average, see
+    :meth:`embedding_moments`), and the same numbers serve in training and at test. So an image's features never
+    depend on the other images of its batch or episode, nothing at step t sees a later step, and evaluation runs
+    the function that was trained, whatever its batch. (An earlier version standardised over the episodes of each
+    batch: 4-8 in training, 64 at evaluation, a different function at test.)"""
 
     def __init__(self, ways: int, shots: int, *, rngs: nnx.Rngs, model: str = "snail", filters: int = 64,
                  tc_filters: int = 128, attention: tuple[tuple[int, int], ...] = ((64, 32), (256, 128), (512, 256)),
-                 implementation: str | None = None, standardize: bool = True):
+                 implementation: str | None = None, norm: str = "moving"):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
-        self.ways, self.shots, self.model, self.standardize = ways, shots, model, standardize
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        self.ways, self.shots, self.model, self.norm = ways, shots, model, norm
         self.length = ways * shots + 1
         self.embed = ConvEmbedding(filters, rngs=rngs)
+        if norm == "moving":
+            self.norm_mean = nnx.Param(jnp.zeros((filters,)))
+            self.norm_var = nnx.Param(jnp.ones((filters,)))
         c = filters + ways
         layers = []
         for i, (k, v) in enumerate(attention):
@@ -159,23 +174,34 @@ class SNAILClassifier(nnx.Module):
         self.layers = nnx.List(layers)
         self.head = nnx.Linear(c, ways, rngs=rngs)
 
-    def features(self, images: Array, labels: Array) -> Array:
-        """``[embedding; one-hot label]`` per step, the last step's label zeroed: ``[B, T, F + N]``.
+    def embedding(self, images: Array) -> Array:
+        """The raw embedding of every image: ``images [B, T, H, W]`` -> ``[B, T, F]``."""
+        b, t = images.shape[:2]
+        return self.embed(images.reshape(b * t, *images.shape[2:], 1).astype(jnp.float32)).reshape(b, t, -1)
 
-        With ``standardize`` each embedding feature is standardised over the episodes of the batch, separately
-        at every step t (batch normalisation without running statistics, taken across episodes, never across
-        time, so step t still sees nothing later). It needs several episodes per batch."""
+    @staticmethod
+    def embedding_moments(e: Array) -> tuple[Array, Array]:
+        """Per-feature mean and variance of raw embeddings ``[B, T, F]`` over every image: ``([F], [F])``; what a
+        trainer moves ``norm_mean`` / ``norm_var`` towards."""
+        return jnp.mean(e, axis=(0, 1)), jnp.var(e, axis=(0, 1))
+
+    def features(self, images: Array, labels: Array, e: Array | None = None) -> Array:
+        """``[embedding; one-hot label]`` per step, the last step's label zeroed: ``[B, T, F + N]`` (``e``: the raw
+        embedding if already computed). With ``norm="moving"`` the embedding is standardised by the stored
+        statistics (held constant: the loss does not move them)."""
         b, t = labels.shape
-        e = self.embed(images.reshape(b * t, *images.shape[2:], 1).astype(jnp.float32)).reshape(b, t, -1)
-        if self.standardize:
-            if b < 2:
-                raise ValueError(f"standardize=True normalises over the episodes of a batch: got batch {b}")
-            e = (e - e.mean(0)) * jax.lax.rsqrt(e.var(0) + 1e-5)
+        e = self.embedding(images) if e is None else e
+        if self.norm == "moving":
+            mean, var = jax.lax.stop_gradient(self.norm_mean[...]), jax.lax.stop_gradient(self.norm_var[...])
+            e = (e - mean) * jax.lax.rsqrt(var + 1e-5)
         onehot = jax.nn.one_hot(labels, self.ways) * (jnp.arange(t) < t - 1)[None, :, None]
         return jnp.concatenate([e, onehot], axis=-1)
 
-    def __call__(self, images: Array, labels: Array) -> Array:
-        x = self.features(images, labels)
+    def __call__(self, images: Array, labels: Array, *, return_embedding: bool = False):
+        """Logits ``[B, T, N]``; with ``return_embedding`` also the raw embedding ``[B, T, F]`` (for the moving
+        statistics)."""
+        e = self.embedding(images)
+        x = self.features(images, labels, e)
         for layer in self.layers:
             x = layer(x)
-        return self.head(x)
+        return (self.head(x), e) if return_embedding else self.head(x)
