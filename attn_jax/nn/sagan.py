@@ -139,13 +139,16 @@ class _GBlock(nnx.Module):
 
 
 class Generator(nnx.Module):
-    """``(z [B, Z], labels [B]) -> images [B, S, S, 1]`` in [-1, 1]; S = 4·2^blocks. ``attention_at``: the
-    feature-map side at which the self-attention block sits (0: none)."""
+    """``(z [B, Z], labels [B]) -> images [B, S, S·aspect, 1]`` in [-1, 1]; S = 4·2^blocks (the first feature map is
+    4 x 4·aspect: ``aspect=2`` draws canvases twice as wide as high). ``attention_at``: the feature-map height at
+    which the self-attention block sits (0: none)."""
 
     def __init__(self, classes: int, *, rngs: nnx.Rngs, z_features: int = 64, channels: int = 64,
-                 blocks: int = 2, attention_at: int = 0):
-        self.channels, self.z_features = channels, z_features
-        self.project = SNLinear(z_features, 4 * 4 * channels, rngs=rngs)
+                 blocks: int = 2, attention_at: int = 0, aspect: int = 1):
+        if aspect < 1:
+            raise ValueError(f"aspect must be >= 1, got {aspect}")
+        self.channels, self.z_features, self.aspect = channels, z_features, aspect
+        self.project = SNLinear(z_features, 4 * 4 * aspect * channels, rngs=rngs)
         self.blocks = nnx.List([_GBlock(channels, channels, classes, rngs=rngs) for _ in range(blocks)])
         sides = [4 * 2 ** (i + 1) for i in range(blocks)]
         if attention_at and attention_at not in sides:
@@ -154,8 +157,12 @@ class Generator(nnx.Module):
         self.attention = SelfAttention2D(channels, rngs=rngs) if attention_at else None
         self.out = SNConv(channels, 1, 3, rngs=rngs)
 
+    def features(self, z: Array) -> Array:
+        """The first feature map ``[B, 4, 4·aspect, C]`` from the noise."""
+        return self.project(z).reshape(z.shape[0], 4, 4 * self.aspect, self.channels)
+
     def __call__(self, z: Array, labels: Array) -> Array:
-        x = self.project(z).reshape(z.shape[0], 4, 4, self.channels)
+        x = self.features(z)
         for block in self.blocks:
             x = block(x, labels)
             if self.attention is not None and x.shape[1] == self.attention_at:
@@ -164,8 +171,9 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    """``(images [B, S, S, 1], labels [B]) -> scores [B]``: SN conv blocks with 2x2 average pooling, self-attention
-    at feature side ``attention_at`` (0: none), then the projection discriminator ``ψ(h) + embed(y)·h``."""
+    """``(images [B, S, W, 1], labels [B]) -> scores [B]``: SN conv blocks with 2x2 average pooling, self-attention
+    at feature height ``attention_at`` (0: none), then the projection discriminator ``ψ(h) + embed(y)·h`` (h:
+    features summed over the positions, so without attention it scores a bag of local features)."""
 
     def __init__(self, classes: int, *, rngs: nnx.Rngs, channels: int = 64, blocks: int = 2, size: int = 16,
                  attention_at: int = 0):
