@@ -467,8 +467,9 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     # generalisation columns, in the order evaluated: copy len_<n>, repeat copy len_<n>_rep_<r>
     tests = list(dict.fromkeys(k[len("bit_errors_"):] for r in rows.values() for k in r["metrics"]
                                if k.startswith(("bit_errors_len_", "bit_errors_items_"))))
-    columns = [("bits_per_sequence", "bits/seq (training lengths)", ".3g"),
-               ("bit_errors", "wrong bits/seq (training lengths)", ".2f")]
+    trained = "training items" if comparison["task"] == "associative_recall" else "training lengths"
+    columns = [("bits_per_sequence", f"bits/seq ({trained})", ".3g"),
+               ("bit_errors", f"wrong bits/seq ({trained})", ".2f")]
     columns += [(f"bit_errors_{t}", f"wrong bits, {_test_title(t)}", ".2f") for t in tests]
     higher = {m: False for m, _, _ in columns}
     extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
@@ -487,7 +488,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
         + ("RMSProp (momentum 0.9)" if t["optimizer"] == "rmsprop" else t["optimizer"])
         + f" lr {t['learning_rate']:g} ({t['schedule']}" + (" decay" if t["schedule"] == "cosine" else "")
         + f"), gradient norm clipped at {t['clip_norm']:g}; seeds "
-        f"{', '.join(map(str, table['seeds']))}; {d['eval_batch']} test sequences per length and seed. Written by "
+        f"{', '.join(map(str, table['seeds']))}; {d['eval_batch']} test sequences per test and seed. Written by "
         f"`python -m experiments.publish ntm {' '.join(map(str, run_dirs))} --block {block}"
         + (f" --table {results.name}" if results.name != block else "") + "` from "
         + " and ".join(f"`{c}`" for c in commands) + ". "
