@@ -434,7 +434,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     examples = ["```text"]
     captions = {ROW_NAMES.get(m, m): _read_samples(row_run(folders[m], m) / "samples.txt") for m in models}
     for k, (ref, _) in enumerate(next(iter(captions.values()))[:4]):
-        examples += [f"reference: {ref}"] + [f"{m + ':':24} {c[k][1]}" for m, c in captions.items()] + [""]
+        examples += [f"{'reference:':24} {ref}"] + [f"{m + ':':24} {c[k][1]}" for m, c in captions.items()] + [""]
     examples[-1] = "```"
     t = config["train"]
     recipe = (f"hard: REINFORCE with credit `{hard['credit']}`, {hard['samples']} location samples per canvas, "

@@ -50,7 +50,8 @@ def test_one_step_comparison_and_publish(tmp_path):
     assert len(table["provenance"]["command"]) == 2
     assert table["task"]["eval_size"] == 16
     refs = (out / "soft" / "seed0" / "samples.txt").read_text().splitlines()
-    assert f"```text\n{refs[0]}\nsoft:" in text and "\nhard, expected context: " in text  # example captions
+    reference = refs[0].split(":", 1)[1].strip()
+    assert f"```text\n{'reference:':24} {reference}\nsoft:" in text and "\nhard, expected context: " in text
     for name in ("learning_curve.png", "attention_soft.png", "attention_hard.png", "attention_hard_expected.png"):
         assert (tmp_path / "res" / name).stat().st_size > 0 and name in text
     other = tmp_path / "cmp_other"

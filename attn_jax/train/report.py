@@ -116,7 +116,10 @@ def plot_metric_curves(runs: Mapping[str, Path | Sequence[Path]], key: str, path
         if len(y) > 1:
             banded = True
             std = y.std(0, ddof=1)
-            ax.fill_between(x, y.mean(0) - std, y.mean(0) + std, color=line.get_color(), alpha=0.2, linewidth=0)
+            low = y.mean(0) - std
+            if log_y:  # a band reaching zero or below would fall off a log axis: stop it at a tenth of the mean
+                low = np.maximum(low, y.mean(0) / 10)
+            ax.fill_between(x, low, y.mean(0) + std, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if log_y:
