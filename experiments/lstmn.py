@@ -3,6 +3,7 @@
     python -m experiments.lstmn --preset smoke --out /tmp/lstmn        # main variant: lstmn
     python -m experiments.lstmn --set models=lstmn,lstm                 # comparison at equal parameters
     python -m experiments.lstmn --set model=lstm
+    python -m experiments.lstmn --set models=lstmn,lstmn_last        # control: the read pinned to the newest slot
     python -m experiments.lstmn --list
 
 Text: ``pydoc_data.topics``, the Python documentation bundled with CPython (the Transformer LM's
@@ -10,8 +11,13 @@ corpus, :mod:`experiments.data.chars`). The LSTM baseline's hidden size is chose
 parameter count matches the LSTMN's (``net.lstm_hidden=0``). Each run writes, beside config.json,
 metrics.jsonl, checkpoints and summary.json: ``samples.txt`` (temperature 0.8) and, for the LSTMN,
 ``attention.png`` (intra-attention of every character over the previous ones on a held-out
-sentence: the paper's Fig. 1 analogue). Eval metric: ``bits_per_char`` on held-out windows of
-``length`` characters, each read from an empty state.
+sentence: the paper's Fig. 1 analogue) and ``attention`` in summary.json: where the read goes on held-out
+text (:func:`attention_stats`). Eval metric: ``bits_per_char`` on held-out windows of ``length`` characters,
+each read from an empty state.
+
+``lstmn_last`` is a control, not a paper model: the LSTMN with its read pinned to the newest slot
+(``attn_jax.nn.lstmn.LSTMN(read="last")``), i.e. an LSTM with the LSTMN's gates, hidden size and learning rate
+and without the attention's parameters. It isolates what the intra-attention read does.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from experiments import tables
 from experiments.data import chars
 from experiments.readme import repo_relative, row_run, update_readme_block
 
-MODELS = ("lstmn", "lstm")
+MODELS = ("lstmn", "lstm", "lstmn_last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +58,7 @@ class NetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "lstmn"  # lstmn | lstm (the baseline)
+    model: str = "lstmn"  # lstmn | lstm (the baseline) | lstmn_last (control: the read pinned to the newest slot)
     models: tuple[str, ...] = ()  # comparison mode
     length: int = 64  # characters per training window
     batch_size: int = 32  # training windows per step
@@ -90,9 +96,10 @@ VARIANTS = f"variants: model={'|'.join(MODELS)}  (main: lstmn; models=lstmn,lstm
 
 
 # --- models ---------------------------------------------------------------------------------------------------------
-def lstmn_parameters(vocab: int, n: NetConfig) -> int:
+def lstmn_parameters(vocab: int, n: NetConfig, read: str = "attention") -> int:
     d, a, e = n.hidden, n.attention, n.embed
-    return vocab * e + (2 * d * a + e * a + a) + (4 * d * (d + e) + 4 * d) + (d * vocab + vocab)
+    attention = 2 * d * a + e * a + a if read == "attention" else 0
+    return vocab * e + attention + (4 * d * (d + e) + 4 * d) + (d * vocab + vocab)
 
 
 def lstm_parameters(vocab: int, embed: int, h: int) -> int:
@@ -103,11 +110,12 @@ def flops_per_char(model: str, vocab: int, n: NetConfig, length: int, lstm_hidde
     """Forward FLOPs per predicted character (a multiply-add is 2), averaged over a window of ``length``: the
     matrix products, the attention's scores and sums (counted as 2 per multiply-add, the tanh and softmax as
     1 per element) and the readout; the embedding is a lookup (0). The LSTMN reads a tape of t + 1 slots at
-    step t (0-based), so its attention costs grow with the position: the average is over t = 0..length-1."""
+    step t (0-based), so its attention costs grow with the position: the average is over t = 0..length-1.
+    ``lstmn_last`` is counted as the LSTM it is (its implementation's one-hot read over the tape is not)."""
     e = n.embed
-    readout = 2 * vocab * (n.hidden if model == "lstmn" else lstm_hidden)
-    if model == "lstm":
-        h = lstm_hidden
+    readout = 2 * vocab * (lstm_hidden if model == "lstm" else n.hidden)
+    if model in ("lstm", "lstmn_last"):
+        h = lstm_hidden if model == "lstm" else n.hidden
         return 2 * 4 * h * (h + e) + readout
     d, a = n.hidden, n.attention
     slots = (length + 1) / 2  # the mean of t + 1 over t = 0..length-1
@@ -132,9 +140,11 @@ class CharRNN(nnx.Module):
     def __init__(self, vocab: int, n: NetConfig, model: str, *, rngs: nnx.Rngs):
         self.kind = model
         self.embed = nnx.Embed(vocab, n.embed, rngs=rngs)
-        if model == "lstmn":
+        self.is_lstmn = model.startswith("lstmn")
+        if self.is_lstmn:
             hidden = n.hidden
-            self.rnn = LSTMN(n.embed, hidden, attention_features=n.attention, rngs=rngs)
+            self.rnn = LSTMN(n.embed, hidden, attention_features=n.attention, rngs=rngs,
+                             read="last" if model == "lstmn_last" else "attention")
         else:
             hidden = n.lstm_hidden or matched_lstm_hidden(vocab, n)
             self.rnn = nnx.OptimizedLSTMCell(n.embed, hidden, rngs=rngs)
@@ -143,14 +153,14 @@ class CharRNN(nnx.Module):
 
     def __call__(self, tokens, return_weights: bool = False):
         x = self.embed(tokens)
-        if self.kind == "lstmn":
+        if self.is_lstmn:
             h, w = self.rnn(x, return_weights=True)
             return (self.head(h), w) if return_weights else self.head(h)
         _, h = jax.lax.scan(lambda c, xt: self.rnn(c, xt), self.init_state(tokens.shape[0], 0), jnp.swapaxes(x, 0, 1))
         return self.head(jnp.swapaxes(h, 0, 1))
 
     def init_state(self, batch: int, length: int):
-        if self.kind == "lstmn":
+        if self.is_lstmn:
             return self.rnn.init_state(batch, length)
         zeros = jnp.zeros((batch, self.hidden))
         return zeros, zeros
@@ -158,7 +168,7 @@ class CharRNN(nnx.Module):
     def step(self, state, tokens):
         """One character per sequence ``tokens [B]``: ``(state, logits [B, V])``."""
         x = self.embed(tokens)
-        if self.kind == "lstmn":
+        if self.is_lstmn:
             state, h, _ = self.rnn.step(state, x)
         else:
             state, h = self.rnn(state, x)
@@ -226,6 +236,28 @@ class CharLMTask:
         return prompt + self.data.decode(run(jax.random.key(seed)))
 
 
+def attention_stats(weights: np.ndarray) -> dict[str, float]:
+    """Where the intra-attention read goes, from ``weights [B, T, T + 1]`` (step t reads slots 0..t; slot t holds
+    the newest state, h_{t-1}), averaged over the windows and the steps t >= 1 (step 0 has one slot to read):
+    ``newest`` the weight on the newest slot (1 for an LSTM), ``slots`` the effective number of slots read
+    (exp of the weights' entropy; 1 for an LSTM) and ``lag`` the mean distance back in characters of what is
+    read (0 = the newest slot; the zero start slot counts as t characters back)."""
+    w = np.asarray(weights, np.float64)[:, 1:]  # steps t = 1..T-1
+    t = np.arange(1, w.shape[1] + 1)
+    newest = np.take_along_axis(w, t[None, :, None], axis=2)[..., 0]
+    entropy = -np.sum(np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0), axis=2)
+    back = np.maximum(t[:, None] - np.arange(w.shape[2])[None, :], 0)  # [T-1, T+1]; unreachable slots weigh 0
+    return {"newest": float(newest.mean()), "slots": float(np.exp(entropy).mean()),
+            "lag": float(np.sum(w * back[None], axis=2).mean())}
+
+
+def held_out_attention(task: CharLMTask, params) -> dict[str, float]:
+    """:func:`attention_stats` of an LSTMN on the learning curve's held-out windows (the first ``curve_chars``)."""
+    windows = task.data.eval_windows(task.cfg.length)[:max(task.cfg.curve_chars // task.cfg.length, 1)]
+    weights = jax.jit(lambda p, x: task.model(p)(x, return_weights=True)[1])(params, jnp.asarray(windows[:, :-1]))
+    return attention_stats(np.asarray(weights))
+
+
 # --- plots ----------------------------------------------------------------------------------------------------------
 def plot_attention(task: CharLMTask, params, path: Path) -> None:
     """Fig. 1 analogue: row t = the weights with which character t reads the tape (slot 0 = the start state)."""
@@ -250,8 +282,9 @@ def plot_attention(task: CharLMTask, params, path: Path) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def model_config(cfg: Config) -> Config:
-    """The row's config: ``train.learning_rate`` set to the model's own rate (``lr_lstmn`` / ``lr_lstm``) if given."""
-    lr = cfg.lr_lstmn if cfg.model == "lstmn" else cfg.lr_lstm
+    """The row's config: ``train.learning_rate`` set to the model's own rate (``lr_lstmn``, which the control
+    ``lstmn_last`` shares, / ``lr_lstm``) if given."""
+    lr = cfg.lr_lstmn if cfg.model.startswith("lstmn") else cfg.lr_lstm
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=lr)) if lr else cfg
 
 
@@ -267,7 +300,10 @@ def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
             plot_attention(task, params, out / "attention.png")
     hidden = task.model(params).hidden
     flops = flops_per_char(cfg.model, len(task.data.vocab), cfg.net, cfg.length, hidden)
-    return add_to_summary(out, summary, {"hidden": hidden, "sample": sample, "flops_per_char": flops})
+    fields = {"hidden": hidden, "sample": sample, "flops_per_char": flops}
+    if cfg.model == "lstmn":
+        fields["attention"] = held_out_attention(task, params)
+    return add_to_summary(out, summary, fields)
 
 
 def main(argv=None) -> dict | None:
@@ -292,6 +328,10 @@ def main(argv=None) -> dict | None:
 
 def _config(run_dir: Path, model: str) -> dict:
     return json.loads((row_run(run_dir, model) / "config.json").read_text())
+
+
+def _mean_std(values, fmt: str) -> str:
+    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1) if len(values) > 1 else 0:{fmt}}"
 
 
 def steps_to_flat(metrics: Path, tolerance: float = 0.05) -> int | None:
@@ -337,6 +377,9 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
                    learning_rate=config["train"]["learning_rate"],
                    sequences_to_flat=[(steps_to_flat(d / "metrics.jsonl") or 0) * comparison["batch_size"]
                                       for d in seeds])
+        reads = [json.loads((d / "summary.json").read_text()).get("attention") for d in seeds]
+        if all(reads):
+            row["attention"] = {k: [r[k] for r in reads] for k in reads[0]}
     tables.write(results, table)
     images = []
     seed_dirs = {m: [cli.seed_dir(main_dir, m, k) for k in table["seeds"]] for m in summaries}
@@ -354,6 +397,10 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
              "parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
              "forward FLOPs / char": {r: f"{v['flops_per_char'] / 1e3:,.0f}k" for r, v in rows.items()},
              "windows until flat": {r: fmt_seq(v["sequences_to_flat"]) for r, v in rows.items()},
+             "read: weight on newest slot": {r: _mean_std(v["attention"]["newest"], ".2f") if "attention" in v
+                                             else "1 (no attention)" for r, v in rows.items()},
+             "read: slots (exp entropy)": {r: _mean_std(v["attention"]["slots"], ".1f") if "attention" in v
+                                           else "1" for r, v in rows.items()},
              "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
     sweep_lines = []
     if sweep:

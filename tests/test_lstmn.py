@@ -85,3 +85,22 @@ def test_lstmn_jit_grad_and_errors():
         cell(x, context=Context(jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), jnp.ones((2,), jnp.int32)))
     with pytest.raises(ValueError, match="context_features"):
         LSTMN(3, 4, context_features=5, rngs=nnx.Rngs(0))
+
+
+def test_read_last_is_an_lstm_with_the_cells_gates():
+    """The control ``read="last"``: weights one-hot on the newest slot, and h_t the LSTM recurrence on
+    [h_{t-1}; x_t] with this module's gates (float64 numpy), without attention parameters."""
+    cell = LSTMN(5, 8, rngs=nnx.Rngs(0), read="last")
+    assert not hasattr(cell, "w_h") and not hasattr(cell, "v")
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 6, 5)))
+    h, w = cell(jnp.asarray(x), return_weights=True)
+    np.testing.assert_array_equal(np.asarray(w), np.broadcast_to(np.eye(6, 7), (2, 6, 7)))
+    wg, bg = (np.asarray(getattr(cell, k)[...], np.float64) for k in ("w_gates", "b_gates"))
+    hp, cp = np.zeros((2, 8)), np.zeros((2, 8))
+    for t in range(6):
+        i, f, o, g = np.split(np.concatenate([hp, x[:, t]], axis=-1) @ wg + bg, 4, axis=-1)
+        cp = _sigmoid(f) * cp + _sigmoid(i) * np.tanh(g)
+        hp = _sigmoid(o) * np.tanh(cp)
+        np.testing.assert_allclose(h[:, t], hp, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown read"):
+        LSTMN(5, 8, rngs=nnx.Rngs(0), read="first")

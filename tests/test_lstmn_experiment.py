@@ -24,7 +24,7 @@ def test_smoke_main_variant(smoke_run):
 
 def test_comparison_at_equal_parameters_with_the_lr_sweep_and_publish(tmp_path):
     out = tmp_path / "cmp"
-    two = TINY + ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "models=lstmn,lstm",
+    two = TINY + ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "models=lstmn,lstm,lstmn_last",
                   "--set", "seeds=0,1"]
     summaries = lstmn.main(two + ["--out", str(out), "--set", "lr_lstm=0.01"])
     a, b = summaries["lstmn"]["parameters"], summaries["lstm"]["parameters"]
@@ -46,7 +46,14 @@ def test_comparison_at_equal_parameters_with_the_lr_sweep_and_publish(tmp_path):
                   "--results", str(tmp_path / "res")])
     text = readme.read_text()
     table = json.loads((tmp_path / "res" / "comparison.json").read_text())
-    assert list(table["rows"]) == ["lstmn", "lstm"] and table["seeds"] == [0, 1]
+    assert list(table["rows"]) == ["lstmn", "lstm", "lstmn_last"] and table["seeds"] == [0, 1]
+    read = table["rows"]["lstmn"]["attention"]  # where the LSTMN's read goes, per seed
+    assert len(read["newest"]) == 2 and all(0 < v <= 1 for v in read["newest"]) and all(v >= 1 for v in read["slots"])
+    assert "attention" not in table["rows"]["lstmn_last"] and "1 (no attention)" in text
+    control = json.loads((out / "lstmn_last" / "seed0" / "config.json").read_text())
+    assert control["train"]["learning_rate"] == 3e-3  # the LSTMN's rate
+    assert summaries["lstmn_last"]["hidden"] == summaries["lstmn"]["hidden"]
+    assert summaries["lstmn_last"]["parameters"] == lstmn.lstmn_parameters(vocab, lstmn.smoke().net, read="last")
     for m, s in summaries.items():
         row = table["rows"][m]
         assert row["metrics"]["bits_per_char"]["per_seed"] == s["per_seed"]["bits_per_char"]
@@ -105,3 +112,19 @@ def test_lstm_and_lstmn_steps_equal_their_sequence_forward():
             state, logits = model.step(state, tokens[:, t])
             steps.append(logits)
         np.testing.assert_allclose(jnp.stack(steps, 1), model(tokens), atol=1e-5)
+
+
+def test_attention_stats_of_known_reads():
+    t = 6
+    newest = np.zeros((1, t, t + 1))
+    newest[0, np.arange(t), np.arange(t)] = 1.0  # an LSTM: always the newest slot
+    assert lstmn.attention_stats(newest) == pytest.approx({"newest": 1.0, "slots": 1.0, "lag": 0.0})
+    uniform = np.zeros((1, t, t + 1))
+    for k in range(t):
+        uniform[0, k, :k + 1] = 1.0 / (k + 1)
+    steps = np.arange(1, t)  # step k reads k + 1 slots, k to 0 characters back, evenly
+    assert lstmn.attention_stats(uniform) == pytest.approx(
+        {"newest": np.mean(1.0 / (steps + 1)), "slots": np.mean(steps + 1.0), "lag": np.mean(steps / 2.0)})
+    start = np.zeros((1, t, t + 1))
+    start[0, :, 0] = 1.0  # always the zero start slot: t characters back at step t
+    assert lstmn.attention_stats(start)["lag"] == pytest.approx(np.mean(steps))

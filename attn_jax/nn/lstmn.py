@@ -17,6 +17,11 @@ Deep fusion (eqs. 13-16, for encoder-decoders) adds inter-attention over an enco
 ``q = softmax_j(p)``, ``γ̃_t = Σ q_j γ_j``, ``α̃_t = Σ q_j α_j``, ``r_t = σ(W_r [γ̃_t; x_t])`` and
 ``c_t = r_t ⊙ α̃_t + f ⊙ c̃_t + i ⊙ ĉ_t``. It is used when the module is built with
 ``context_features`` and called with a :class:`Context`.
+
+``read="last"`` is a control, not the paper's model: the read is pinned to the newest slot (``s`` one-hot on
+``t - 1``, no attention parameters), so ``h̃_t = h_{t-1}``, ``c̃_t = c_{t-1}`` and the cell is an LSTM with
+this module's gates. Comparing it with ``read="attention"`` measures what the intra-attention read costs or
+gains with everything else held fixed.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class LSTMNState(NamedTuple):
     t: Array
 
 
+READS = ("attention", "last")
+
+
 def _linear(rngs: nnx.Rngs, fan_in: int, fan_out: int) -> nnx.Param:
     return nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (fan_in, fan_out)))
 
@@ -65,11 +73,15 @@ class LSTMN(nnx.Module):
     """
 
     def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs,
-                 attention_features: int | None = None, context_features: int | None = None):
+                 attention_features: int | None = None, context_features: int | None = None,
+                 read: str = "attention"):
+        if read not in READS:
+            raise ValueError(f"unknown read {read!r}; valid: {', '.join(READS)}")
         d, a = hidden_features, attention_features or hidden_features
-        self.in_features, self.hidden_features, self.attention_features = in_features, d, a
-        self.w_h, self.w_x, self.w_s = _linear(rngs, d, a), _linear(rngs, in_features, a), _linear(rngs, d, a)
-        self.v = nnx.Param(nnx.initializers.normal(a ** -0.5)(rngs.params(), (a,)))
+        self.in_features, self.hidden_features, self.attention_features, self.read = in_features, d, a, read
+        if read == "attention":
+            self.w_h, self.w_x, self.w_s = _linear(rngs, d, a), _linear(rngs, in_features, a), _linear(rngs, d, a)
+            self.v = nnx.Param(nnx.initializers.normal(a ** -0.5)(rngs.params(), (a,)))
         self.w_gates = _linear(rngs, d + in_features, 4 * d)
         # forget-gate bias 1 (Gers et al.), the usual LSTM initialisation
         self.b_gates = nnx.Param(jnp.zeros((4 * d,)).at[d:2 * d].set(1.0))
@@ -104,9 +116,12 @@ class LSTMN(nnx.Module):
         if (context is None) != (not self.context_features):
             raise ValueError("a Context is needed exactly when the module was built with context_features")
         slots = state.hidden.shape[1]
-        query = x @ self.w_x[...] + state.summary @ self.w_s[...]  # [B, A]
-        scores = jnp.tanh(state.keys + query[:, None]) @ self.v[...]  # [B, L]
-        s = masked_softmax(scores, (jnp.arange(slots) < state.t)[None, :])
+        if self.read == "last":
+            s = jnp.broadcast_to(jax.nn.one_hot(state.t - 1, slots, dtype=x.dtype), state.hidden.shape[:2])
+        else:
+            query = x @ self.w_x[...] + state.summary @ self.w_s[...]  # [B, A]
+            scores = jnp.tanh(state.keys + query[:, None]) @ self.v[...]  # [B, L]
+            s = masked_softmax(scores, (jnp.arange(slots) < state.t)[None, :])
         h_sum = jnp.einsum("BL,BLD->BD", s, state.hidden)
         c_sum = jnp.einsum("BL,BLD->BD", s, state.cells)
         gates = jnp.concatenate([h_sum, x], axis=-1) @ self.w_gates[...] + self.b_gates[...]
@@ -122,8 +137,8 @@ class LSTMN(nnx.Module):
         def put(tape, row):
             return jax.lax.dynamic_update_slice_in_dim(tape, row[:, None].astype(tape.dtype), state.t, axis=1)
 
-        new = LSTMNState(put(state.hidden, h), put(state.cells, c), put(state.keys, h @ self.w_h[...]), h_sum,
-                         inter, state.t + 1)
+        key = h @ self.w_h[...] if self.read == "attention" else jnp.zeros(state.keys.shape[::2], h.dtype)
+        new = LSTMNState(put(state.hidden, h), put(state.cells, c), put(state.keys, key), h_sum, inter, state.t + 1)
         return new, h, s
 
     def __call__(self, x: Array, *, context: Context | None = None, state: LSTMNState | None = None,
