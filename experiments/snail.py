@@ -31,12 +31,13 @@ import optax
 from flax import nnx
 
 from attn_jax.nn.snail import MODELS, NORMS, AttentionBlock, SNAILClassifier
-from attn_jax.train import TrainConfig, add_to_summary, cli, rundir, train
+from attn_jax.train import TrainConfig, add_to_summary, cli, train
 from attn_jax.train.config import to_dict
 from attn_jax.train.loop import make_optimizer
 from attn_jax.train.report import plot_metric_curves, pyplot
+from experiments import tables
 from experiments.data import glyphs
-from experiments.readme import repo_relative, row_run, stage_comparison, update_readme_block
+from experiments.readme import repo_relative, row_run, update_readme_block
 
 # Table 1 of the paper (Omniglot), for the docs next to ours: (ways, shots) -> accuracy %
 PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
@@ -58,15 +59,18 @@ class Config:
     value_sizes: tuple[int, ...] = (32, 128, 256)  # value size of each attention block, paired with key_sizes
     norm: str = "moving"  # embedding standardisation: moving (statistics tracked in training, the same at test) | none
     norm_decay: float = 0.9  # the moving statistics: s <- decay s + (1 - decay) (this batch's)
+    match_parameters: bool = True  # tc-only / attn-only widened to the snail's parameter count (matched_config)
+    curve_episodes: int = 256  # test-class episodes at each eval_every point (the held-out learning curve)
     # 1200 steps: the model sits at chance for its first ~300 steps, then learns
     train: TrainConfig = TrainConfig(steps=1200, optimizer="adam", learning_rate=1e-3, schedule="cosine",
-                                     warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=300)
+                                     warmup_steps=50, clip_norm=1.0, log_every=50, checkpoint_every=300,
+                                     eval_every=100)
 
 
 def smoke() -> Config:
-    return Config(drawings=4, batch_size=4, eval_episodes=32, filters=8, tc_filters=8, key_sizes=(8, 8, 8),
-                  value_sizes=(4, 4, 4), train=TrainConfig(steps=20, learning_rate=1e-3, log_every=5,
-                                                           checkpoint_every=10))
+    return Config(drawings=4, batch_size=4, eval_episodes=32, curve_episodes=8, filters=8, tc_filters=8,
+                  key_sizes=(8, 8, 8), value_sizes=(4, 4, 4),
+                  train=TrainConfig(steps=20, learning_rate=1e-3, log_every=5, checkpoint_every=10, eval_every=10))
 
 
 def quick() -> Config:
@@ -80,10 +84,54 @@ def paper() -> Config:
                                                         checkpoint_every=2000))
 
 
-PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
+def small() -> Config:
+    """The published tables' model (0.26M parameters at 5-way 1-shot): half the embedding's filters, a quarter of
+    the TC filters and of the attention sizes, so that four settings x three seeds fit the CPU budget; 20-way
+    5-shot episodes are 101 images, 17 times a 5-way 1-shot one. Steps and batch are set per setting."""
+    return Config(filters=32, tc_filters=32, key_sizes=(16, 64, 128), value_sizes=(8, 32, 64))
+
+
+PRESETS = {"smoke": smoke, "quick": quick, "small": small, "paper": paper}
 MOVING = ("norm_mean", "norm_var")  # the parameters a moving average sets (FewShotTask.optimizer)
 VARIANTS = (f"variants: model={'|'.join(MODELS)}  ways=5|20  shots=1|5  split=character|script  "
             "(main: snail, 5-way 1-shot, character split)")
+
+
+# --- models at matched parameter counts ---------------------------------------------------------------------------
+def parameter_count(cfg: Config) -> int:
+    """Parameters of ``cfg``'s model (built abstractly: nothing is initialised)."""
+    model = nnx.eval_shape(lambda: SNAILClassifier(
+        cfg.ways, cfg.shots, model=cfg.model, filters=cfg.filters, tc_filters=cfg.tc_filters,
+        attention=tuple(zip(cfg.key_sizes, cfg.value_sizes, strict=True)), norm=cfg.norm, rngs=nnx.Rngs(0)))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _widen(cfg: Config, width: float) -> Config:
+    """The ablation model at ``width``: tc-only's TC filters, or attn-only's key and value sizes scaled."""
+    if cfg.model == "tc-only":
+        return dataclasses.replace(cfg, tc_filters=max(1, round(width)))
+    return dataclasses.replace(cfg, key_sizes=tuple(max(1, round(k * width)) for k in cfg.key_sizes),
+                               value_sizes=tuple(max(1, round(v * width)) for v in cfg.value_sizes))
+
+
+def matched_config(cfg: Config) -> Config:
+    """``cfg`` with the ablation model widened to the snail's parameter count (same embedding): tc-only (no
+    attention blocks) gets more TC filters, attn-only (no TC blocks) larger keys and values, each scaled by the
+    width whose count is closest (bisection: the count grows with the width). The snail, and any model when
+    ``match_parameters`` is off, is returned as it is."""
+    if cfg.model == "snail" or not cfg.match_parameters:
+        return cfg
+    target = parameter_count(dataclasses.replace(cfg, model="snail"))
+    low, high = (1.0, 64.0 * cfg.tc_filters) if cfg.model == "tc-only" else (1.0 / min(cfg.value_sizes), 64.0)
+    for _ in range(40):
+        mid = (low + high) / 2 if cfg.model == "attn-only" else float((int(low) + int(high)) // 2)
+        if parameter_count(_widen(cfg, mid)) < target:
+            low = mid
+        else:
+            high = mid
+        if cfg.model == "tc-only" and int(high) - int(low) <= 1:
+            break
+    return min((_widen(cfg, w) for w in (low, high)), key=lambda c: abs(parameter_count(c) - target))
 
 
 class FewShotTask:
@@ -167,6 +215,10 @@ class FewShotTask:
             done += n
         return correct / episodes
 
+    def curve_metrics(self, params) -> dict[str, float]:
+        """The held-out learning curve's point: test-class accuracy on ``curve_episodes`` episodes."""
+        return {"accuracy": self.accuracy(params, self.test_classes, self.cfg.curve_episodes, 14)}
+
     def evaluate(self, params) -> dict[str, float]:
         n = self.cfg.eval_episodes
         return {"accuracy": self.accuracy(params, self.test_classes, n, 12),
@@ -209,6 +261,7 @@ def plot_episode(task: FewShotTask, params, path: Path) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 def run_one(cfg: Config, out: Path, preset: str, mesh=None) -> dict:
+    cfg = matched_config(cfg)
     task = FewShotTask(cfg)
     config = {"experiment": "snail", "preset": preset, **to_dict(dataclasses.replace(cfg, models=()))}
     summary, params = train(task, cfg.train, out, config=config, mesh=mesh)
@@ -239,64 +292,131 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
-def _ablation(run_dir: Path, results: Path, block: str) -> list[str]:
-    comparison = stage_comparison(run_dir, results)
-    images = []
-    for model in comparison["summaries"]:
+def setting_name(ways: int, shots: int) -> str:
+    """A settings-table row: ``5-way 1-shot``."""
+    return f"{ways}-way {shots}-shot"
+
+
+def _run_config(run_dir: Path, model: str) -> dict:
+    return json.loads((row_run(run_dir, model) / "config.json").read_text())
+
+
+def _load(run_dirs: list[Path]) -> dict[Path, dict]:
+    found = {}
+    for d in run_dirs:
+        if not (d / "comparison.json").is_file():
+            raise SystemExit(f"{d} holds no comparison.json: publish runs made with --set seeds=... (>= 1 seed)")
+        found[d] = json.loads((d / "comparison.json").read_text())
+    return found
+
+
+def _curves(seed_dirs: dict[str, list[Path]], path: Path, title: str) -> None:
+    plot_metric_curves(seed_dirs, "eval/accuracy", path, title, "query accuracy, test classes (held-out)")
+
+
+def _ablation_table(run_dir: Path, comparison: dict, results: Path, block: str) -> str:
+    """Rows by model (snail, tc-only, attn-only) of one setting, each at its matched widths."""
+    summaries = comparison["summaries"]
+    table = tables.from_summaries(summaries, comparison["command"], metrics=["accuracy", "train_accuracy"])
+    setting = (comparison["ways"], comparison["shots"])
+    table["task"] = {"setting": setting_name(*setting), "split": comparison["split"],
+                     "batch_size": comparison["batch_size"], "eval_episodes": comparison["eval_episodes"]}
+    for model, row in table["rows"].items():
+        c = _run_config(run_dir, model)
+        row.update(tc_filters=c["tc_filters"], key_sizes=c["key_sizes"], value_sizes=c["value_sizes"],
+                   matched=c.get("match_parameters", False))
+    tables.write(results, table)
+    seed_dirs = {m: [cli.seed_dir(run_dir, m, k) for k in table["seeds"]] for m in summaries}
+    _curves(seed_dirs, results / "learning_curve.png", f"{setting_name(*setting)}: the ablation")
+    images = ["learning_curve.png"]
+    for model in summaries:
         if (row_run(run_dir, model) / "episode.png").exists():
             shutil.copy(row_run(run_dir, model) / "episode.png", results / f"episode_{model}.png")
             images.append(f"episode_{model}.png")
-    if (run_dir / "learning_curve.png").exists():
-        shutil.copy(run_dir / "learning_curve.png", results / "learning_curve.png")
-        images.insert(0, "learning_curve.png")
-    summaries = comparison["summaries"]
+    rows = table["rows"]
+    extra = {"parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
+             "widths (TC filters; keys / values)": {
+                 r: (f"{v['tc_filters']}; " if r != "attn-only" else "–; ")
+                 + ("–" if r == "tc-only" else f"{'/'.join(map(str, v['key_sizes']))} / "
+                    f"{'/'.join(map(str, v['value_sizes']))}") for r, v in rows.items()},
+             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
     first = next(iter(summaries.values()))
-    setting = (comparison["ways"], comparison["shots"])
-    rows = [f"| model | test accuracy ({comparison['eval_episodes']} episodes) | training-class accuracy | "
-            "parameters | wall time |", "|---|---|---|---|---|"]
-    for model, s in summaries.items():
-        e = s["eval"]
-        rows.append(f"| {model} | {100 * e['accuracy']:.1f}% | {100 * e['train_accuracy']:.1f}% | "
-                    f"{s['parameters']:,} | {s['wall_s']:.0f} s |")
-    if setting in PAPER:
-        rows.append(f"| SNAIL, the paper (Omniglot) | {PAPER[setting]}% | | | |")
     classes = first["classes"]
-    return [f"Ablation ({first['device']}): {setting[0]}-way {setting[1]}-shot, {comparison['split']} split "
-            f"({classes['train']} training / {classes['test']} test characters), preset `{comparison['preset']}`, "
-            f"{first['steps']} steps of {comparison['batch_size']} episodes, from `{comparison['command']}`.",
-            "", *rows, "", *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]]
+    return "\n".join([
+        f"Ablation. Device: {table['provenance']['device']}; commit "
+        f"{tables.short_commit(table['provenance']['commit'])}; {setting_name(*setting)}, {comparison['split']} "
+        f"split ({classes['train']} training / {classes['test']} test characters); {first['steps']} steps of "
+        f"{comparison['batch_size']} episodes per run; seeds {', '.join(map(str, table['seeds']))}; accuracy of "
+        f"the query on {comparison['eval_episodes']} test-class episodes (training classes: a quarter as many "
+        f"new episodes); tc-only and attn-only widened to the snail's parameter count. Written by `python -m "
+        f"experiments.publish snail {run_dir} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + f"` from `{comparison['command']}`.",
+        "", tables.markdown(table, [("accuracy", "test accuracy", ".3f"),
+                                    ("train_accuracy", "training-class accuracy", ".3f")], extra=extra),
+        "", *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]])
 
 
-def _settings(run_dirs: list[Path], results: Path) -> list[str]:
-    rows = ["| setting | split | steps x episodes | test accuracy | training-class accuracy | the paper (Omniglot) | "
-            "wall time |", "|---|---|---|---|---|---|---|"]
-    device = ""
-    for run in run_dirs:
-        config, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
-        for f in ("config.json", "summary.json"):
-            rundir.copy_json(run / f, results / f"{run.name}.{f}")
-        setting, e, device = (config["ways"], config["shots"]), summary["eval"], summary["device"]
-        paper = f"{PAPER[setting]}%" if setting in PAPER else "–"
-        rows.append(f"| {config['model']}, {setting[0]}-way {setting[1]}-shot | {config['split']} | "
-                    f"{summary['steps']} x {config['batch_size']} | {100 * e['accuracy']:.1f}% | "
-                    f"{100 * e['train_accuracy']:.1f}% | {paper} | {summary['wall_s']:.0f} s |")
-    return [f"N-way K-shot settings ({device}; each trained separately, the episode batch shrunk as episodes "
-            "grow so that every run sees about the same number of images):", "", *rows]
+def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
+    """A row per N-way K-shot setting (one folder each, the snail over seeds), with the paper's number."""
+    rows, runs, configs = {}, {}, {}
+    for d, comparison in sorted(found.items(), key=lambda kv: (kv[1]["ways"], kv[1]["shots"])):
+        name = setting_name(comparison["ways"], comparison["shots"])
+        if name in rows:
+            raise SystemExit(f"two folders hold the setting {name}")
+        rows[name], runs[name], configs[name] = comparison["summaries"]["snail"], d, _run_config(d, "snail")
+    if len({(c["split"], c["filters"], c["tc_filters"], tuple(c["key_sizes"]), tuple(c["value_sizes"]))
+            for c in configs.values()}) != 1:
+        raise SystemExit("the settings' folders differ in split or model widths: one table compares settings only")
+    table = tables.from_summaries(rows, [found[runs[r]]["command"] for r in rows],
+                                  metrics=["accuracy", "train_accuracy"])
+    table["task"] = {"split": next(iter(configs.values()))["split"]}
+    for name, row in table["rows"].items():
+        c, setting = configs[name], (configs[name]["ways"], configs[name]["shots"])
+        row.update(ways=c["ways"], shots=c["shots"], batch_size=c["batch_size"], steps=rows[name]["steps"],
+                   eval_episodes=c["eval_episodes"], paper_accuracy=PAPER.get(setting))
+    tables.write(results, table)
+    seed_dirs = {r: [cli.seed_dir(runs[r], "snail", k) for k in table["seeds"]] for r in rows}
+    _curves(seed_dirs, results / "learning_curve.png", "the snail in each setting")
+    t = table["rows"]
+    extra = {"chance": {r: f"{1 / v['ways']:.3f}" for r, v in t.items()},
+             "steps x episodes": {r: f"{v['steps']} x {v['batch_size']}" for r, v in t.items()},
+             "the paper (Omniglot)": {r: f"{v['paper_accuracy']}%" if v["paper_accuracy"] else "–"
+                                      for r, v in t.items()},
+             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in t.items()}}
+    c = next(iter(configs.values()))
+    first = next(iter(rows.values()))
+    return "\n".join([
+        f"Settings. Device: {table['provenance']['device']}; commit "
+        f"{tables.short_commit(table['provenance']['commit'])}; the snail (filters {c['filters']}, TC filters "
+        f"{c['tc_filters']}, keys {'/'.join(map(str, c['key_sizes']))}, values "
+        f"{'/'.join(map(str, c['value_sizes']))}), {c['split']} split ({first['classes']['train']} training / "
+        f"{first['classes']['test']} test characters), each setting trained separately; seeds "
+        f"{', '.join(map(str, table['seeds']))}; accuracy of the query on test-class episodes. Written by `python -m "
+        f"experiments.publish snail {' '.join(map(str, found))} --block {block}"
+        + (f" --table {results.name}" if results.name != block else "") + "` from "
+        + ", ".join(f"`{found[runs[r]]['command']}`" for r in rows) + ".",
+        "", tables.markdown(table, [("accuracy", "test accuracy", ".3f"),
+                                    ("train_accuracy", "training-class accuracy", ".3f")], extra=extra),
+        "", f"![learning_curve]({repo_relative(results / 'learning_curve.png')})"])
 
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
-    """The docs block from an ablation run (holds comparison.json) and/or single-setting runs."""
+    """The published table ``results/comparison.json`` (experiments.tables' schema) and the docs block ``block``:
+    from one comparison folder of several models, the ablation (rows by model); from folders of the snail alone,
+    one per N-way K-shot setting, the settings table (rows ``5-way 1-shot`` ...). Both with the held-out learning
+    curves over seeds."""
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
-    parts = [f"Written by `python -m experiments.publish snail {' '.join(map(str, run_dirs))} --block {block}` "
-             "from the runs' JSON."]
-    for run in [r for r in run_dirs if (r / "comparison.json").exists()]:
-        parts += ["", *_ablation(run, results, block)]
-    singles = [r for r in run_dirs if not (r / "comparison.json").exists()]
-    if singles:
-        parts += ["", *_settings(singles, results)]
-    text = "\n".join(parts)
+    found = _load(run_dirs)
+    several = [d for d, c in found.items() if list(c["summaries"]) != ["snail"]]
+    if several and len(run_dirs) == 1:
+        (run_dir,) = run_dirs
+        text = _ablation_table(run_dir, found[run_dir], results, block)
+    elif several:
+        raise SystemExit(f"{several[0]} compares models: publish an ablation folder alone, and settings folders "
+                         "(the snail alone) together")
+    else:
+        text = _settings_table(found, results, block)
     update_readme_block(block, text, readme)
     return text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -53,31 +54,66 @@ def test_smoke_main_variant(smoke_run):
 
 def test_one_step_ablation_other_settings_and_publish(tmp_path):
     out = tmp_path / "abl"
-    summaries = snail.main(TINY + ["--out", str(out), "--set", "train.steps=1", "--set",
-                                   "models=snail,tc-only,attn-only"])
+    two = ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "seeds=0,1"]
+    summaries = snail.main(TINY + two + ["--out", str(out), "--set", "models=snail,tc-only,attn-only"])
     assert list(summaries) == ["snail", "tc-only", "attn-only"]
-    singles = {}
-    for setting in (["ways=20", "shots=1"], ["ways=5", "shots=3", "split=script"]):
+    size = summaries["snail"]["parameters"]
+    for m in ("tc-only", "attn-only"):  # widened to the snail's count (coarse at smoke widths: one TC filter is 6%)
+        assert abs(summaries[m]["parameters"] - size) / size < 0.1, (m, summaries[m]["parameters"], size)
+    config = json.loads((out / "tc-only" / "seed0" / "config.json").read_text())
+    assert config["tc_filters"] > snail.smoke().tc_filters and config["match_parameters"]
+    curve = [r for r in map(json.loads, (out / "snail" / "seed0" / "metrics.jsonl").read_text().splitlines())
+             if "eval/accuracy" in r]
+    assert [r["step"] for r in curve] == [1, 2]  # the held-out curve at every eval_every and the end
+    settings = []
+    for setting in (["ways=20", "shots=1"], ["ways=5", "shots=1"]):
+        settings.append(tmp_path / "_".join(setting))
         sets = [x for kv in setting for x in ("--set", kv)]
-        singles[tmp_path / "_".join(setting)] = snail.main(
-            TINY + ["--out", str(tmp_path / "_".join(setting)), "--set", "train.steps=1", "--set", "eval_episodes=4",
-                    *sets])["snail"]
+        snail.main(TINY + two + ["--out", str(settings[-1]), "--set", "eval_episodes=4", *sets])
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- s:begin -->\n<!-- s:end -->\n")
-    publish.main(["snail", str(out), *map(str, singles), "--block", "s", "--readme", str(readme), "--results",
-                  str(tmp_path / "res")])
-    text = readme.read_text()
+    readme.write_text("<!-- a:begin -->\n<!-- a:end -->\n<!-- s:begin -->\n<!-- s:end -->\n")
+    publish.main(["snail", str(out), "--block", "a", "--readme", str(readme), "--results", str(tmp_path / "ra")])
+    table = json.loads((tmp_path / "ra" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["snail", "tc-only", "attn-only"] and table["seeds"] == [0, 1]
     for m, s in summaries.items():
-        assert f"| {m} | {100 * s['eval']['accuracy']:.1f}% |" in text
-    assert "| SNAIL, the paper (Omniglot) | 99.07% |" in text
-    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["ways"] == 5
-    s = singles[tmp_path / "ways=20_shots=1"]
-    assert f"| snail, 20-way 1-shot | character | 1 x 4 | {100 * s['eval']['accuracy']:.1f}% |" in text
-    assert "| 97.64% |" in text and "| snail, 5-way 3-shot | script |" in text
+        assert table["rows"][m]["metrics"]["accuracy"]["per_seed"] == s["per_seed"]["accuracy"]
+    assert table["rows"]["tc-only"]["tc_filters"] == config["tc_filters"]
+    assert (tmp_path / "ra" / "learning_curve.png").exists() and (tmp_path / "ra" / "episode_snail.png").exists()
+    publish.main(["snail", *map(str, settings), "--block", "s", "--readme", str(readme),
+                  "--results", str(tmp_path / "rs")])
+    table = json.loads((tmp_path / "rs" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["5-way 1-shot", "20-way 1-shot"]  # ordered by ways, shots
+    assert table["rows"]["20-way 1-shot"]["paper_accuracy"] == 97.64 and table["rows"]["5-way 1-shot"]["ways"] == 5
+    text = readme.read_text()
+    acc = table["rows"]["20-way 1-shot"]["metrics"]["accuracy"]
+    assert f"| 20-way 1-shot | {acc['mean']:.3f} ± {acc['std']:.3f}" in text.replace("**", "")
+    assert "| 97.64% |" in text and "Ablation. Device" in text and "Settings. Device" in text
+    with pytest.raises(SystemExit, match="compares models"):
+        publish.main(["snail", str(out), *map(str, settings), "--block", "s", "--readme", str(readme)])
+    with pytest.raises(SystemExit, match="two folders hold"):
+        shutil.copytree(settings[0], tmp_path / "again")
+        publish.main(["snail", str(settings[0]), str(tmp_path / "again"), "--block", "s", "--readme", str(readme),
+                      "--results", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no comparison.json"):
+        publish.main(["snail", str(out / "snail" / "seed0"), "--block", "s", "--readme", str(readme)])
     with pytest.raises(SystemExit, match="unknown model"):
         snail.main(TINY + ["--set", "model=lstm"])
     with pytest.raises(ValueError, match="drawings"):
         snail.main(TINY + ["--set", "shots=4", "--out", str(tmp_path / "x")])
+
+
+def test_matched_config_widens_the_ablation_models_to_the_snails_parameter_count():
+    import dataclasses
+
+    base = snail.small()
+    size = snail.parameter_count(base)
+    tc = snail.matched_config(dataclasses.replace(base, model="tc-only"))
+    attn = snail.matched_config(dataclasses.replace(base, model="attn-only"))
+    assert tc.tc_filters > base.tc_filters and attn.key_sizes[0] > base.key_sizes[0]
+    for c in (tc, attn):
+        assert abs(snail.parameter_count(c) - size) / size < 0.02
+    plain = dataclasses.replace(base, model="tc-only", match_parameters=False)
+    assert snail.matched_config(plain) == plain and snail.parameter_count(plain) < 0.8 * size
 
 
 def test_moving_statistics_start_at_the_first_batch_and_follow_a_moving_average():
