@@ -400,8 +400,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
              "read: weight on newest slot": {r: _mean_std(v["attention"]["newest"], ".2f") if "attention" in v
                                              else "1 (no attention)" for r, v in rows.items()},
              "read: slots (exp entropy)": {r: _mean_std(v["attention"]["slots"], ".1f") if "attention" in v
-                                           else "1" for r, v in rows.items()},
-             "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in rows.items()}}
+                                           else "1" for r, v in rows.items()}}
     sweep_lines = []
     if sweep:
         rates = sorted({lr for m in sweep.values() for lr in m}, key=float)
@@ -423,14 +422,16 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     text = "\n".join([
         f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; {first['steps']} steps of "
         f"{comparison['batch_size']} windows of {comparison['length']} characters of `{chars.SOURCE}` per run, "
-        f"{t['optimizer']} ({t['schedule']}), each model at its own learning rate from the sweep below; seeds "
+        f"{t['optimizer']} ({t['schedule']}), each model at its own learning rate from the sweep below (the control "
+        "lstmn_last, if run, at the LSTMN's); seeds "
         f"{', '.join(map(str, table['seeds']))}; held-out bits per character on the test text. Written by "
         f"`python -m experiments.publish lstmn {' '.join(map(str, run_dirs))} --block {block}"
         + (f" --table {results.name}" if results.name != block else "") + f"` from `{comparison['command']}`"
         + (" and the sweep's " + ", ".join(f"`{found[d]['command']}`" for d in sweep_dirs) if sweep_dirs else "")
         + ". Windows until flat: training windows until the held-out curve came within 0.05 bits of its last "
         "point. FLOPs: the forward pass per predicted character, counted from the shapes "
-        "(`experiments.lstmn.flops_per_char`).",
+        "(`experiments.lstmn.flops_per_char`). No wall times: the runs shared the cores with other work (each run's "
+        "`wall_s` is in its summary.json).",
         "", tables.markdown(table, [("bits_per_char", "held-out bits/char", ".3f")], {"bits_per_char": False},
                             extra=extra),
         "", *sweep_lines, "Samples (temperature 0.8):", "", *samples,

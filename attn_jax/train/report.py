@@ -124,4 +124,4 @@ def plot_metric_curves(runs: Mapping[str, Path | Sequence[Path]], key: str, path
     ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
-    save_line_plot(fig, ax, path, title + (" (mean ± 1 std over seeds)" if banded else ""))
+    save_line_plot(fig, ax, path, title + ("\n(mean ± 1 std over seeds)" if banded else ""))
