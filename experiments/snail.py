@@ -357,9 +357,12 @@ def _ablation_table(run_dir: Path, comparison: dict, results: Path, block: str) 
 
 
 def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
-    """A row per N-way K-shot setting (one folder each, the snail over seeds), with the paper's number."""
+    """A row per N-way K-shot setting (one folder each; its snail over seeds, any other model of the folder left
+    to its ablation table), with the paper's number."""
     rows, runs, configs = {}, {}, {}
     for d, comparison in sorted(found.items(), key=lambda kv: (kv[1]["ways"], kv[1]["shots"])):
+        if "snail" not in comparison["summaries"]:
+            raise SystemExit(f"{d} has no snail row for the settings table")
         name = setting_name(comparison["ways"], comparison["shots"])
         if name in rows:
             raise SystemExit(f"two folders hold the setting {name}")
@@ -402,19 +405,15 @@ def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
     """The published table ``results/comparison.json`` (experiments.tables' schema) and the docs block ``block``:
-    from one comparison folder of several models, the ablation (rows by model); from folders of the snail alone,
-    one per N-way K-shot setting, the settings table (rows ``5-way 1-shot`` ...). Both with the held-out learning
+    from one comparison folder of several models, the ablation (rows by model); from several folders, one per
+    N-way K-shot setting (or one folder of the snail alone), the settings table of their snail rows (rows
+    ``5-way 1-shot`` ...; an ablation folder can give its setting's row). Both with the held-out learning
     curves over seeds."""
     results = Path(results)
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     found = _load(run_dirs)
-    several = [d for d, c in found.items() if list(c["summaries"]) != ["snail"]]
-    if several and len(run_dirs) == 1:
-        (run_dir,) = run_dirs
-        text = _ablation_table(run_dir, found[run_dir], results, block)
-    elif several:
-        raise SystemExit(f"{several[0]} compares models: publish an ablation folder alone, and settings folders "
-                         "(the snail alone) together")
+    if len(run_dirs) == 1 and list(found[run_dirs[0]]["summaries"]) != ["snail"]:
+        text = _ablation_table(run_dirs[0], found[run_dirs[0]], results, block)
     else:
         text = _settings_table(found, results, block)
     update_readme_block(block, text, readme)

@@ -88,8 +88,13 @@ def test_one_step_ablation_other_settings_and_publish(tmp_path):
     acc = table["rows"]["20-way 1-shot"]["metrics"]["accuracy"]
     assert f"| 20-way 1-shot | {acc['mean']:.3f} ± {acc['std']:.3f}" in text.replace("**", "")
     assert "| 97.64% |" in text and "Ablation. Device" in text and "Settings. Device" in text
-    with pytest.raises(SystemExit, match="compares models"):
-        publish.main(["snail", str(out), *map(str, settings), "--block", "s", "--readme", str(readme)])
+    # an ablation folder gives its setting's row (its snail) to a settings table of several folders
+    publish.main(["snail", str(out), str(settings[0]), "--block", "s", "--readme", str(readme),
+                  "--results", str(tmp_path / "rs2")])
+    table = json.loads((tmp_path / "rs2" / "comparison.json").read_text())
+    assert list(table["rows"]) == ["5-way 1-shot", "20-way 1-shot"]
+    row = table["rows"]["5-way 1-shot"]["metrics"]["accuracy"]
+    assert row["per_seed"] == summaries["snail"]["per_seed"]["accuracy"]
     with pytest.raises(SystemExit, match="two folders hold"):
         shutil.copytree(settings[0], tmp_path / "again")
         publish.main(["snail", str(settings[0]), str(tmp_path / "again"), "--block", "s", "--readme", str(readme),
