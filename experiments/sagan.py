@@ -430,8 +430,9 @@ def publish(run_dir: Path, results: Path, block: str, readme: Path | None = None
     if attended:
         for who, name in (("g", "generator"), ("d", "discriminator")):
             plot_metric_curves(seed_dirs, f"gamma_{who}", results / f"gamma_{who}.png",
-                               f"{name}'s attention: gamma during training", "gamma (0: the block is the identity)",
-                               label="attention at {name}")
+                               f"{name}'s attention: |gamma| during training",
+                               "|gamma| (0: the block is the identity)", label="attention at {name}",
+                               transform=np.abs)  # its sign differs between seeds: the mean of gamma hides its size
             images.append(f"gamma_{who}.png")
     for model in models:
         for name in ("samples.png", "attention.png"):

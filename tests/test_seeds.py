@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import toy_experiment
 
@@ -219,3 +220,22 @@ def test_the_commit_is_read_as_the_command_line_starts_not_when_the_run_ends(tmp
         assert summary["commit"] == "a" * 40 and "dirty_files" not in summary
     finally:
         provenance._package_state.cache_clear()
+
+
+def test_curves_transform_each_seed_before_the_mean(tmp_path, monkeypatch):
+    """A signed quantity whose seeds go either way (SAGAN's gamma): |.| per seed, then the mean."""
+    from attn_jax.train import report
+
+    dirs = []
+    for k, sign in enumerate((1.0, -1.0)):
+        d = tmp_path / f"seed{k}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "gamma": sign * v}) + "\n"
+                                                 for s, v in ((1, 1.0), (2, -3.0))))
+        dirs.append(d)
+    drawn = []
+    monkeypatch.setattr(report, "save_line_plot", lambda fig, ax, path, title: drawn.append(ax.lines[0].get_ydata()))
+    plot_metric_curves({"a": dirs}, "gamma", tmp_path / "c.png", "t", "y")
+    plot_metric_curves({"a": dirs}, "gamma", tmp_path / "c.png", "t", "y", transform=np.abs)
+    np.testing.assert_allclose(drawn[0], [0.0, 0.0])
+    np.testing.assert_allclose(drawn[1], [1.0, 3.0])

@@ -93,11 +93,12 @@ def curve_key(runs: Mapping[str, Path | Sequence[Path]], held_out: str, training
 
 def plot_metric_curves(runs: Mapping[str, Path | Sequence[Path]], key: str, path: Path, title: str, ylabel: str, *,
                        x_per_step: float = 1.0, xlabel: str = "step", label: str = "{name}",
-                       log_y: bool = False) -> None:
+                       log_y: bool = False, transform=None) -> None:
     """One line per row: ``key`` (a training metric, or a held-out ``eval/<metric>`` logged every ``eval_every``
     steps) from each run folder's ``metrics.jsonl``, against the step (times ``x_per_step``, e.g. the batch size
     for "examples seen"). A row with several run folders (its seeds) is drawn as the mean over them at the steps
-    every seed logged, with a band of one standard deviation."""
+    every seed logged, with a band of one standard deviation. ``transform`` (e.g. ``np.abs`` for a signed quantity
+    whose seeds go either way) is applied to each seed's values before the mean."""
     import numpy as np
 
     plt = pyplot()
@@ -110,6 +111,7 @@ def plot_metric_curves(runs: Mapping[str, Path | Sequence[Path]], key: str, path
         if not steps:
             continue
         y = np.array([[c[s] for s in steps] for c in curves], dtype=float)
+        y = transform(y) if transform is not None else y
         x = np.asarray(steps, dtype=float) * x_per_step
         text = label.format(name=name) + (f" ({len(y)} seeds)" if len(y) > 1 else "")
         (line,) = ax.plot(x, y.mean(0), label=text)
