@@ -39,11 +39,11 @@ from flax import nnx
 from attn_jax.nn.lstmn import LSTMN
 from attn_jax.train import TrainConfig, add_to_summary, cli, train
 from attn_jax.train.config import to_dict
-from attn_jax.train.report import plot_metric_curves, pyplot
+from attn_jax.train.report import mean_std, plot_metric_curves, pyplot
 from attn_jax.train.rundir import read_metrics
 from experiments import tables
 from experiments.data import chars
-from experiments.readme import repo_relative, row_run, update_readme_block
+from experiments.readme import repo_relative, row_config, row_run, update_readme_block
 
 MODELS = ("lstmn", "lstm", "lstmn_last")
 
@@ -326,12 +326,9 @@ def main(argv=None) -> dict | None:
     return summaries
 
 
-def _config(run_dir: Path, model: str) -> dict:
-    return json.loads((row_run(run_dir, model) / "config.json").read_text())
-
-
 def _mean_std(values, fmt: str) -> str:
-    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1) if len(values) > 1 else 0:{fmt}}"
+    mean, std = mean_std(values)
+    return f"{mean:{fmt}} ± {std:{fmt}}"
 
 
 def steps_to_flat(metrics: Path, tolerance: float = 0.05) -> int | None:
@@ -353,7 +350,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     run_dirs = [Path(r) for r in (run_dir if isinstance(run_dir, (list, tuple)) else [run_dir])]
     results = Path(results)
     found = {d: json.loads((d / "comparison.json").read_text()) for d in run_dirs}
-    split = {d: _config(d, next(iter(c["summaries"])))["eval_split"] for d, c in found.items()}
+    split = {d: row_config(d, next(iter(c["summaries"])))["eval_split"] for d, c in found.items()}
     tests = [d for d in run_dirs if split[d] == "test"]
     if len(tests) != 1:
         raise SystemExit(f"give exactly one folder evaluated on the test text (eval_split=test), got {len(tests)}")
@@ -365,13 +362,13 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     sweep: dict[str, dict[str, dict]] = {}
     for d in sweep_dirs:
         for model, s in found[d]["summaries"].items():
-            lr = _config(d, model)["train"]["learning_rate"]
+            lr = row_config(d, model)["train"]["learning_rate"]
             sweep.setdefault(model, {})[f"{lr:g}"] = {"bits_per_char": s["per_seed"]["bits_per_char"],
                                                       "seeds": s["seeds"], "steps": s["steps"]}
     if sweep:
         table["lr_sweep"] = {"split": "val", "commands": [found[d]["command"] for d in sweep_dirs], "rows": sweep}
     for model, row in table["rows"].items():
-        config = _config(main_dir, model)
+        config = row_config(main_dir, model)
         seeds = [cli.seed_dir(main_dir, model, k) for k in table["seeds"]]
         row.update(hidden=summaries[model]["hidden"], flops_per_char=summaries[model]["flops_per_char"],
                    learning_rate=config["train"]["learning_rate"],
@@ -391,12 +388,11 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
         shutil.copy(row_run(main_dir, "lstmn") / "attention.png", results / "attention.png")
         images.append("attention.png")
     rows = table["rows"]
-    fmt_seq = lambda v: f"{np.mean(v):,.0f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:,.0f}"  # noqa: E731
     extra = {"lr": {r: f"{v['learning_rate']:g}" for r, v in rows.items()},
              "hidden": {r: str(v["hidden"]) for r, v in rows.items()},
              "parameters": {r: f"{v['parameters']:,}" for r, v in rows.items()},
              "forward FLOPs / char": {r: f"{v['flops_per_char'] / 1e3:,.0f}k" for r, v in rows.items()},
-             "windows until flat": {r: fmt_seq(v["sequences_to_flat"]) for r, v in rows.items()},
+             "windows until flat": {r: _mean_std(v["sequences_to_flat"], ",.0f") for r, v in rows.items()},
              "read: weight on newest slot": {r: _mean_std(v["attention"]["newest"], ".2f") if "attention" in v
                                              else "1 (no attention)" for r, v in rows.items()},
              "read: slots (exp entropy)": {r: _mean_std(v["attention"]["slots"], ".1f") if "attention" in v
@@ -405,7 +401,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     if sweep:
         rates = sorted({lr for m in sweep.values() for lr in m}, key=float)
         sweep_lines = ["Learning-rate sweep (validation text: the training part's last "
-                       f"{_config(sweep_dirs[0], next(iter(found[sweep_dirs[0]]['summaries'])))['eval_chars']:,} "
+                       f"{row_config(sweep_dirs[0], next(iter(found[sweep_dirs[0]]['summaries'])))['eval_chars']:,} "
                        "characters, held out of training; seed "
                        f"{', '.join(map(str, next(iter(next(iter(sweep.values())).values()))['seeds']))}), "
                        "held-out bits per character:", "",
@@ -417,7 +413,7 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
         sweep_lines.append("")
     first = next(iter(summaries.values()))
     prov = table["provenance"]
-    t = _config(main_dir, next(iter(summaries)))["train"]
+    t = row_config(main_dir, next(iter(summaries)))["train"]
     samples = [x for m, s in summaries.items() for x in (f"{m} (first seed):", "", "```text", s["sample"], "```", "")]
     text = "\n".join([
         f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; {first['steps']} steps of "

@@ -105,3 +105,8 @@ def row_run(run_dir: Path, row: str) -> Path:
     seeds = sorted((p for p in folder.glob("seed*") if p.name[4:].isdigit() and (p / "config.json").is_file()),
                    key=lambda p: int(p.name[4:]))
     return seeds[0] if seeds and not (folder / "config.json").is_file() else folder
+
+
+def row_config(run_dir: Path, row: str) -> dict:
+    """The config.json of a comparison row's run (:func:`row_run`)."""
+    return json.loads((row_run(run_dir, row) / "config.json").read_text())

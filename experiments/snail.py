@@ -37,7 +37,7 @@ from attn_jax.train.loop import make_optimizer
 from attn_jax.train.report import plot_metric_curves, pyplot
 from experiments import tables
 from experiments.data import glyphs
-from experiments.readme import repo_relative, row_run, update_readme_block
+from experiments.readme import repo_relative, row_config, row_run, update_readme_block
 
 # Table 1 of the paper (Omniglot), for the docs next to ours: (ways, shots) -> accuracy %
 PAPER = {(5, 1): 99.07, (5, 5): 99.78, (20, 1): 97.64, (20, 5): 99.36}
@@ -297,10 +297,6 @@ def setting_name(ways: int, shots: int) -> str:
     return f"{ways}-way {shots}-shot"
 
 
-def _run_config(run_dir: Path, model: str) -> dict:
-    return json.loads((row_run(run_dir, model) / "config.json").read_text())
-
-
 def _load(run_dirs: list[Path]) -> dict[Path, dict]:
     found = {}
     for d in run_dirs:
@@ -322,7 +318,7 @@ def _ablation_table(run_dir: Path, comparison: dict, results: Path, block: str) 
     table["task"] = {"setting": setting_name(*setting), "split": comparison["split"],
                      "batch_size": comparison["batch_size"], "eval_episodes": comparison["eval_episodes"]}
     for model, row in table["rows"].items():
-        c = _run_config(run_dir, model)
+        c = row_config(run_dir, model)
         row.update(tc_filters=c["tc_filters"], key_sizes=c["key_sizes"], value_sizes=c["value_sizes"],
                    matched=c.get("match_parameters", False))
     tables.write(results, table)
@@ -366,7 +362,7 @@ def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
         name = setting_name(comparison["ways"], comparison["shots"])
         if name in rows:
             raise SystemExit(f"two folders hold the setting {name}")
-        rows[name], runs[name], configs[name] = comparison["summaries"]["snail"], d, _run_config(d, "snail")
+        rows[name], runs[name], configs[name] = comparison["summaries"]["snail"], d, row_config(d, "snail")
     if len({(c["split"], c["filters"], c["tc_filters"], tuple(c["key_sizes"]), tuple(c["value_sizes"]))
             for c in configs.values()}) != 1:
         raise SystemExit("the settings' folders differ in split or model widths: one table compares settings only")
