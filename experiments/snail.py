@@ -301,9 +301,43 @@ def _load(run_dirs: list[Path]) -> dict[Path, dict]:
     found = {}
     for d in run_dirs:
         if not (d / "comparison.json").is_file():
-            raise SystemExit(f"{d} holds no comparison.json: publish runs made with --set seeds=... (>= 1 seed)")
+            raise SystemExit(f"{d} holds no comparison.json: publish runs made with --set seeds=... (>= 1 seed), "
+                             "or a published settings table")
         found[d] = json.loads((d / "comparison.json").read_text())
     return found
+
+
+def setting_slug(row: str) -> str:
+    """A settings row as a file-name part: ``20-way 5-shot`` -> ``20w5s``."""
+    ways, shots = (int(part.split("-")[0]) for part in row.split())
+    return f"{ways}w{shots}s"
+
+
+def _keep(kept: dict[Path, dict], table: dict, configs: dict[str, dict]) -> tuple[dict, list[tuple[Path, str]]]:
+    """``table`` with the rows of the published settings tables ``kept`` (their run folders gone: a later sitting
+    adds settings). A kept row must be of the same split and, at its own ways and shots, have the parameter count
+    of the folders' model widths (so it is the same model). Returns the joined table and the kept tables' curve
+    figures to copy: (source file, name in the new folder)."""
+    c = next(iter(configs.values()))
+    figures = []
+    for source, published in kept.items():
+        if published.get("task", {}).get("split") != c["split"]:
+            raise SystemExit(f"{source}: split {published.get('task', {}).get('split')}, the runs {c['split']}")
+        for name, row in published["rows"].items():
+            base = Config(**{k: c[k] for k in ("filters", "tc_filters", "split", "norm")}, ways=row["ways"],
+                          shots=row["shots"], key_sizes=tuple(c["key_sizes"]), value_sizes=tuple(c["value_sizes"]))
+            if parameter_count(base) != row["parameters"]:
+                raise SystemExit(f"{source}: row {name} has {row['parameters']:,} parameters; the runs' widths give "
+                                 f"{parameter_count(base):,} at its setting: not the same model")
+        try:
+            table = tables.keep_rows(published, table)
+        except ValueError as err:
+            raise SystemExit(f"{source}: {err}") from None
+        if (source / "learning_curve.png").is_file():  # drawn when every row of that table had its folder
+            slugs = "_".join(setting_slug(r) for r in published["rows"])
+            figures.append((source / "learning_curve.png", f"learning_curve_{slugs}.png"))
+        figures += [(f, f.name) for f in sorted(source.glob("learning_curve_*.png"))]
+    return table, figures
 
 
 def _curves(seed_dirs: dict[str, list[Path]], path: Path, title: str) -> None:
@@ -352,9 +386,12 @@ def _ablation_table(run_dir: Path, comparison: dict, results: Path, block: str) 
         "", *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]])
 
 
-def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
+def _settings_table(found: dict[Path, dict], results: Path, block: str, kept: dict[Path, dict]) -> str:
     """A row per N-way K-shot setting (one folder each; its snail over seeds, any other model of the folder left
-    to its ablation table), with the paper's number."""
+    to its ablation table), with the paper's number. ``kept``: published settings tables whose rows join
+    verbatim (:func:`_keep`); the learning curves then come in one figure per source, named by its rows."""
+    if not found:
+        raise SystemExit("give at least one run folder: a published table alone has nothing new to add")
     rows, runs, configs = {}, {}, {}
     for d, comparison in sorted(found.items(), key=lambda kv: (kv[1]["ways"], kv[1]["shots"])):
         if "snail" not in comparison["summaries"]:
@@ -373,9 +410,20 @@ def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
         c, setting = configs[name], (configs[name]["ways"], configs[name]["shots"])
         row.update(ways=c["ways"], shots=c["shots"], batch_size=c["batch_size"], steps=rows[name]["steps"],
                    eval_episodes=c["eval_episodes"], paper_accuracy=PAPER.get(setting))
+    table, figures = _keep(kept, table, configs)
+    order = sorted(table["rows"], key=lambda r: (table["rows"][r]["ways"], table["rows"][r]["shots"]))
+    table["rows"] = {r: table["rows"][r] for r in order}
+    copies = [(src.read_bytes(), name) for src, name in figures]  # read before a kept table's folder is rewritten
     tables.write(results, table)
     seed_dirs = {r: [cli.seed_dir(runs[r], "snail", k) for k in table["seeds"]] for r in rows}
-    _curves(seed_dirs, results / "learning_curve.png", "the snail in each setting")
+    curve = "learning_curve.png" if not kept else f"learning_curve_{'_'.join(map(setting_slug, rows))}.png"
+    _curves(seed_dirs, results / curve, "the snail in each setting")
+    for data, name in copies:
+        (results / name).write_bytes(data)
+    images = [name for _, name in copies] + [curve]
+    for stale in results.glob("learning_curve*.png"):
+        if stale.name not in images:
+            stale.unlink()
     t = table["rows"]
     extra = {"chance": {r: f"{1 / v['ways']:.3f}" for r, v in t.items()},
              "steps x episodes": {r: f"{v['steps']} x {v['batch_size']}" for r, v in t.items()},
@@ -384,6 +432,7 @@ def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
              "wall time / run": {r: f"{v['wall_s'] / 60:.1f} min" for r, v in t.items()}}
     c = next(iter(configs.values()))
     first = next(iter(rows.values()))
+    commands = table["provenance"]["command"]
     return "\n".join([
         f"Settings. Device: {table['provenance']['device']}; commit "
         f"{tables.short_commit(table['provenance']['commit'])}; the snail (filters {c['filters']}, TC filters "
@@ -391,12 +440,12 @@ def _settings_table(found: dict[Path, dict], results: Path, block: str) -> str:
         f"{'/'.join(map(str, c['value_sizes']))}), {c['split']} split ({first['classes']['train']} training / "
         f"{first['classes']['test']} test characters), each setting trained separately; seeds "
         f"{', '.join(map(str, table['seeds']))}; accuracy of the query on test-class episodes. Written by `python -m "
-        f"experiments.publish snail {' '.join(map(str, found))} --block {block}"
+        f"experiments.publish snail {' '.join(map(str, [*kept, *found]))} --block {block}"
         + (f" --table {results.name}" if results.name != block else "") + "` from "
-        + ", ".join(f"`{found[runs[r]]['command']}`" for r in rows) + ".",
+        + ", ".join(f"`{command}`" for command in ([commands] if isinstance(commands, str) else commands)) + ".",
         "", tables.markdown(table, [("accuracy", "test accuracy", ".3f"),
                                     ("train_accuracy", "training-class accuracy", ".3f")], extra=extra),
-        "", f"![learning_curve]({repo_relative(results / 'learning_curve.png')})"])
+        "", *[f"![{name[:-4]}]({repo_relative(results / name)})" for name in images]])
 
 
 def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> str:
@@ -407,11 +456,13 @@ def publish(run_dirs, results: Path, block: str, readme: Path | None = None) -> 
     curves over seeds."""
     results = Path(results)
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
-    found = _load(run_dirs)
-    if len(run_dirs) == 1 and list(found[run_dirs[0]]["summaries"]) != ["snail"]:
+    loaded = _load(run_dirs)
+    kept = {d: c for d, c in loaded.items() if tables.is_published(c)}
+    found = {d: c for d, c in loaded.items() if d not in kept}
+    if not kept and len(run_dirs) == 1 and list(found[run_dirs[0]]["summaries"]) != ["snail"]:
         text = _ablation_table(run_dirs[0], found[run_dirs[0]], results, block)
     else:
-        text = _settings_table(found, results, block)
+        text = _settings_table(found, results, block, kept)
     update_readme_block(block, text, readme)
     return text
 

@@ -52,6 +52,35 @@ def from_summaries(rows: Mapping[str, Mapping], command: str | Sequence[str], me
     return {"provenance": provenance, "seeds": list(seed_list), "rows": table_rows}
 
 
+def is_published(comparison: Mapping) -> bool:
+    """Whether a loaded ``comparison.json`` is a published table (``rows`` and ``provenance``), not a run folder's
+    comparison (``summaries``)."""
+    return "rows" in comparison and "provenance" in comparison
+
+
+def keep_rows(kept: Mapping, table: Mapping) -> dict:
+    """``table`` with the rows of the published table ``kept`` added verbatim (numbers, parameters, wall time and
+    any other field), for a table whose rows came from sittings whose run folders are no longer at hand.
+
+    Both must cover the same seeds and no row name may be in both (a row is replaced by republishing it, not by
+    merging). The provenance joins both: every commit (sorted, as :func:`from_summaries` does), ``kept``'s
+    commands then ``table``'s, every device; the date is ``table``'s."""
+    if list(kept["seeds"]) != list(table["seeds"]):
+        raise ValueError(f"the kept table ran seeds {kept['seeds']}, the new rows {table['seeds']}: one table "
+                         "compares rows over the same seeds")
+    if both := sorted(set(kept["rows"]) & set(table["rows"])):
+        raise ValueError(f"rows {both} are in the kept table and in the new runs: publish a row from one source")
+
+    def commands(p: Mapping) -> list[str]:
+        return [p["command"]] if isinstance(p["command"], str) else list(p["command"])
+
+    old, new = kept["provenance"], table["provenance"]
+    provenance = {"commit": one_or_sorted([old["commit"], new["commit"]]),
+                  "command": commands(old) + commands(new),
+                  "device": one_or_sorted([old["device"], new["device"]]), "date": new["date"]}
+    return {**table, "provenance": provenance, "rows": {**kept["rows"], **table["rows"]}}
+
+
 def short_commit(commit: str | Sequence[str]) -> str:
     """A provenance commit for prose: 12 hex digits, keeping a ``+dirty`` mark; a list joined by commas."""
     if not isinstance(commit, str):

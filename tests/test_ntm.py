@@ -203,6 +203,22 @@ def test_repeat_copy_preset_is_the_papers_ranges():
     assert cfg.net.memory_slots >= 20  # twice the longest training length fits the memory
 
 
+def test_the_repeat_copy_curriculum_brings_the_counts_in_one_at_a_time():
+    data = ntm_experiment.TaskConfig(max_length=4, max_repeats=5, curriculum_steps=100)
+    assert [ntm_experiment.curriculum_repeats(data, s) for s in (0, 24, 25, 50, 99, 100, 10_000)] == [1, 1, 2, 3, 4,
+                                                                                                     5, 5]
+    assert ntm_experiment.curriculum_repeats(dataclasses.replace(data, curriculum_steps=0), 0) == 5  # off
+    cfg = dataclasses.replace(ntm_experiment.smoke(), task="repeat_copy", data=data, batch_size=64)
+    task = ntm_experiment.NTMTask(cfg)
+    first, late = task.batch(0), task.batch(100)
+    counts = first["inputs"][:, :, data.width].max(axis=1) * 5  # the count channel, scaled by max_repeats
+    np.testing.assert_allclose(counts, 1.0, rtol=1e-6)  # step 0: one repeat (a copy), read as 1 of 5
+    assert first["inputs"].shape[1] == 4 + 1 + 4 * 1 + 1  # padded to the stage's longest sequence
+    late_counts = np.round(late["inputs"][:, :, data.width].max(axis=1) * 5)
+    assert set(late_counts) == {1, 2, 3, 4, 5} and late["inputs"].shape[1] == 4 + 1 + 4 * 5 + 1
+    assert ntm_experiment.repeat_copy().data.curriculum_steps == ntm_experiment.REPEAT_COPY_CURRICULUM > 0
+
+
 def test_a_folder_trained_on_other_lengths_adds_its_rows_and_another_recipe_is_refused(tmp_path):
     base = TINY + ["--set", "seeds=0,1", "--set", "net.controller=feedforward"]
     ntm_experiment.main(base + ["--out", str(tmp_path / "a"), "--set", "models=ntm,lstm"])

@@ -152,6 +152,22 @@ def test_a_table_refuses_rows_over_different_seeds():
         tables.from_summaries({"a": _row([1.0, 2.0, 3.0]), "b": _row([1.0, 2.0], seeds=(0, 1))}, "cmd")
 
 
+def test_keeping_a_published_tables_rows_joins_rows_and_provenance():
+    kept = tables.from_summaries({"a": _row([1.0, 2.0, 3.0])}, "old command", date="2026-01-01")
+    kept["rows"]["a"]["steps"] = 7  # a row's own fields travel with it
+    new_rows = {"b": {**_row([4.0, 5.0, 6.0]), "commit": "def", "device": "cpu, jax y"}}
+    table = tables.keep_rows(kept, tables.from_summaries(new_rows, ["c1", "c2"], date="2026-01-02"))
+    assert list(table["rows"]) == ["a", "b"] and table["rows"]["a"] == kept["rows"]["a"]
+    assert table["rows"]["b"]["metrics"]["bleu"]["per_seed"] == [4.0, 5.0, 6.0]
+    assert table["provenance"] == {"commit": ["abc", "def"], "command": ["old command", "c1", "c2"],
+                                   "device": ["cpu, jax x", "cpu, jax y"], "date": "2026-01-02"}
+    assert tables.is_published(table) and not tables.is_published({"summaries": {}})
+    with pytest.raises(ValueError, match="in the kept table and in the new runs"):
+        tables.keep_rows(kept, tables.from_summaries({"a": _row([1.0, 2.0, 3.0])}, "cmd"))
+    with pytest.raises(ValueError, match="same seeds"):
+        tables.keep_rows(kept, tables.from_summaries({"b": _row([1.0, 2.0], seeds=(0, 1))}, "cmd"))
+
+
 def test_learning_curves_draw_a_band_over_seeds(tmp_path):
     out = tmp_path / "cmp"
     _compare(out, "--set", "models=linear,scaled", "--set", "seeds=0,1")

@@ -95,6 +95,28 @@ def test_one_step_ablation_other_settings_and_publish(tmp_path):
     assert list(table["rows"]) == ["5-way 1-shot", "20-way 1-shot"]
     row = table["rows"]["5-way 1-shot"]["metrics"]["accuracy"]
     assert row["per_seed"] == summaries["snail"]["per_seed"]["accuracy"]
+    # a later sitting adds a setting to a published table whose run folders are gone: its rows are kept verbatim
+    rk = tmp_path / "rk"
+    publish.main(["snail", str(settings[1]), "--block", "s", "--readme", str(readme), "--results", str(rk)])
+    first = json.loads((rk / "comparison.json").read_text())
+    assert (rk / "learning_curve.png").exists()
+    publish.main(["snail", str(rk), str(settings[0]), "--block", "s", "--readme", str(readme), "--results", str(rk)])
+    table = json.loads((rk / "comparison.json").read_text())
+    assert list(table["rows"]) == ["5-way 1-shot", "20-way 1-shot"]
+    assert table["rows"]["5-way 1-shot"] == first["rows"]["5-way 1-shot"]
+    assert table["provenance"]["command"] == [*first["provenance"]["command"],  # a list: one command per folder
+                                              json.loads((settings[0] / "comparison.json").read_text())["command"]]
+    assert sorted(p.name for p in rk.glob("*.png")) == ["learning_curve_20w1s.png", "learning_curve_5w1s.png"]
+    assert "learning_curve_5w1s.png)" in readme.read_text() and "learning_curve_20w1s.png)" in readme.read_text()
+    with pytest.raises(SystemExit, match="in the kept table and in the new runs"):
+        publish.main(["snail", str(rk), str(settings[1]), "--block", "s", "--readme", str(readme),
+                      "--results", str(tmp_path / "x")])
+    first["rows"]["5-way 1-shot"]["parameters"] += 1  # a row of another model
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "comparison.json").write_text(json.dumps(first))
+    with pytest.raises(SystemExit, match="not the same model"):
+        publish.main(["snail", str(tmp_path / "other"), str(settings[0]), "--block", "s", "--readme", str(readme),
+                      "--results", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="two folders hold"):
         shutil.copytree(settings[0], tmp_path / "again")
         publish.main(["snail", str(settings[0]), str(tmp_path / "again"), "--block", "s", "--readme", str(readme),
