@@ -136,7 +136,7 @@ def repeat_copy() -> Config:
 REPEAT_COPY_STEPS = 12_500
 # Even 12,500 steps left seed 0 at 185 bits per sequence (chance ~243): its write head blurred over a few slots
 # while the input came in, its read head sat on one slot, and the outputs were each bit's average, the end marker
-# in place (runs/ntm/repeat_copy at 4123021). The plain copy is learnt within ~1k steps at this recipe, so the
+# in place (a run at 4123021). The plain copy is learnt within ~1k steps at this recipe, so the
 # counts are brought in one at a time: 1 repeat (a copy) first, all of 1-10 from step 5,000 on.
 REPEAT_COPY_CURRICULUM = 5000
 
@@ -503,6 +503,8 @@ def publish(run_dir: Path | list[Path], results: Path, block: str, readme: Path 
     lengths = (f"lengths {d['min_length']}-{d['max_length']}" + (f", 1-{d['max_repeats']} repeats"
                                                                   if comparison["task"] == "repeat_copy" else "")
                if comparison["task"] != "associative_recall" else f"2-{d['max_items']} items")
+    if comparison["task"] == "repeat_copy" and d.get("curriculum_steps", 0) > 0:
+        lengths += f" (the counts brought in one at a time over the first {d['curriculum_steps']:,} steps)"
     text = "\n".join([
         f"Device: {prov['device']}; commit {tables.short_commit(prov['commit'])}; task `{comparison['task']}` "
         f"trained on {lengths}; {first['steps']} steps of {comparison['batch_size']} sequences per run "

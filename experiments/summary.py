@@ -36,6 +36,8 @@ HEADLINES: dict[str, tuple[str, str, bool]] = {
     "pointer/tsp_n10": ("gap_n10", "tour length above optimal, as a fraction, at n = 10 (lower is better)", False),
     "ntm/copy": ("bit_errors_len_60", "wrong bits per sequence at length 60 (lower is better)",
                  False),
+    "ntm/repeat_copy": ("bit_errors", "wrong bits per sequence on the training ranges, 1-10 x 1-10 (lower is better)",
+                        False),
     "ntm/associative_recall": ("bit_errors_items_12", "wrong bits per query at 12 items, trained on 2-6 (lower is "
                                "better)", False),
     "show_attend_tell/captions": ("bleu_4", "BLEU-4 on test canvases of held-out digit images", True),
