@@ -22,8 +22,9 @@ def main(argv=None) -> str:
     ap.add_argument("experiment", choices=["seq2seq", "ntm", "pointer", "transformer", "lstmn", "snail",
                                            "show_attend_tell", "sagan"])
     ap.add_argument("run_dir", type=Path, nargs="+",
-                    help="a comparison run's --out folder (holds comparison.json); pointer, transformer, snail: "
-                         "one or more run folders; ntm: more folders add rows trained on other lengths; "
+                    help="a comparison run's --out folder (holds comparison.json); pointer, transformer: "
+                         "one or more run folders; snail: one or more run folders, plus the published settings "
+                         "table whose rows to keep; ntm: more folders add rows trained on other lengths; "
                          "show_attend_tell: folders whose rows differ only in the hard model's settings; lstmn: "
                          "the test-split folder and the lr sweep's val-split folders")
     ap.add_argument("--block", required=True,

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from experiments.readme import DOCS, README, update_readme_block, with_block
-from experiments.tables import within_noise
+from experiments.tables import is_published, within_noise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,7 +62,7 @@ def tables(results: Path = RESULTS) -> list[tuple[str, dict | None]]:
         order.index(p.parent.parent.name) if p.parent.parent.name in order else len(order), p.parent.name))
     for path in paths:
         data = json.loads(path.read_text())
-        found.append((f"{path.parent.parent.name}/{path.parent.name}", data if "rows" in data else None))
+        found.append((f"{path.parent.parent.name}/{path.parent.name}", data if is_published(data) else None))
     return found
 
 
